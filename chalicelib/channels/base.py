@@ -1,0 +1,151 @@
+"""The one interface every payment channel implements, and the types that cross it.
+
+A channel speaks its own wire protocol and nothing else: it never imports a service or the store.
+Services hand it plain request objects and get plain results back.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from chalicelib.money import Money
+
+
+class ChannelError(Exception):
+    """The channel refused or failed a call. `retryable` says whether the same call may succeed later."""
+
+    def __init__(self, code: str, message: str = "", retryable: bool = False):
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+
+
+class InvalidNotification(Exception):
+    """A callback that failed verification (signature, ids, format). Never applied."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ChannelStatus(str, enum.Enum):
+    PENDING = "pending"     # created, not paid yet
+    PAID = "paid"
+    FAILED = "failed"
+    CLOSED = "closed"       # closed or expired at the channel
+    REFUNDED = "refunded"   # paid, then (partly) refunded: still counts as paid
+    NOT_FOUND = "not_found"
+
+
+class RefundStatus(str, enum.Enum):
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class MerchantChannelConfig:
+    """Per-merchant ids at a channel (WeChat sub_mch_id, Alipay secondary merchant, ...)."""
+    values: dict[str, str] = field(default_factory=dict)
+
+    def get(self, key: str, default: str = "") -> str:
+        return self.values.get(key, default)
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    payment_id: str
+    channel_order_id: str          # our order number at the channel (WeChat out_trade_no)
+    amount: Money                  # what the channel is asked to charge (NZD, or CNY for PayEase)
+    flow: str                      # native | jsapi | h5 | web | wap | qr | bank
+    description: str
+    notify_url: str
+    expires_at: datetime
+    merchant: MerchantChannelConfig
+    return_url: str | None = None
+    client_ip: str = "127.0.0.1"
+    payer: dict[str, str] = field(default_factory=dict)  # e.g. {"openid": ...}
+    product_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    next_action: dict[str, Any]    # {"type": "qr_code", "qr_code": ...} | {"type": "redirect", "url": ...} | jsapi params
+    channel_data: dict[str, str] = field(default_factory=dict)  # e.g. prepay_id (no secrets)
+
+
+@dataclass(frozen=True)
+class OrderRef:
+    channel_order_id: str
+    merchant: MerchantChannelConfig
+    channel_transaction_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ChannelPayment:
+    """What the channel says about a payment, from a query or a verified notification."""
+    channel_order_id: str
+    status: ChannelStatus
+    amount: Money | None = None               # in the currency the order was priced in
+    payer_amount: Money | None = None         # what the shopper paid (CNY)
+    rate: Decimal | None = None               # payer currency per one unit of amount currency
+    channel_transaction_id: str | None = None
+    paid_at: datetime | None = None
+    merchant_channel_id: str | None = None    # e.g. sub_mch_id the channel reports
+    raw: dict[str, str] = field(default_factory=dict)  # the fields received (verified), for ops
+
+
+@dataclass(frozen=True)
+class RefundRequest:
+    refund_id: str
+    channel_refund_id: str          # our refund number at the channel (WeChat out_refund_no)
+    payment: OrderRef
+    total: Money                    # the original payment amount
+    amount: Money                   # this refund
+    reason: str = ""
+    notify_url: str | None = None
+
+
+@dataclass(frozen=True)
+class ChannelRefund:
+    channel_refund_id: str
+    status: RefundStatus
+    channel_refund_ref: str | None = None     # the channel's own refund id
+    amount: Money | None = None
+    raw: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A verified callback. `kind` is 'payment' or 'refund'."""
+    kind: str
+    payment: ChannelPayment | None = None
+    refund: ChannelRefund | None = None
+    # Some channels batch several notifications in one request (PayEase).
+    more: tuple["Notification", ...] = ()
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The body a channel expects back from our callback endpoint."""
+    body: str
+    content_type: str = "text/plain"
+    status_code: int = 200
+
+
+class Channel(Protocol):
+    name: str
+    flows: tuple[str, ...]
+
+    def create(self, req: CreateRequest) -> CreateResult: ...
+    def query(self, ref: OrderRef) -> ChannelPayment: ...
+    def close(self, ref: OrderRef) -> None: ...
+    def refund(self, req: RefundRequest) -> ChannelRefund: ...
+    def refund_query(self, req: RefundRequest) -> ChannelRefund: ...
+    def parse_notification(self, body: bytes, headers: dict[str, str]) -> Notification: ...
+    def ack(self, ok: bool, message: str = "") -> Ack: ...

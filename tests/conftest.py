@@ -1,0 +1,54 @@
+"""Test set-up: environment first, then moto, then the app (order matters, see platform spec §3)."""
+from __future__ import annotations
+
+import os
+
+os.environ.update({
+    "KAURI_STAGE": "test",
+    "KAURI_SANDBOX_ENABLED": "1",
+    "KAURI_PUBLIC_BASE_URL": "http://kauri.test",
+    "KAURI_TABLE_PREFIX": "kauri-test-",
+    "KAURI_BUCKET": "kauri-test-files",
+    "AWS_DEFAULT_REGION": "ap-southeast-2",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+})
+os.environ.pop("KAURI_AWS_ENDPOINT_URL", None)
+os.environ.pop("AWS_ENDPOINT_URL", None)
+
+import moto  # noqa: E402  (must precede any boto3/pynamodb client)
+import pytest  # noqa: E402
+
+from chalicelib import channels, clock, http, settings  # noqa: E402
+
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASE = "http://kauri.test"
+
+
+@pytest.fixture
+def aws():
+    """A fresh, empty embedded AWS with every table and the bucket created."""
+    with moto.mock_aws():
+        from chalicelib.store import tables
+
+        tables.create_all()
+        tables.create_bucket()
+        yield
+    clock.reset()
+
+
+@pytest.fixture
+def client(aws):
+    """Chalice's test client over app.py; outbound HTTP to http://kauri.test goes back into the app."""
+    from chalice.test import Client
+
+    from tests.support.transport import ChaliceAdapter
+    import app as app_module
+
+    with Client(app_module.app, stage_name="dev", project_dir=PROJECT_DIR) as c:
+        http.mount(BASE, ChaliceAdapter(c))
+        channels.reset()
+        yield c
+        http.unmount_all()
+        channels.reset()

@@ -1,0 +1,77 @@
+"""requests transports for tests: route outbound HTTP to the Chalice test client or a fake receiver.
+
+The code under test still builds, signs and sends real HTTP requests with `requests`; only the
+socket is replaced, so signing, serialisation and parsing all run for real.
+"""
+from __future__ import annotations
+
+import threading
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import BaseAdapter
+from requests.structures import CaseInsensitiveDict
+
+_app_lock = threading.RLock()
+
+
+def _response(request, status: int, headers: dict, body: bytes) -> requests.Response:
+    r = requests.Response()
+    r.status_code = status
+    r.headers = CaseInsensitiveDict(headers or {})
+    r._content = body
+    r.url = request.url
+    r.request = request
+    r.encoding = None
+    return r
+
+
+class ChaliceAdapter(BaseAdapter):
+    """Sends each request into a chalice.test.Client (our app, including the sandbox routes)."""
+
+    def __init__(self, client):
+        super().__init__()
+        self.client = client
+        self.calls: list[tuple[str, str]] = []
+
+    def send(self, request, **kwargs):
+        parts = urlsplit(request.url)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        body = request.body or b""
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        headers = {k: v for k, v in request.headers.items()}
+        self.calls.append((request.method, path))
+        # One request at a time through the app: chalice keeps current_request on the app object.
+        with _app_lock:
+            resp = getattr(self.client.http, request.method.lower())(path, headers=headers, body=body)
+        return _response(request, resp.status_code, dict(resp.headers), resp.body)
+
+    def close(self):
+        pass
+
+
+class FakeReceiver(BaseAdapter):
+    """A merchant's webhook receiver (or any outside server): records requests, answers as told."""
+
+    def __init__(self, status: int = 200, body: bytes = b"ok"):
+        super().__init__()
+        self.status = status
+        self.body = body
+        self.down = False          # True: every request times out
+        self.requests: list[dict] = []
+        self._lock = threading.Lock()
+
+    def send(self, request, **kwargs):
+        body = request.body or b""
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        with self._lock:
+            self.requests.append({"url": request.url, "headers": dict(request.headers), "body": body,
+                                  "answered": not self.down})
+        if self.down:
+            raise requests.exceptions.ConnectTimeout("receiver down (test)")
+        return _response(request, self.status, {"Content-Type": "text/plain"}, self.body)
+
+    def close(self):
+        pass
