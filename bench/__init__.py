@@ -1,0 +1,1 @@
+"""Benchmarks that print numbers. Never part of the pass/fail suite."""
