@@ -32,6 +32,50 @@ class AlipaySettings:
     sign_type: str  # MD5 or RSA2
     gateway_url: str
 
+    # Sandbox-only RSA material (generated for Kauri's simulator, never used with real Alipay):
+    # our merchant private key, and the public half of the simulator's "Alipay" key pair.
+    # Prod reads both from the environment; these defaults apply only when stage != prod.
+    SANDBOX_PRIVATE_KEY_PEM = (
+        "-----BEGIN RSA PRIVATE KEY-----\n"
+        "MIIEogIBAAKCAQEAhZOE/zAjl7TZLTW5RqCIeISuo/ITAvN3J7OYRZl/ElRfEPnh\n"
+        "IutqwUoS+qoUYKsz++mzuWq0PkSSpwBQcuLI2x3703/yx6tV9eRnJHMvsQOhp5Gt\n"
+        "/RkFJ75gGv75a5dwJqnA6gF7nYiJHExbjodcooubPfgjff52xOAs4ZDqVuMTmH5p\n"
+        "DWNMoBOOr4l17hJ/GXLiCenNl1rhNAUE5egzeR6u+phaZzJ+hwtZ8w6/f/N66r3I\n"
+        "j0ArU6X/KefK70RQ1leMqGWhKHjXuJG887sK6dD9+dKi/vlJ3yg5iCQyXHXzNIxy\n"
+        "0d2nE4xt1VIqVhUcCMQW3LPodRpvZRHkBxc+tQIDAQABAoIBABwjWsFc9Sp4hMVS\n"
+        "y2A24fitTpKnpFybR+77lKiYsJ1+W3ZahRQTjm4AOiZGnLtOZUl8TglRkn2JeXEn\n"
+        "jkrdPh12X/2KNuzbyWRehGG3yAScdLm1ZPbrhdv87QbSzlzdTlk+qi5BOLaTM/rb\n"
+        "lO/d0ORGz2GK+4MHjyJi7OFpYwwBRM7mvyMYicRnYmCBHJb4zSllxWF1Lu2XRjEQ\n"
+        "0ZIQrnErFLnROWozKYg7UoY2AGX1YQezzyswiUB0fqFXlJozYhVPc07q7+Z50Qd/\n"
+        "dZ4dC4tN3rb0eB3K8CJB0FwOAxPOsSFX0/k2mcFpxODs/66eZrc4Gu16Pivo+Op5\n"
+        "BVGRLHMCgYEAuh2o/ftMbZAqeVlXYPk/ziaribQbEAiiRtYoYFHZ8I+5LM9QvnH9\n"
+        "+6RWccpUlpZuECiqW8GPb9Ry6YEm5T3YPDUgq97AaRBBuoiUybfFAgLMsGsO/X+X\n"
+        "QNYGQ7HDuUvH/E76vPcrc/QILb4XZEytCZy2285nSbnzCFTYTpqvqCsCgYEAt7uA\n"
+        "pYzL7lVq2CoQDZfUiKZmYtXzOgGJpWJlQiSpRjS4F9pNSdcPvqvW8puOagACUzwA\n"
+        "U+i5BbnbWGGSLaeOshr84bCBXnP90wR+shly69RKJWVkAgYi5+eGGfZWsrhAK6bi\n"
+        "W9W8ABwyZ2iEPYJfV1OuBsfZmi0EP2Zz3odnZJ8CgYAEyy7HG+nkCIqPhZWSkdjq\n"
+        "3mQcr97iktZbLLjtgi4y3ADQ/qX9wcHg8WKom6WCG23KTMHWiy2+m6I6EXGHBgjD\n"
+        "xDqLMrmR+zE2NL5gU7NnUdsj0B4auWaT7O9MXw/Dfggwn3gl1dfwrKBpTTQdCTyL\n"
+        "utWa474VUAzKciUAIUvU8QKBgBLcpPBZ6/WjvzxB1TQQCjmdG5W58SZbUg4wc8S+\n"
+        "jsIuV1fbiWOzOGKSsZZmcdBf/90bo8z5b0UvN11zZtZZBUUzkBJ7VEymC8DGDVur\n"
+        "USj0ukfsiL/McXjtQ88WgwAF+lCA6WwUHSDFxEbpa+oEoFUOuiboDWbOiEkZ83s8\n"
+        "21hxAoGAFeC519wHBeIj2GE153lac2G9PpwPDcfDUnktwiDrt7WzA2SsmsUTpOv5\n"
+        "5zX558kYIWLdlUuuIG8Z1kHpIumpx+DvyiLQMyIc3iLs9ZWCsMN77Ee0QGszClw8\n"
+        "iAj7crMXS4nsf8AW/fDFJ0IKUVOwEH2lnT6u/6GgunMyQYzDxV0=\n"
+        "-----END RSA PRIVATE KEY-----\n"
+    )
+    SANDBOX_ALIPAY_PUBLIC_KEY_PEM = (
+        "-----BEGIN PUBLIC KEY-----\n"
+        "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAsQtRyWeDYH6A/ygoltDT\n"
+        "Nq4MpGUSYss/+6D+DZ9LZI0/lXBJVbleZAYKys7vMUIXrqgLCoiUyfTypoON3AUS\n"
+        "WAIs+esW56pmc4ZaDKfkHheDFGhAQ4HAFXslo3bi37K2TGLgs7E6bT+YDtBIQSzb\n"
+        "KOCdwsjTyhG/zLJhN+yD+2vKzo5Aa/SUZFI2de2sx4clZvqyZ5mH6xxDjqTy3WZP\n"
+        "RWobN1F8szzWT6mS1NXWT4/eJltC9KzUczR6n+FNMALrfMrE1OFx3lYYUZnSBnSU\n"
+        "jnBOzndCPn3Kt3ZSPUORZDK9QMFJGaKFIstMV5AbNYKLd/kuWBd4W1ClD0Ze7SW+\n"
+        "xwIDAQAB\n"
+        "-----END PUBLIC KEY-----\n"
+    )
+
 
 @dataclass(frozen=True)
 class PayEaseSettings:
@@ -97,8 +141,10 @@ def load(env: dict[str, str] | None = None) -> Settings:
         alipay=AlipaySettings(
             partner=env.get("KAURI_ALIPAY_PARTNER", "2088101122136241"),
             md5_key=env.get("KAURI_ALIPAY_MD5_KEY", "760bdzec6y9goq7ctyx96ezkz78287de" if stage != "prod" else ""),
-            private_key_pem=env.get("KAURI_ALIPAY_PRIVATE_KEY_PEM", ""),
-            alipay_public_key_pem=env.get("KAURI_ALIPAY_PUBLIC_KEY_PEM", ""),
+            private_key_pem=env.get("KAURI_ALIPAY_PRIVATE_KEY_PEM",
+                                    AlipaySettings.SANDBOX_PRIVATE_KEY_PEM if stage != "prod" else ""),
+            alipay_public_key_pem=env.get("KAURI_ALIPAY_PUBLIC_KEY_PEM",
+                                          AlipaySettings.SANDBOX_ALIPAY_PUBLIC_KEY_PEM if stage != "prod" else ""),
             sign_type=env.get("KAURI_ALIPAY_SIGN_TYPE", "MD5"),
             gateway_url=env.get("KAURI_ALIPAY_GATEWAY_URL", default_sandbox + "/alipay/gateway.do"),
         ),
