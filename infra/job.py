@@ -1,0 +1,92 @@
+"""Run one of app.py's non-HTTP functions against the running local stack.
+
+    make job name=retry_webhooks event='{}'
+    python -m infra.job <function name> ['<json event>']
+
+It reads .local/stack.json (written by `make run`), points this process at that stack's embedded AWS
+and API before importing app.py, invokes the function the way Lambda would (with the function's
+own environment from .chalice/config.json) and prints its result as JSON. Scheduled functions
+given an empty event get a real-looking EventBridge "Scheduled Event".
+"""
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from datetime import datetime, timezone
+from urllib.parse import urlsplit
+
+from infra.local import PROJECT_DIR, STAGE, apply_environment, scheduled_event, stack_environment, stack_file
+
+
+class JobError(Exception):
+    """A problem the caller can fix; the message says how."""
+
+
+def load_stack() -> dict:
+    path = stack_file()
+    if not path.exists():
+        raise JobError(f"no local stack found ({path} is missing): start one with `make run`")
+    facts = json.loads(path.read_text())
+    endpoint = urlsplit(facts["aws_endpoint_url"])
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port), timeout=1).close()
+    except OSError:
+        raise JobError(f"the local stack in {path} is not answering at {facts['aws_endpoint_url']}: "
+                       "start one with `make run`") from None
+    return facts
+
+
+def parse_event(text: str) -> object:
+    if not text.strip():
+        return {}
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise JobError(f"event is not valid JSON ({exc}): pass e.g. event='{{\"dry_run\": true}}'") from None
+
+
+def invokable(chalice_app) -> dict[str, str]:
+    """Function name -> kind, for everything that is not an HTTP route."""
+    out = {f.name: "lambda_function" for f in chalice_app.pure_lambda_functions}
+    for source in chalice_app.event_sources:
+        out[source.name] = type(source).__name__.replace("EventConfig", "").lower() or "event"
+    return out
+
+
+def run(name: str, event: object) -> object:
+    facts = load_stack()
+    apply_environment(stack_environment(facts["api_url"], facts["aws_endpoint_url"]))
+    if str(PROJECT_DIR) not in sys.path:
+        sys.path.insert(0, str(PROJECT_DIR))
+
+    from chalice.test import Client
+
+    import app as app_module
+
+    functions = invokable(app_module.app)
+    if name not in functions:
+        known = ", ".join(sorted(functions)) or "(none defined yet)"
+        raise JobError(f"unknown function {name!r}. app.py defines: {known}")
+    if functions[name] == "scheduled" and event == {}:
+        event = scheduled_event(name, datetime.now(timezone.utc), facts.get("region", "ap-southeast-2"))
+    with Client(app_module.app, stage_name=STAGE, project_dir=str(PROJECT_DIR)) as client:
+        return client.lambda_.invoke(name, event).payload
+
+
+def main(argv: list[str]) -> int:
+    if not argv or not argv[0].strip():
+        print("usage: make job name=<function> event='<json>'   (python -m infra.job NAME [EVENT])", file=sys.stderr)
+        return 2
+    try:
+        event = parse_event(argv[1] if len(argv) > 1 else "")
+        result = run(argv[0].strip(), event)
+    except JobError as exc:
+        print(f"job: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, sort_keys=True, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
