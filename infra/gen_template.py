@@ -1,0 +1,342 @@
+"""Generate infra/template.yaml and .chalice/policy.json from the pynamodb models, so neither can drift.
+
+    python -m infra.gen_template           write both files
+    python -m infra.gen_template --check   exit 1 if the committed files differ from the models
+
+The template holds the stateful resources only (tables, bucket); chalice packages the functions.
+The IAM policy is least privilege over exactly those tables, their indexes, the bucket and logs.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+TEMPLATE_PATH = PROJECT_DIR / "infra" / "template.yaml"
+POLICY_PATH = PROJECT_DIR / ".chalice" / "policy.json"
+STAGES = ["dev", "sandbox", "prod"]
+APP = "kauri"
+BUCKET_SUFFIX = "files"  # settings default: KAURI_BUCKET = kauri-<stage>-files
+
+# What the code does to a table: item CRUD, queries, batches; transactions need the same item
+# actions. pynamodb calls DescribeTable once per model. No Scan, no table admin.
+DYNAMODB_ITEM_ACTIONS = [
+    "dynamodb:BatchGetItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:DescribeTable",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:Query",
+    "dynamodb:UpdateItem",
+]
+
+
+# ---- reading the models --------------------------------------------------------------------------
+
+def table_specs() -> list[dict[str, Any]]:
+    """One plain dict per pynamodb model: short name, keys, attribute types, indexes, TTL."""
+    from chalicelib import settings
+    from chalicelib.store import tables
+
+    prefix = settings.get().table_prefix
+    specs = []
+    for model in tables.models():
+        full = model.Meta.table_name
+        if not full.startswith(prefix):
+            raise ValueError(f"{model.__name__}: table {full!r} does not start with the stage prefix {prefix!r}")
+        schema = model._get_schema()
+        ttl = model._ttl_attribute()
+        specs.append({
+            "model": model.__name__,
+            "name": full[len(prefix):],
+            "attributes": sorted((a["AttributeName"], a["AttributeType"]) for a in schema["attribute_definitions"]),
+            "key_schema": [(k["AttributeName"], k["KeyType"]) for k in _hash_first(schema["key_schema"])],
+            "gsis": sorted((_index_spec(i) for i in schema["global_secondary_indexes"]), key=lambda i: i["name"]),
+            "lsis": sorted((_index_spec(i) for i in schema["local_secondary_indexes"]), key=lambda i: i["name"]),
+            "ttl": ttl.attr_name if ttl is not None else None,
+        })
+    names = [s["name"] for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two models share a table name: {names}")
+    return specs
+
+
+def _hash_first(keys: list[dict]) -> list[dict]:
+    return sorted(keys, key=lambda k: 0 if k["KeyType"] == "HASH" else 1)
+
+
+def _index_spec(index: dict) -> dict[str, Any]:
+    projection = index["projection"]
+    return {
+        "name": index["index_name"],
+        "key_schema": [(k["AttributeName"], k["KeyType"]) for k in _hash_first(index["key_schema"])],
+        "projection": projection["ProjectionType"],
+        "non_key_attributes": list(projection.get("NonKeyAttributes") or []),
+    }
+
+
+def logical_id(name: str, suffix: str) -> str:
+    return "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", name) if part) + suffix
+
+
+def _sub(text: str) -> dict:
+    return {"Fn::Sub": text}
+
+
+def _keys(pairs: list[tuple[str, str]]) -> list[dict]:
+    return [{"AttributeName": n, "KeyType": t} for n, t in pairs]
+
+
+def _projection(index: dict) -> dict:
+    out: dict[str, Any] = {"ProjectionType": index["projection"]}
+    if index["non_key_attributes"]:
+        out["NonKeyAttributes"] = index["non_key_attributes"]
+    return out
+
+
+# ---- the CloudFormation template -----------------------------------------------------------------
+
+def _tags() -> list[dict]:
+    return [{"Key": "app", "Value": APP}, {"Key": "stage", "Value": {"Ref": "Stage"}}]
+
+
+def table_resource(spec: dict[str, Any]) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "TableName": _sub(f"{APP}-${{Stage}}-{spec['name']}"),
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [{"AttributeName": n, "AttributeType": t} for n, t in spec["attributes"]],
+        "KeySchema": _keys(spec["key_schema"]),
+    }
+    if spec["gsis"]:
+        props["GlobalSecondaryIndexes"] = [
+            {"IndexName": i["name"], "KeySchema": _keys(i["key_schema"]), "Projection": _projection(i)}
+            for i in spec["gsis"]
+        ]
+    if spec["lsis"]:
+        props["LocalSecondaryIndexes"] = [
+            {"IndexName": i["name"], "KeySchema": _keys(i["key_schema"]), "Projection": _projection(i)}
+            for i in spec["lsis"]
+        ]
+    if spec["ttl"]:
+        props["TimeToLiveSpecification"] = {"AttributeName": spec["ttl"], "Enabled": True}
+    props["PointInTimeRecoverySpecification"] = {"PointInTimeRecoveryEnabled": True}
+    props["SSESpecification"] = {"SSEEnabled": True}
+    props["DeletionProtectionEnabled"] = {"Fn::If": ["IsProd", True, False]}
+    props["Tags"] = _tags()
+    return {
+        "Type": "AWS::DynamoDB::Table",
+        # Money records: deleting the stack (or a replacing change) must never drop a table.
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
+        "Properties": props,
+    }
+
+
+def bucket_resources() -> dict[str, Any]:
+    bucket_name = _sub(f"{APP}-${{Stage}}-{BUCKET_SUFFIX}")
+    return {
+        "FilesBucket": {
+            "Type": "AWS::S3::Bucket",
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {
+                "BucketName": bucket_name,
+                "VersioningConfiguration": {"Status": "Enabled"},
+                "BucketEncryption": {"ServerSideEncryptionConfiguration": [
+                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": True},
+                ]},
+                "PublicAccessBlockConfiguration": {
+                    "BlockPublicAcls": True,
+                    "BlockPublicPolicy": True,
+                    "IgnorePublicAcls": True,
+                    "RestrictPublicBuckets": True,
+                },
+                "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+                "LifecycleConfiguration": {"Rules": [{
+                    "Id": "abort-incomplete-uploads",
+                    "Status": "Enabled",
+                    "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
+                }]},
+                "Tags": _tags(),
+            },
+        },
+        "FilesBucketPolicy": {
+            "Type": "AWS::S3::BucketPolicy",
+            "Properties": {
+                "Bucket": {"Ref": "FilesBucket"},
+                "PolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [{
+                        "Sid": "DenyPlainHttp",
+                        "Effect": "Deny",
+                        "Principal": "*",
+                        "Action": "s3:*",
+                        "Resource": [
+                            {"Fn::GetAtt": ["FilesBucket", "Arn"]},
+                            _sub("${FilesBucket.Arn}/*"),
+                        ],
+                        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                    }],
+                },
+            },
+        },
+    }
+
+
+def build_template(specs: list[dict[str, Any]]) -> dict[str, Any]:
+    resources: dict[str, Any] = {}
+    outputs: dict[str, Any] = {}
+    for spec in specs:
+        lid = logical_id(spec["name"], "Table")
+        resources[lid] = table_resource(spec)
+        outputs[lid + "Name"] = {"Value": {"Ref": lid}}
+    resources.update(bucket_resources())
+    outputs["FilesBucketName"] = {"Value": {"Ref": "FilesBucket"}}
+    return {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": "Kauri stateful resources: DynamoDB tables and the files bucket. "
+                       "Generated by infra/gen_template.py from chalicelib/store; do not edit by hand.",
+        "Parameters": {
+            "Stage": {"Type": "String", "AllowedValues": STAGES, "Default": "dev",
+                      "Description": "Chalice stage; names every resource kauri-<stage>-..."},
+        },
+        "Conditions": {"IsProd": {"Fn::Equals": [{"Ref": "Stage"}, "prod"]}},
+        "Resources": resources,
+        "Outputs": outputs,
+    }
+
+
+# ---- the IAM policy chalice attaches to every function (.chalice/policy.json) --------------------
+
+def build_policy(specs: list[dict[str, Any]]) -> dict[str, Any]:
+    # One file serves every stage (config.json names a single iam_policy_file), hence the stage wildcard.
+    tables = [f"arn:aws:dynamodb:*:*:table/{APP}-*-{s['name']}" for s in specs]
+    indexes = [f"{t}/index/*" for t, s in zip(tables, specs) if s["gsis"] or s["lsis"]]
+    bucket = f"arn:aws:s3:::{APP}-*-{BUCKET_SUFFIX}"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "Logs",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": [f"arn:aws:logs:*:*:log-group:/aws/lambda/{APP}-*",
+                             f"arn:aws:logs:*:*:log-group:/aws/lambda/{APP}-*:*"],
+            },
+            {
+                "Sid": "Tables",
+                "Effect": "Allow",
+                "Action": DYNAMODB_ITEM_ACTIONS,
+                "Resource": tables,
+            },
+            {
+                "Sid": "TableIndexes",
+                "Effect": "Allow",
+                "Action": ["dynamodb:Query"],
+                "Resource": indexes,
+            },
+            {
+                "Sid": "FilesObjects",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject"],
+                "Resource": [f"{bucket}/*"],
+            },
+            {
+                "Sid": "FilesBucket",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket"],
+                "Resource": [bucket],
+            },
+        ],
+    }
+
+
+# ---- a tiny YAML writer (block style; no dependency) ---------------------------------------------
+
+_PLAIN = re.compile(r"^[A-Za-z_/][A-Za-z0-9_.:/*-]*$")
+_RESERVED = {"true", "false", "yes", "no", "on", "off", "null", "y", "n", "~"}
+
+
+def _scalar(value: Any) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return json.dumps(value)
+    text = str(value)
+    if _PLAIN.match(text) and text.lower() not in _RESERVED:
+        return text
+    return json.dumps(text)  # a JSON string is a valid YAML double-quoted scalar
+
+
+def _yaml(value: Any, indent: int) -> list[str]:
+    pad = "  " * indent
+    lines: list[str] = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(v, (dict, list)) and v:
+                lines.append(f"{pad}{_scalar(k)}:")
+                lines.extend(_yaml(v, indent + 1))
+            else:
+                lines.append(f"{pad}{_scalar(k)}: {_inline(v)}")
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, (dict, list)) and item:
+                body = _yaml(item, indent + 1)
+                first = body[0].lstrip()
+                lines.append(f"{pad}- {first}")
+                lines.extend(body[1:])
+            else:
+                lines.append(f"{pad}- {_inline(item)}")
+    else:
+        lines.append(pad + _scalar(value))
+    return lines
+
+
+def _inline(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{}"
+    if isinstance(value, list):
+        return "[]"
+    return _scalar(value)
+
+
+def to_yaml(doc: dict[str, Any]) -> str:
+    header = "# Generated by `python -m infra.gen_template` from chalicelib/store. Do not edit by hand.\n"
+    return header + "\n".join(_yaml(doc, 0)) + "\n"
+
+
+def render() -> tuple[str, str]:
+    """(template.yaml text, policy.json text) for the models as they are now."""
+    specs = table_specs()
+    template = to_yaml(build_template(specs))
+    policy = json.dumps(build_policy(specs), indent=2) + "\n"
+    return template, policy
+
+
+def main(argv: list[str]) -> int:
+    template, policy = render()
+    targets = [(TEMPLATE_PATH, template), (POLICY_PATH, policy)]
+    if "--check" in argv:
+        stale = [str(p.relative_to(PROJECT_DIR)) for p, text in targets
+                 if not p.exists() or p.read_text() != text]
+        if stale:
+            print("out of date: " + ", ".join(stale) + " (run: python -m infra.gen_template)", file=sys.stderr)
+            return 1
+        return 0
+    for path, text in targets:
+        path.write_text(text)
+        print(f"wrote {path.relative_to(PROJECT_DIR)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
