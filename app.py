@@ -1,14 +1,192 @@
-"""Kauri: every entry point and nothing else. Handlers read the request, call one service, answer."""
+"""Kauri: every entry point and nothing else. Handlers read the request, call one service, answer.
+
+Heavy packages (boto3/pynamodb, requests, qrcode) load on first use, not at import: every Lambda of
+this app imports this module on cold start.
+"""
 from __future__ import annotations
 
-from chalice import Chalice
+from chalice import Chalice, Rate, Response
 
 from chalicelib import channels, settings
+from chalicelib.api import http as api
 
 app = Chalice(app_name="kauri")
-app.api.binary_types = list(app.api.binary_types) + ["image/svg+xml"]
-
 _settings = settings.get()
+
+CALLBACK_TYPES = ["text/xml", "application/xml", "application/x-www-form-urlencoded", "application/json",
+                  "text/plain"]
+
+
+def _req():
+    return app.current_request
+
+
+# ---- merchant API v1 -------------------------------------------------------------------------
+@app.route("/v1/payments", methods=["POST"])
+@api.json_endpoint
+def create_payment():
+    from chalicelib.api.requests import new_payment
+    from chalicelib.domain import views
+    from chalicelib.services import payments
+
+    req = _req()
+    who = api.caller(req)
+    source_ip = (req.context or {}).get("identity", {}).get("sourceIp")
+
+    def run(completion):
+        return 201, views.payment(payments.create(who.merchant, who.livemode, new_payment(api.body(req), source_ip),
+                                                  completion))
+    return api.idempotent(req, who, "POST /v1/payments", run)
+
+
+@app.route("/v1/payments", methods=["GET"])
+@api.json_endpoint
+def list_payments():
+    from chalicelib.api import validate
+    from chalicelib.domain import views
+    from chalicelib.services import payments
+
+    req = _req()
+    who = api.caller(req)
+    ref = validate.string(req.query_params or {}, "merchant_reference", max_len=64)
+    found = payments.find_by_reference(who.merchant, who.livemode, ref)
+    return api.respond(200, {"object": "list", "data": [views.payment(p) for p in found]})
+
+
+@app.route("/v1/payments/{payment_id}", methods=["GET"])
+@api.json_endpoint
+def get_payment(payment_id):
+    from chalicelib.domain import views
+    from chalicelib.services import payments
+
+    who = api.caller(_req())
+    return api.respond(200, views.payment(payments.get_for(who.merchant, who.livemode, payment_id)))
+
+
+@app.route("/v1/payments/{payment_id}/close", methods=["POST"])
+@api.json_endpoint
+def close_payment(payment_id):
+    from chalicelib.domain import views
+    from chalicelib.services import payments
+
+    req = _req()
+    who = api.caller(req)
+    return api.idempotent(req, who, f"POST /v1/payments/{payment_id}/close", lambda _c: (
+        200, views.payment(payments.close(who.merchant, who.livemode, payment_id))))
+
+
+@app.route("/v1/payments/{payment_id}/refunds", methods=["POST"])
+@api.json_endpoint
+def create_refund(payment_id):
+    from chalicelib.api.requests import new_refund
+    from chalicelib.domain import views
+    from chalicelib.services import refunds
+
+    req = _req()
+    who = api.caller(req)
+
+    def run(_completion):
+        amount, reason = new_refund(api.body(req))
+        return 201, views.refund(refunds.create(who.merchant, who.livemode, payment_id, amount, reason))
+    return api.idempotent(req, who, f"POST /v1/payments/{payment_id}/refunds", run)
+
+
+@app.route("/v1/payments/{payment_id}/refunds", methods=["GET"])
+@api.json_endpoint
+def list_refunds(payment_id):
+    from chalicelib.domain import views
+    from chalicelib.services import refunds
+
+    who = api.caller(_req())
+    found = refunds.list_for(who.merchant, who.livemode, payment_id)
+    return api.respond(200, {"object": "list", "data": [views.refund(r) for r in found]})
+
+
+@app.route("/v1/payments/{payment_id}/refunds/{refund_id}", methods=["GET"])
+@api.json_endpoint
+def get_refund(payment_id, refund_id):
+    from chalicelib.domain import views
+    from chalicelib.services import refunds
+
+    who = api.caller(_req())
+    return api.respond(200, views.refund(refunds.get_for(who.merchant, who.livemode, payment_id, refund_id)))
+
+
+@app.route("/v1/webhook_endpoints", methods=["POST"])
+@api.json_endpoint
+def create_webhook_endpoint():
+    from chalicelib.api.requests import new_webhook_endpoint
+    from chalicelib.services import merchants
+
+    req = _req()
+    who = api.caller(req)
+    return api.idempotent(req, who, "POST /v1/webhook_endpoints", lambda _c: (
+        201, merchants.add_webhook_endpoint(who.merchant, new_webhook_endpoint(api.body(req)))))
+
+
+@app.route("/v1/webhook_endpoints", methods=["GET"])
+@api.json_endpoint
+def list_webhook_endpoints():
+    from chalicelib.services import merchants
+
+    who = api.caller(_req())
+    return api.respond(200, {"object": "list", "data": merchants.list_webhook_endpoints(who.merchant)})
+
+
+@app.route("/v1/events", methods=["GET"])
+@api.json_endpoint
+def list_events():
+    from chalicelib.services import notifications
+
+    who = api.caller(_req())
+    return api.respond(200, {"object": "list", "data": notifications.list_for(who.merchant.id)})
+
+
+@app.route("/v1/events/{event_id}", methods=["GET"])
+@api.json_endpoint
+def get_event(event_id):
+    from chalicelib.api.errors import not_found
+    from chalicelib.services import notifications
+
+    who = api.caller(_req())
+    found = notifications.get_for(who.merchant.id, event_id)
+    if found is None:
+        raise not_found("event", "event_id")
+    return api.respond(200, found)
+
+
+@app.route("/v1/events/{event_id}/resend", methods=["POST"])
+@api.json_endpoint
+def resend_event(event_id):
+    from chalicelib.api.errors import not_found
+    from chalicelib.services import notifications
+
+    who = api.caller(_req())
+    found = notifications.resend(who.merchant.id, event_id)
+    if found is None:
+        raise not_found("event", "event_id")
+    return api.respond(200, found)
+
+
+# ---- channel callbacks -----------------------------------------------------------------------
+@app.route("/callbacks/{channel}", methods=["POST"], content_types=CALLBACK_TYPES)
+def channel_callback(channel):
+    from chalicelib.services import callbacks
+
+    if channel not in channels.names():
+        return Response(body="unknown channel", status_code=404, headers={"Content-Type": "text/plain"})
+    req = _req()
+    ack = callbacks.handle(channel, req.raw_body or b"", dict(req.headers or {}))
+    return Response(body=ack.body, status_code=ack.status_code, headers={"Content-Type": ack.content_type})
+
+
+# ---- scheduled jobs --------------------------------------------------------------------------
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="retry_webhooks")
+def retry_webhooks(event):
+    from chalicelib.services import notifications
+
+    return {"attempted": notifications.deliver_due(limit=500)}
+
 
 # ---- sandbox channel simulators (never in prod) ----------------------------------------------
 if _settings.sandbox_enabled and not _settings.is_prod:

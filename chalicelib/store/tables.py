@@ -5,6 +5,12 @@ import importlib
 
 # Modules that define pynamodb models; each model class listed by name.
 _MODELS = [
+    ("chalicelib.store.models", name) for name in (
+        "MerchantModel", "ApiKeyModel", "PaymentModel", "RefundModel", "IdempotencyModel",
+        "PostingModel", "EntryModel", "BalanceModel", "EventModel", "WebhookEndpointModel",
+        "OpsRecordModel",
+    )
+] + [
     ("chalicelib.store.sandbox", "SandboxRecord"),
 ]
 

@@ -1,0 +1,81 @@
+"""Turning requests into calls and results into responses: auth, bodies, error mapping."""
+from __future__ import annotations
+
+import functools
+import json
+import traceback
+from typing import Any, Callable
+
+from chalice import Response
+
+from chalicelib import log, settings
+from chalicelib.api import validate
+from chalicelib.api.errors import ApiError, unauthorized
+from chalicelib.services import errors as service_errors
+from chalicelib.services import idempotency
+from chalicelib.services.merchants import Caller, authenticate
+
+JSON = {"Content-Type": "application/json"}
+
+
+def respond(status: int, body: Any, headers: dict | None = None) -> Response:
+    return Response(body=json.dumps(body, sort_keys=True, separators=(",", ":")), status_code=status,
+                    headers={**JSON, **(headers or {})})
+
+
+def _from_service(exc: service_errors.ServiceError) -> ApiError:
+    status = idempotency.STATUS_BY_KIND[exc.kind]
+    type_ = "channel_error" if exc.kind == "channel" else "invalid_request_error"
+    return ApiError(status, type_, exc.code, exc.message, exc.param)
+
+
+def json_endpoint(fn: Callable[..., Response]) -> Callable[..., Response]:
+    """Every merchant route: known failures become their JSON error; anything else a logged 500."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ApiError as exc:
+            return respond(exc.status, exc.body())
+        except service_errors.ServiceError as exc:
+            err = _from_service(exc)
+            return respond(err.status, err.body())
+        except Exception as exc:  # the one place that may produce a 500, always logged
+            log.error("unhandled_error", route=fn.__name__, error=type(exc).__name__,
+                      trace=traceback.format_exc(limit=8))
+            return respond(500, {"error": {"type": "api_error", "code": "internal_error",
+                                           "message": "something went wrong on our side", "param": None}})
+    return wrapper
+
+
+def header(request, name: str) -> str | None:
+    lname = name.lower()
+    for k, v in (request.headers or {}).items():
+        if k.lower() == lname:
+            return v
+    return None
+
+
+def caller(request) -> Caller:
+    auth = header(request, "Authorization") or ""
+    scheme, _, key = auth.partition(" ")
+    if scheme.lower() != "bearer" or not key:
+        raise unauthorized("use Authorization: Bearer sk_test_... or sk_live_...")
+    who = authenticate(key.strip())
+    if who is None:
+        raise unauthorized()
+    return who
+
+
+def body(request) -> dict:
+    return validate.json_body(request.raw_body, settings.get().max_body_bytes)
+
+
+def idempotent(request, who: Caller, route: str, handler: Callable[[idempotency.Completion | None], tuple[int, dict]]
+               ) -> Response:
+    key = header(request, "Idempotency-Key")
+    raw = request.raw_body or b""
+    if len(raw) > settings.get().max_body_bytes:
+        validate.json_body(raw, settings.get().max_body_bytes)  # raises the 413
+    status, out = idempotency.run(f"{who.merchant.id}:{'live' if who.livemode else 'test'}", route, key, raw, handler)
+    return respond(status, out)

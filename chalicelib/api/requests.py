@@ -1,0 +1,52 @@
+"""Merchant request bodies -> service inputs. Every field checked; unknown fields refused."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from chalicelib.api import validate as v
+from chalicelib.api.errors import invalid
+from chalicelib.money import EXPONENTS, Money, MoneyError
+from chalicelib.services.payments import NewPayment
+
+PAYMENT_FIELDS = {"amount", "currency", "channel", "flow", "merchant_reference", "description", "return_url",
+                  "metadata", "payer", "expires_in", "client_ip"}
+
+
+def new_payment(data: dict, source_ip: str | None) -> NewPayment:
+    v.only(data, PAYMENT_FIELDS)
+    amount = v.integer(data, "amount")
+    currency = v.string(data, "currency", max_len=3, pattern=r"[A-Z]{3}")
+    if currency not in EXPONENTS:
+        raise invalid("currency_unknown", f"unknown currency {currency}", "currency")
+    payer = data.get("payer") or {}
+    if not isinstance(payer, dict):
+        raise invalid("parameter_invalid", "payer must be an object", "payer")
+    payer = v.string_map({"payer": payer}, "payer", max_keys=5, max_len=128)
+    expires_in = v.integer(data, "expires_in", minimum=60, maximum=24 * 3600, default=30 * 60)
+    try:
+        money = Money(amount, currency)
+    except MoneyError as exc:
+        raise invalid("parameter_invalid", str(exc), "amount") from None
+    client_ip = v.string(data, "client_ip", max_len=45, pattern=r"[0-9A-Fa-f:.]+", default=None) or source_ip
+    return NewPayment(
+        amount=money,
+        channel=v.string(data, "channel", max_len=32, pattern=r"[a-z]+"),
+        flow=v.string(data, "flow", max_len=16, pattern=r"[a-z0-9_]+"),
+        merchant_reference=v.string(data, "merchant_reference", max_len=64),
+        description=v.string(data, "description", max_len=127),
+        return_url=v.url(data, "return_url", default=None),
+        metadata=v.string_map(data, "metadata"),
+        payer=payer,
+        client_ip=client_ip or "127.0.0.1",
+        expires_in=timedelta(seconds=expires_in),
+    )
+
+
+def new_refund(data: dict) -> tuple[int, str]:
+    v.only(data, {"amount", "reason"})
+    return v.integer(data, "amount"), v.string(data, "reason", max_len=80, default="")
+
+
+def new_webhook_endpoint(data: dict) -> str:
+    v.only(data, {"url"})
+    return v.url(data, "url")

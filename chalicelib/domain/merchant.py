@@ -1,0 +1,30 @@
+"""Merchants: who gets paid, in what currency, at what fee, through which channel accounts."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from chalicelib.money import SETTLEMENT_CURRENCIES
+
+
+@dataclass(frozen=True)
+class Merchant:
+    id: str
+    name: str
+    settlement_currency: str
+    fee_bps: int                                   # our fee in basis points of each payment
+    channels: dict[str, dict[str, str]] = field(default_factory=dict)  # channel -> ids (sub_mch_id, ...)
+    status: str = "active"
+    fx_markup_bps: int = 0                         # tuition quotes: markup over the channel rate
+    allow_negative_balance: bool = False
+    holding_days: int = 2
+    min_payout: int = 2000
+    bank_account: str | None = None
+
+    def __post_init__(self):
+        if self.settlement_currency not in SETTLEMENT_CURRENCIES:
+            raise ValueError(f"settlement currency must be one of {SETTLEMENT_CURRENCIES}")
+        if not 0 <= self.fee_bps <= 10000:
+            raise ValueError("fee_bps out of range")
+
+    def channel_ids(self, channel: str) -> dict[str, str] | None:
+        return self.channels.get(channel)

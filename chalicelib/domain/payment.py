@@ -1,0 +1,84 @@
+"""Payment and its state machine. Pure: no storage, no HTTP."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from chalicelib.money import Money
+
+
+class PaymentStatus(str, enum.Enum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+# Forward-only: a payment leaves `pending` once and never comes back.
+TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
+    PaymentStatus.PENDING: frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.CLOSED}),
+    PaymentStatus.SUCCEEDED: frozenset(),
+    PaymentStatus.FAILED: frozenset(),
+    PaymentStatus.CLOSED: frozenset(),
+}
+
+FLOWS = {
+    "wechat": ("native", "jsapi", "h5"),
+    "alipay": ("web", "wap", "qr"),
+    "payease": ("bank",),
+}
+
+
+class InvalidTransition(Exception):
+    def __init__(self, current: PaymentStatus, target: PaymentStatus):
+        super().__init__(f"payment cannot move from {current.value} to {target.value}")
+        self.current = current
+        self.target = target
+
+
+def can_transition(current: PaymentStatus, target: PaymentStatus) -> bool:
+    return target in TRANSITIONS[current]
+
+
+@dataclass(frozen=True)
+class Payment:
+    id: str
+    merchant_id: str
+    livemode: bool
+    amount: Money
+    channel: str
+    flow: str
+    status: PaymentStatus
+    channel_order_id: str
+    merchant_reference: str
+    description: str
+    created_at: datetime
+    expires_at: datetime
+    fee: Money                                  # our fee, fixed when the payment is created
+    channel_merchant: dict[str, str] = field(default_factory=dict)  # e.g. {"sub_mch_id": ...}
+    channel_amount: Money | None = None         # what the channel was asked for, if not `amount` (PayEase CNY)
+    return_url: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    next_action: dict[str, Any] | None = None
+    channel_transaction_id: str | None = None
+    payer_amount: Money | None = None
+    rate: Decimal | None = None                 # payer currency per unit of `amount`
+    quote: dict[str, Any] | None = None         # locked FX quote (tuition)
+    refunded: int = 0                           # minor units of `amount.currency` refunded or in flight
+    paid_at: datetime | None = None
+    closed_at: datetime | None = None
+    failure_code: str | None = None
+
+    def transition(self, target: PaymentStatus, **changes) -> "Payment":
+        if not can_transition(self.status, target):
+            raise InvalidTransition(self.status, target)
+        return replace(self, status=target, **changes)
+
+    @property
+    def refundable(self) -> int:
+        if self.status is not PaymentStatus.SUCCEEDED:
+            return 0
+        return self.amount.amount - self.refunded

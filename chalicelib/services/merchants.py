@@ -1,0 +1,85 @@
+"""Onboarding merchants, issuing and checking their secret keys, webhook endpoints."""
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+
+from chalicelib import ids
+from chalicelib.domain.merchant import Merchant
+from chalicelib.store import merchants as store
+
+_KEY_RE = re.compile(r"^sk_(test|live)_(mch_[0-9a-z]{16})_([0-9A-Za-z]{32})$")
+
+
+@dataclass(frozen=True)
+class Caller:
+    merchant: Merchant
+    livemode: bool
+
+
+def hash_key(key: str) -> str:
+    # Keys carry 190 bits of randomness, so a fast hash is enough: nothing to brute-force.
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def create_merchant(name: str, settlement_currency: str = "NZD", fee_bps: int = 200,
+                    channels: dict[str, dict[str, str]] | None = None, **extra) -> Merchant:
+    m = Merchant(id=ids.new("mch", 16), name=name, settlement_currency=settlement_currency, fee_bps=fee_bps,
+                 channels=channels or {}, **extra)
+    store.create(m)
+    return m
+
+
+def issue_key(merchant_id: str, livemode: bool = False) -> str:
+    """A new secret key. Returned once; only its hash is kept."""
+    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    secret = "".join(secrets.choice(alphabet) for _ in range(32))
+    key = f"sk_{'live' if livemode else 'test'}_{merchant_id}_{secret}"
+    store.add_key(hash_key(key), merchant_id, livemode, hint=secret[-4:])
+    return key
+
+
+def authenticate(key: str | None) -> Caller | None:
+    """The merchant a secret key belongs to (one DynamoDB round trip), or None."""
+    if not key:
+        return None
+    m = _KEY_RE.match(key)
+    if not m:
+        return None
+    livemode = m.group(1) == "live"
+    item, merchant = store.key_and_merchant(hash_key(key), m.group(2))
+    if item is None or merchant is None or item.revoked or item.merchant_id != merchant.id:
+        return None
+    if bool(item.livemode) != livemode or merchant.status != "active":
+        return None
+    return Caller(merchant, livemode)
+
+
+def add_webhook_endpoint(merchant: Merchant, url: str) -> dict:
+    secret = "whsec_" + secrets.token_urlsafe(32)
+    endpoint_id = ids.new("we", 16)
+    item = store.add_endpoint(merchant.id, endpoint_id, url, secret)
+    return {"id": endpoint_id, "object": "webhook_endpoint", "url": item.url, "enabled": True, "secret": secret}
+
+
+def list_webhook_endpoints(merchant: Merchant) -> list[dict]:
+    return [{"id": e.endpoint_id, "object": "webhook_endpoint", "url": e.url, "enabled": e.enabled}
+            for e in store.endpoints(merchant.id)]
+
+
+DEMO_CHANNELS = {
+    "wechat": {"sub_mch_id": "20000100"},
+    "alipay": {"secondary_merchant_id": "NZDEMO0001", "secondary_merchant_name": "Kauri Demo Cafe",
+               "secondary_merchant_industry": "5812"},
+    "payease": {},
+}
+
+
+def seed_demo() -> dict:
+    """A demo NZD merchant for the local stack, with a fresh test key."""
+    merchant = create_merchant("Kauri Demo Cafe", "NZD", fee_bps=200, channels=DEMO_CHANNELS,
+                               fx_markup_bps=150)
+    key = issue_key(merchant.id, livemode=False)
+    return {"merchant_id": merchant.id, "api_key": key}

@@ -1,0 +1,150 @@
+"""Refunds: reserve the amount and post the reversal first, then ask the channel, then settle."""
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import ROUND_FLOOR, Decimal
+
+from chalicelib import channels, clock, ids, log, settings
+from chalicelib.channels.base import ChannelError, MerchantChannelConfig, OrderRef, RefundRequest
+from chalicelib.channels.base import RefundStatus as ChannelRefundStatus
+from chalicelib.domain import ledger, views
+from chalicelib.domain.merchant import Merchant
+from chalicelib.domain.payment import Payment
+from chalicelib.domain.refund import Refund, RefundNotAllowed, RefundStatus, check_refund
+from chalicelib.money import Money
+from chalicelib.services import errors, payments
+from chalicelib.store import balances
+from chalicelib.store import payments as store
+from chalicelib.store.unit import Conflict, Unit, new_event
+
+
+def fee_share(payment: Payment, refunded_before: int, amount: int) -> int:
+    """Our fee returned with a refund, pro rata; FLOOR on the running total so all parts sum to the fee."""
+    total = payment.amount.amount
+
+    def upto(x: int) -> int:
+        return int((Decimal(payment.fee.amount) * x / total).to_integral_value(rounding=ROUND_FLOOR))
+    return upto(refunded_before + amount) - upto(refunded_before)
+
+
+def plan_draw(merchant: Merchant, currency: str, net: int) -> dict[str, int]:
+    """Take a refund from the available balance first, then pending (one round trip to read both)."""
+    acc_av = ledger.merchant_account(merchant.id, currency, "available")
+    acc_pe = ledger.merchant_account(merchant.id, currency, "pending")
+    bal = balances.get_many([acc_av, acc_pe])
+    from_available = max(0, min(net, bal[acc_av]))
+    from_pending = net - from_available
+    if not merchant.allow_negative_balance and from_pending > max(0, bal[acc_pe]):
+        raise errors.ServiceError("unprocessable", "insufficient_balance",
+                                  "the merchant's balance cannot cover this refund", "amount")
+    return {"available": from_available, "pending": from_pending}
+
+
+def refund_posting(posting_id: str, p: Payment, refund_id: str, amount: int, fee_back: int,
+                   draw: dict[str, int]) -> ledger.Posting:
+    cur = p.amount.currency
+    legs = [ledger.Leg(ledger.merchant_account(p.merchant_id, cur, bucket), part, cur)
+            for bucket, part in draw.items() if part]
+    if fee_back:
+        legs.append(ledger.Leg(ledger.fee_account(cur), fee_back, cur))
+    legs.append(ledger.Leg(ledger.receivable_account(p.channel, cur), -amount, cur))
+    return ledger.Posting(posting_id, "refund", tuple(legs), refund_id, p.merchant_id)
+
+
+def create(merchant: Merchant, livemode: bool, payment_id: str, amount: int, reason: str) -> Refund:
+    p = payments.get_for(merchant, livemode, payment_id)
+    money = Money(amount, p.amount.currency)
+    try:
+        check_refund(p, money)
+    except RefundNotAllowed as exc:
+        kind = "conflict" if exc.code == "payment_not_succeeded" else "invalid"
+        raise errors.ServiceError(kind, exc.code, exc.message, "amount") from None
+    fee_back = fee_share(p, p.refunded, amount)
+    draw = plan_draw(merchant, p.amount.currency, amount - fee_back)
+    floors = {} if merchant.allow_negative_balance else {
+        ledger.merchant_account(merchant.id, p.amount.currency, b): 0 for b in draw}
+    refund = Refund(id=ids.new("re"), payment_id=p.id, merchant_id=merchant.id, amount=money, reason=reason,
+                    status=RefundStatus.PROCESSING, channel_refund_id="", created_at=clock.now())
+    refund = replace(refund, channel_refund_id=refund.id)
+    posting = refund_posting(f"refund:{refund.id}", p, refund.id, amount, fee_back, draw)
+    try:
+        (Unit().reserve_refund(p.id, amount, p.amount.amount - amount)
+         .save_refund(store.refund_to_item(refund, draw), new=True)
+         .post(posting, floors=floors).commit())
+    except Conflict:
+        fresh = store.get(p.id)
+        if fresh and amount > fresh.refundable:
+            raise errors.invalid("amount_exceeds_refundable",
+                                 f"refund of {amount} exceeds the {fresh.refundable} still refundable", "amount")
+        raise errors.ServiceError("unprocessable", "insufficient_balance",
+                                  "the merchant's balance cannot cover this refund", "amount") from None
+    log.info("refund_reserved", refund_id=refund.id, payment_id=p.id, amount=amount)
+    return _ask_channel(p, refund, posting)
+
+
+def _request(p: Payment, refund: Refund) -> RefundRequest:
+    return RefundRequest(
+        refund_id=refund.id, channel_refund_id=refund.channel_refund_id,
+        payment=OrderRef(p.channel_order_id, MerchantChannelConfig(dict(p.channel_merchant)),
+                         p.channel_transaction_id),
+        total=p.channel_amount or p.amount, amount=refund.amount, reason=refund.reason,
+        notify_url=f"{settings.get().public_base_url}/callbacks/{p.channel}")
+
+
+def _ask_channel(p: Payment, refund: Refund, posting: ledger.Posting) -> Refund:
+    channel = channels.get(p.channel)
+    req = _request(p, refund)
+    try:
+        answer = channel.refund(req)
+        if answer.status is ChannelRefundStatus.PROCESSING:
+            answer = channel.refund_query(req)
+    except ChannelError as exc:
+        if exc.retryable:
+            log.warning("refund_outcome_unknown", refund_id=refund.id, code=exc.code)
+            return refund  # stays processing; the chase job asks the channel again
+        return fail(p, refund, posting, exc.code)
+    if answer.status is ChannelRefundStatus.SUCCEEDED:
+        return succeed(refund, answer.channel_refund_ref)
+    if answer.status is ChannelRefundStatus.FAILED:
+        return fail(p, refund, posting, "channel_refund_failed")
+    return refund
+
+
+def succeed(refund: Refund, channel_ref: str | None) -> Refund:
+    done = replace(refund, status=RefundStatus.SUCCEEDED, channel_refund_ref=channel_ref)
+    item = store.refund_to_item(done, store.get_refund(refund.id)[1])
+    try:
+        (Unit().save_refund(item, new=False, from_status=RefundStatus.PROCESSING.value)
+         .emit(new_event(refund.merchant_id, "refund.succeeded", views.refund(done))).commit())
+    except Conflict:
+        return store.get_refund(refund.id)[0]
+    log.info("refund_succeeded", refund_id=refund.id)
+    return done
+
+
+def fail(p: Payment, refund: Refund, posting: ledger.Posting, code: str) -> Refund:
+    """The channel refused: give the amount back to the payment and reverse the posting."""
+    failed = replace(refund, status=RefundStatus.FAILED, failure_code=code)
+    item = store.refund_to_item(failed, store.get_refund(refund.id)[1])
+    try:
+        (Unit().save_refund(item, new=False, from_status=RefundStatus.PROCESSING.value)
+         .release_refund(p.id, refund.amount.amount)
+         .post(posting.reversed(f"refund_reversal:{refund.id}", "refund_reversal", memo=code))
+         .emit(new_event(refund.merchant_id, "refund.failed", views.refund(failed))).commit())
+    except Conflict:
+        return store.get_refund(refund.id)[0]
+    log.warning("refund_failed", refund_id=refund.id, code=code)
+    return failed
+
+
+def get_for(merchant: Merchant, livemode: bool, payment_id: str, refund_id: str) -> Refund:
+    payments.get_for(merchant, livemode, payment_id)
+    found = store.get_refund(refund_id)
+    if found is None or found[0].payment_id != payment_id:
+        raise errors.not_found("refund", "refund_id")
+    return found[0]
+
+
+def list_for(merchant: Merchant, livemode: bool, payment_id: str) -> list[Refund]:
+    payments.get_for(merchant, livemode, payment_id)
+    return store.refunds_of(payment_id)

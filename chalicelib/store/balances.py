@@ -1,0 +1,25 @@
+"""Merchant balances (kept in step with ledger entries) and the entries behind them."""
+from __future__ import annotations
+
+from pynamodb.exceptions import DoesNotExist
+
+from chalicelib.store.models import BalanceModel, EntryModel
+
+
+def get_many(accounts: list[str]) -> dict[str, int]:
+    """Balances of several accounts in one round trip (missing accounts are 0)."""
+    out = {a: 0 for a in accounts}
+    for item in BalanceModel.batch_get(accounts):
+        out[item.account] = int(item.balance or 0)
+    return out
+
+
+def get(account: str) -> int:
+    try:
+        return int(BalanceModel.get(account, consistent_read=True).balance or 0)
+    except DoesNotExist:
+        return 0
+
+
+def entries(account: str, limit: int = 100, newest_first: bool = True) -> list[EntryModel]:
+    return list(EntryModel.query(account, scan_index_forward=not newest_first, limit=limit))

@@ -1,0 +1,34 @@
+"""The outbox: reading due events and recording delivery attempts under optimistic locking."""
+from __future__ import annotations
+
+from pynamodb.exceptions import DoesNotExist, PutError
+
+from chalicelib.store.base import is_conditional_failure
+from chalicelib.store.models import EventModel
+from chalicelib.store.unit import DUE_SHARD
+
+
+def due(now_epoch: int, limit: int = 100) -> list[EventModel]:
+    return list(EventModel.due.query(DUE_SHARD, EventModel.next_attempt_at <= now_epoch, limit=limit))
+
+
+def get(event_id: str) -> EventModel | None:
+    try:
+        return EventModel.get(event_id, consistent_read=True)
+    except DoesNotExist:
+        return None
+
+
+def save_if_unchanged(item: EventModel) -> bool:
+    """Save under the item's version; False if another worker changed it since we read it."""
+    try:
+        item.save()
+        return True
+    except PutError as exc:
+        if is_conditional_failure(exc):
+            return False
+        raise
+
+
+def for_merchant(merchant_id: str, limit: int = 50) -> list[EventModel]:
+    return list(EventModel.by_merchant.query(merchant_id, scan_index_forward=False, limit=limit))

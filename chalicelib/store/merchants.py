@@ -1,0 +1,76 @@
+"""Merchants, their API keys and webhook endpoints."""
+from __future__ import annotations
+
+from pynamodb.exceptions import DoesNotExist
+from pynamodb.transactions import TransactGet
+
+from chalicelib import clock
+from chalicelib.domain.merchant import Merchant
+from chalicelib.store.connection import connection
+from chalicelib.store.models import ApiKeyModel, MerchantModel, WebhookEndpointModel
+
+
+def to_item(m: Merchant) -> MerchantModel:
+    return MerchantModel(
+        m.id, name=m.name, settlement_currency=m.settlement_currency, fee_bps=m.fee_bps,
+        channels=m.channels, status=m.status, fx_markup_bps=m.fx_markup_bps,
+        allow_negative_balance=m.allow_negative_balance, holding_days=m.holding_days,
+        min_payout=m.min_payout, bank_account=m.bank_account, created_at=clock.now(),
+    )
+
+
+def from_item(i: MerchantModel) -> Merchant:
+    return Merchant(
+        id=i.merchant_id, name=i.name, settlement_currency=i.settlement_currency, fee_bps=int(i.fee_bps),
+        channels=dict(i.channels or {}), status=i.status, fx_markup_bps=int(i.fx_markup_bps or 0),
+        allow_negative_balance=bool(i.allow_negative_balance), holding_days=int(i.holding_days or 0),
+        min_payout=int(i.min_payout or 0), bank_account=i.bank_account,
+    )
+
+
+def create(m: Merchant) -> None:
+    to_item(m).save(condition=MerchantModel.merchant_id.does_not_exist())
+
+
+def save(m: Merchant) -> None:
+    to_item(m).save()
+
+
+def get(merchant_id: str) -> Merchant | None:
+    try:
+        return from_item(MerchantModel.get(merchant_id))
+    except DoesNotExist:
+        return None
+
+
+def add_key(key_hash: str, merchant_id: str, livemode: bool, hint: str) -> None:
+    ApiKeyModel(key_hash, merchant_id=merchant_id, livemode=livemode, hint=hint,
+                created_at=clock.now()).save(condition=ApiKeyModel.key_hash.does_not_exist())
+
+
+def key_and_merchant(key_hash: str, merchant_id: str) -> tuple[ApiKeyModel | None, Merchant | None]:
+    """Both in one round trip (TransactGetItems)."""
+    with TransactGet(connection=connection()) as tg:
+        k = tg.get(ApiKeyModel, key_hash)
+        m = tg.get(MerchantModel, merchant_id)
+    key = k.get() if k.get() is not None else None
+    merchant = from_item(m.get()) if m.get() is not None else None
+    return key, merchant
+
+
+def get_key(key_hash: str) -> ApiKeyModel | None:
+    try:
+        return ApiKeyModel.get(key_hash)
+    except DoesNotExist:
+        return None
+
+
+def add_endpoint(merchant_id: str, endpoint_id: str, url: str, secret: str) -> WebhookEndpointModel:
+    item = WebhookEndpointModel(merchant_id, endpoint_id, url=url, secret=secret, enabled=True,
+                                created_at=clock.now())
+    item.save(condition=WebhookEndpointModel.endpoint_id.does_not_exist())
+    return item
+
+
+def endpoints(merchant_id: str) -> list[WebhookEndpointModel]:
+    return [e for e in WebhookEndpointModel.query(merchant_id) if e.enabled]

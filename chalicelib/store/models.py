@@ -1,0 +1,228 @@
+"""pynamodb models: the only place that knows what our DynamoDB tables look like."""
+from __future__ import annotations
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    JSONAttribute,
+    ListAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+    VersionAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.models import Model
+
+from chalicelib.store.base import meta
+
+
+class MerchantModel(Model):
+    Meta = meta("merchants")
+    merchant_id = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute()
+    settlement_currency = UnicodeAttribute()
+    fee_bps = NumberAttribute()
+    channels = JSONAttribute(default=dict)
+    status = UnicodeAttribute(default="active")
+    fx_markup_bps = NumberAttribute(default=0)
+    allow_negative_balance = BooleanAttribute(default=False)
+    holding_days = NumberAttribute(default=2)
+    min_payout = NumberAttribute(default=2000)
+    bank_account = UnicodeAttribute(null=True)
+    created_at = UTCDateTimeAttribute()
+
+
+class ApiKeyModel(Model):
+    """Merchant secret keys, stored as SHA-256 of the whole key (keys are 32 random chars: no salt needed)."""
+    Meta = meta("api_keys")
+    key_hash = UnicodeAttribute(hash_key=True)
+    merchant_id = UnicodeAttribute()
+    livemode = BooleanAttribute()
+    hint = UnicodeAttribute()                 # last 4 characters, for dashboards
+    revoked = BooleanAttribute(default=False)
+    created_at = UTCDateTimeAttribute()
+
+
+class _ByMerchantReference(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by_merchant_reference"
+        projection = AllProjection()
+
+    merchant_id = UnicodeAttribute(hash_key=True)
+    merchant_reference = UnicodeAttribute(range_key=True)
+
+
+class _PendingByCreated(GlobalSecondaryIndex):
+    """Sparse: only pending payments carry `pending_shard`, so the chase job reads just those."""
+    class Meta:
+        index_name = "pending_by_created"
+        projection = KeysOnlyProjection()
+
+    pending_shard = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
+
+class PaymentModel(Model):
+    Meta = meta("payments")
+    payment_id = UnicodeAttribute(hash_key=True)
+    merchant_id = UnicodeAttribute()
+    livemode = BooleanAttribute()
+    amount = NumberAttribute()
+    currency = UnicodeAttribute()
+    channel = UnicodeAttribute()
+    flow = UnicodeAttribute()
+    status = UnicodeAttribute()
+    channel_order_id = UnicodeAttribute()
+    merchant_reference = UnicodeAttribute()
+    description = UnicodeAttribute()
+    fee = NumberAttribute()
+    channel_merchant = JSONAttribute(default=dict)
+    channel_amount = NumberAttribute(null=True)
+    channel_currency = UnicodeAttribute(null=True)
+    return_url = UnicodeAttribute(null=True)
+    metadata = JSONAttribute(default=dict)
+    next_action = JSONAttribute(null=True)
+    channel_transaction_id = UnicodeAttribute(null=True)
+    payer_amount = NumberAttribute(null=True)
+    payer_currency = UnicodeAttribute(null=True)
+    rate = UnicodeAttribute(null=True)          # Decimal as text
+    quote = JSONAttribute(null=True)
+    refunded = NumberAttribute(default=0)
+    created_at = UTCDateTimeAttribute()
+    expires_at = UTCDateTimeAttribute()
+    paid_at = UTCDateTimeAttribute(null=True)
+    closed_at = UTCDateTimeAttribute(null=True)
+    failure_code = UnicodeAttribute(null=True)
+    pending_shard = UnicodeAttribute(null=True)
+    released = BooleanAttribute(null=True)
+    by_merchant_reference = _ByMerchantReference()
+    pending_by_created = _PendingByCreated()
+
+
+class _RefundsByPayment(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by_payment"
+        projection = AllProjection()
+
+    payment_id = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
+
+class RefundModel(Model):
+    Meta = meta("refunds")
+    refund_id = UnicodeAttribute(hash_key=True)
+    payment_id = UnicodeAttribute()
+    merchant_id = UnicodeAttribute()
+    amount = NumberAttribute()
+    currency = UnicodeAttribute()
+    reason = UnicodeAttribute(default="")
+    status = UnicodeAttribute()
+    channel_refund_id = UnicodeAttribute()
+    channel_refund_ref = UnicodeAttribute(null=True)
+    failure_code = UnicodeAttribute(null=True)
+    draw = JSONAttribute(default=dict)          # which merchant buckets the refund was taken from
+    created_at = UTCDateTimeAttribute()
+    by_payment = _RefundsByPayment()
+
+
+class IdempotencyModel(Model):
+    Meta = meta("idempotency")
+    key = UnicodeAttribute(hash_key=True)      # merchant_id#method#path#Idempotency-Key
+    request_hash = UnicodeAttribute()
+    status = UnicodeAttribute()                # in_progress | completed
+    response_status = NumberAttribute(null=True)
+    response_body = UnicodeAttribute(null=True)
+    locked_until = NumberAttribute()           # epoch s: an in-progress claim older than this is abandoned
+    expires = TTLAttribute()
+
+
+class PostingModel(Model):
+    """The journal: one immutable item per business event."""
+    Meta = meta("ledger_postings")
+    posting_id = UnicodeAttribute(hash_key=True)
+    kind = UnicodeAttribute()
+    ref = UnicodeAttribute()
+    merchant_id = UnicodeAttribute()
+    legs = JSONAttribute()                     # [[account, amount, currency], ...]
+    memo = UnicodeAttribute(default="")
+    created_at = UTCDateTimeAttribute()
+
+
+class EntryModel(Model):
+    """One leg of a posting, filed under its account (balance history, aggregation)."""
+    Meta = meta("ledger_entries")
+    account = UnicodeAttribute(hash_key=True)
+    entry_key = UnicodeAttribute(range_key=True)   # <iso time>#<posting id>
+    posting_id = UnicodeAttribute()
+    kind = UnicodeAttribute()
+    ref = UnicodeAttribute()
+    amount = NumberAttribute()                      # debit > 0, credit < 0
+    currency = UnicodeAttribute()
+
+
+class BalanceModel(Model):
+    """Merchant balances, kept in step with their entries inside the same transaction."""
+    Meta = meta("balances")
+    account = UnicodeAttribute(hash_key=True)
+    balance = NumberAttribute(default=0)       # credit-normal for merchant accounts
+
+
+class _EventsDue(GlobalSecondaryIndex):
+    """Sparse: only undelivered events carry `due_shard`."""
+    class Meta:
+        index_name = "due"
+        projection = AllProjection()
+
+    due_shard = UnicodeAttribute(hash_key=True)
+    next_attempt_at = NumberAttribute(range_key=True)
+
+
+class _EventsByMerchant(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by_merchant"
+        projection = AllProjection()
+
+    merchant_id = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
+
+class EventModel(Model):
+    """The outbox: an event is written in the same transaction as the change it reports."""
+    Meta = meta("events")
+    event_id = UnicodeAttribute(hash_key=True)
+    merchant_id = UnicodeAttribute()
+    type = UnicodeAttribute()
+    payload = UnicodeAttribute()               # the exact JSON body merchants receive
+    created_at = UTCDateTimeAttribute()
+    status = UnicodeAttribute()                # pending | delivered | failed
+    attempts = NumberAttribute(default=0)
+    next_attempt_at = NumberAttribute(null=True)
+    due_shard = UnicodeAttribute(null=True)
+    delivered_endpoints = ListAttribute(default=list)
+    last_error = UnicodeAttribute(null=True)
+    version = VersionAttribute()
+    due = _EventsDue()
+    by_merchant = _EventsByMerchant()
+
+
+class WebhookEndpointModel(Model):
+    Meta = meta("webhook_endpoints")
+    merchant_id = UnicodeAttribute(hash_key=True)
+    endpoint_id = UnicodeAttribute(range_key=True)
+    url = UnicodeAttribute()
+    secret = UnicodeAttribute()                # needed in clear to sign; never returned after creation
+    enabled = BooleanAttribute(default=True)
+    created_at = UTCDateTimeAttribute()
+
+
+class OpsRecordModel(Model):
+    """Things ops must look at: late callbacks on closed payments, tampered or unknown callbacks."""
+    Meta = meta("ops_records")
+    record_id = UnicodeAttribute(hash_key=True)
+    kind = UnicodeAttribute()
+    channel = UnicodeAttribute()
+    ref = UnicodeAttribute(null=True)
+    detail = JSONAttribute(default=dict)
+    status = UnicodeAttribute(default="open")
+    created_at = UTCDateTimeAttribute()

@@ -1,0 +1,141 @@
+"""Payments and refunds: conversion between domain objects and items, reads, and queries."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pynamodb.exceptions import DoesNotExist
+
+from chalicelib.domain.payment import Payment, PaymentStatus
+from chalicelib.domain.refund import Refund, RefundStatus
+from chalicelib.money import Money
+from chalicelib.store.models import PaymentModel, RefundModel
+
+PENDING_SHARD = "pending"
+
+
+def to_item(p: Payment) -> PaymentModel:
+    return PaymentModel(
+        p.id,
+        merchant_id=p.merchant_id,
+        livemode=p.livemode,
+        amount=p.amount.amount,
+        currency=p.amount.currency,
+        channel=p.channel,
+        flow=p.flow,
+        status=p.status.value,
+        channel_order_id=p.channel_order_id,
+        merchant_reference=p.merchant_reference,
+        description=p.description,
+        fee=p.fee.amount,
+        channel_merchant=dict(p.channel_merchant),
+        channel_amount=p.channel_amount.amount if p.channel_amount else None,
+        channel_currency=p.channel_amount.currency if p.channel_amount else None,
+        return_url=p.return_url,
+        metadata=dict(p.metadata),
+        next_action=p.next_action,
+        channel_transaction_id=p.channel_transaction_id,
+        payer_amount=p.payer_amount.amount if p.payer_amount else None,
+        payer_currency=p.payer_amount.currency if p.payer_amount else None,
+        rate=str(p.rate) if p.rate is not None else None,
+        quote=p.quote,
+        refunded=p.refunded,
+        created_at=p.created_at,
+        expires_at=p.expires_at,
+        paid_at=p.paid_at,
+        closed_at=p.closed_at,
+        failure_code=p.failure_code,
+        pending_shard=PENDING_SHARD if p.status is PaymentStatus.PENDING else None,
+    )
+
+
+def from_item(m: PaymentModel) -> Payment:
+    return Payment(
+        id=m.payment_id,
+        merchant_id=m.merchant_id,
+        livemode=bool(m.livemode),
+        amount=Money(int(m.amount), m.currency),
+        channel=m.channel,
+        flow=m.flow,
+        status=PaymentStatus(m.status),
+        channel_order_id=m.channel_order_id,
+        merchant_reference=m.merchant_reference,
+        description=m.description,
+        created_at=m.created_at,
+        expires_at=m.expires_at,
+        fee=Money(int(m.fee), m.currency),
+        channel_merchant=dict(m.channel_merchant or {}),
+        channel_amount=Money(int(m.channel_amount), m.channel_currency) if m.channel_amount is not None else None,
+        return_url=m.return_url,
+        metadata=dict(m.metadata or {}),
+        next_action=m.next_action,
+        channel_transaction_id=m.channel_transaction_id,
+        payer_amount=Money(int(m.payer_amount), m.payer_currency) if m.payer_amount is not None else None,
+        rate=Decimal(m.rate) if m.rate else None,
+        quote=m.quote,
+        refunded=int(m.refunded or 0),
+        paid_at=m.paid_at,
+        closed_at=m.closed_at,
+        failure_code=m.failure_code,
+    )
+
+
+def get(payment_id: str) -> Payment | None:
+    try:
+        return from_item(PaymentModel.get(payment_id, consistent_read=True))
+    except DoesNotExist:
+        return None
+
+
+def by_merchant_reference(merchant_id: str, reference: str, limit: int = 100) -> list[Payment]:
+    return [from_item(m) for m in PaymentModel.by_merchant_reference.query(
+        merchant_id, PaymentModel.merchant_reference == reference, limit=limit)]
+
+
+def pending_created_before(before, limit: int = 500) -> list[str]:
+    """Ids of pending payments created before `before` (oldest first) for the chase job."""
+    return [m.payment_id for m in PaymentModel.pending_by_created.query(
+        PENDING_SHARD, PaymentModel.created_at < before, limit=limit)]
+
+
+def refund_to_item(r: Refund, draw: dict[str, int] | None = None) -> RefundModel:
+    return RefundModel(
+        r.id,
+        payment_id=r.payment_id,
+        merchant_id=r.merchant_id,
+        amount=r.amount.amount,
+        currency=r.amount.currency,
+        reason=r.reason,
+        status=r.status.value,
+        channel_refund_id=r.channel_refund_id,
+        channel_refund_ref=r.channel_refund_ref,
+        failure_code=r.failure_code,
+        draw=draw or {},
+        created_at=r.created_at,
+    )
+
+
+def refund_from_item(m: RefundModel) -> Refund:
+    return Refund(
+        id=m.refund_id,
+        payment_id=m.payment_id,
+        merchant_id=m.merchant_id,
+        amount=Money(int(m.amount), m.currency),
+        reason=m.reason or "",
+        status=RefundStatus(m.status),
+        channel_refund_id=m.channel_refund_id,
+        created_at=m.created_at,
+        channel_refund_ref=m.channel_refund_ref,
+        failure_code=m.failure_code,
+    )
+
+
+def get_refund(refund_id: str) -> tuple[Refund, dict[str, int]] | None:
+    try:
+        m = RefundModel.get(refund_id, consistent_read=True)
+    except DoesNotExist:
+        return None
+    return refund_from_item(m), dict(m.draw or {})
+
+
+def refunds_of(payment_id: str) -> list[Refund]:
+    return [refund_from_item(m) for m in RefundModel.by_payment.query(payment_id)]
