@@ -81,7 +81,9 @@ class AlipaySettings:
 class PayEaseSettings:
     mid: str
     md5_key: str = field(repr=False)
-    gateway_url: str
+    gateway_url: str            # payment host (pay.yizhifubj.com in prod)
+    api_url: str = ""           # query/refund host (api.yizhifubj.com in prod); "" = gateway_url
+    refund_operator: str = "kauri"  # v_refoprt: the operator name PayEase records on refunds
 
 
 @dataclass(frozen=True)
@@ -149,9 +151,12 @@ def load(env: dict[str, str] | None = None) -> Settings:
             gateway_url=env.get("KAURI_ALIPAY_GATEWAY_URL", default_sandbox + "/alipay/gateway.do"),
         ),
         payease=PayEaseSettings(
-            mid=env.get("KAURI_PAYEASE_MID", "6001"),
+            mid=env.get("KAURI_PAYEASE_MID", "444"),  # the spec's public test merchant
             md5_key=env.get("KAURI_PAYEASE_MD5_KEY", "test" if stage != "prod" else ""),
             gateway_url=env.get("KAURI_PAYEASE_GATEWAY_URL", default_sandbox + "/payease").rstrip("/"),
+            api_url=env.get("KAURI_PAYEASE_API_URL",
+                            env.get("KAURI_PAYEASE_GATEWAY_URL", default_sandbox + "/payease")).rstrip("/"),
+            refund_operator=env.get("KAURI_PAYEASE_REFUND_OPERATOR", "kauri"),
         ),
         http_timeout_seconds=float(env.get("KAURI_HTTP_TIMEOUT_SECONDS", "10")),
         log_level=env.get("KAURI_LOG_LEVEL", "INFO"),
