@@ -1,0 +1,323 @@
+"""WeChat Pay API v2 client, overseas institution mode: appid + mch_id (ours) + sub_mch_id (merchant)."""
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import date as date_type
+from decimal import Decimal
+from typing import Any, Mapping
+from urllib.parse import quote
+
+from chalicelib import clock, http, log, settings
+from chalicelib.channels.base import (
+    Ack, ChannelError, ChannelPayment, ChannelRefund, ChannelStatus, CreateRequest, CreateResult,
+    Notification, OrderRef, RefundRequest, RefundStatus,
+)
+from chalicelib.channels.wechat import notify, signing, wire
+from chalicelib.money import Money, MoneyError, rate_from_e8
+
+TRADE_TYPES = {"native": "NATIVE", "jsapi": "JSAPI", "h5": "MWEB"}
+TRADE_STATES = {
+    "SUCCESS": ChannelStatus.PAID,
+    "REFUND": ChannelStatus.REFUNDED,
+    "NOTPAY": ChannelStatus.PENDING,
+    "USERPAYING": ChannelStatus.PENDING,
+    "CLOSED": ChannelStatus.CLOSED,
+    "REVOKED": ChannelStatus.CLOSED,
+    "PAYERROR": ChannelStatus.FAILED,
+}
+REFUND_STATES = {
+    "SUCCESS": RefundStatus.SUCCEEDED,
+    "PROCESSING": RefundStatus.PROCESSING,
+    "REFUNDCLOSE": RefundStatus.FAILED,
+    "CHANGE": RefundStatus.FAILED,
+}
+RETRYABLE = frozenset({"SYSTEMERROR", "BIZERR_NEED_RETRY"})
+MAX_BODY_CHARS = 127
+MAX_BILL_BYTES = 512 * 1024 * 1024
+
+
+def nonce() -> str:
+    return secrets.token_hex(16)  # 32 chars, letters and digits
+
+
+def _clean(text: str, limit: int) -> str:
+    """One line of printable text, at most `limit` characters (not bytes: WeChat counts characters)."""
+    flat = "".join(ch if ch.isprintable() else " " for ch in text)
+    return " ".join(flat.split())[:limit].strip()
+
+
+class WeChatChannel:
+    name = "wechat"
+    flows = ("native", "jsapi", "h5")
+
+    def __init__(self, config: settings.WeChatSettings | None = None):
+        self._config = config
+
+    @property
+    def config(self) -> settings.WeChatSettings:
+        return self._config or settings.get().wechat
+
+    # ---- payments ---------------------------------------------------------------------------
+
+    def create(self, req: CreateRequest) -> CreateResult:
+        cfg = self.config
+        trade_type = TRADE_TYPES.get(req.flow)
+        if trade_type is None:
+            raise ChannelError("UNSUPPORTED_FLOW", f"wechat has no flow {req.flow!r}")
+        sub_mch_id = req.merchant.get("sub_mch_id")
+        if not sub_mch_id:
+            raise ChannelError("MISSING_SUB_MCH_ID", "merchant has no WeChat sub_mch_id")
+        description = _clean(req.description, MAX_BODY_CHARS) or "Payment"
+        params: dict[str, Any] = {
+            "sub_mch_id": sub_mch_id,
+            "body": description,
+            "out_trade_no": req.channel_order_id,
+            "fee_type": req.amount.currency,
+            "total_fee": req.amount.amount,
+            "spbill_create_ip": req.client_ip,
+            "time_expire": wire.format_time(req.expires_at),
+            "notify_url": req.notify_url,
+            "trade_type": trade_type,
+        }
+        pay_appid = cfg.appid
+        if trade_type == "NATIVE":
+            params["product_id"] = (req.product_id or req.channel_order_id)[:32]
+        elif trade_type == "JSAPI":
+            if req.payer.get("sub_openid"):
+                pay_appid = req.merchant.get("sub_appid")
+                params["sub_appid"] = pay_appid
+                params["sub_openid"] = req.payer["sub_openid"]
+            else:
+                params["openid"] = req.payer.get("openid", "")
+        else:
+            params["scene_info"] = json.dumps(
+                {"h5_info": {"type": "Wap", "wap_url": req.return_url or settings.get().public_base_url,
+                             "wap_name": _clean(req.description, 32) or "Payment"}},
+                ensure_ascii=False, separators=(",", ":"))
+        fields = self._call("/pay/unifiedorder", params)
+        prepay_id = fields.get("prepay_id", "")
+        if not prepay_id:
+            raise ChannelError("BAD_RESPONSE", "unifiedorder answered without prepay_id", retryable=True)
+        channel_data = {"prepay_id": prepay_id}
+        if trade_type == "NATIVE":
+            if not fields.get("code_url"):
+                raise ChannelError("BAD_RESPONSE", "NATIVE order without code_url", retryable=True)
+            return CreateResult({"type": "qr_code", "qr_code": fields["code_url"]}, channel_data)
+        if trade_type == "JSAPI":
+            return CreateResult({"type": "jsapi", "jsapi": self.jsapi_params(prepay_id, pay_appid)}, channel_data)
+        url = fields.get("mweb_url", "")
+        if not url.startswith("https://"):
+            raise ChannelError("BAD_RESPONSE", "MWEB order without an https mweb_url", retryable=True)
+        if req.return_url:
+            url += "&redirect_url=" + quote(req.return_url, safe="")
+        return CreateResult({"type": "redirect", "url": url}, channel_data)
+
+    def jsapi_params(self, prepay_id: str, appid: str | None = None) -> dict[str, str]:
+        """getBrandWCPayRequest parameters; paySign covers exactly these five keys (spec §4)."""
+        cfg = self.config
+        params = {
+            "appId": appid or cfg.appid,
+            "timeStamp": str(clock.epoch()),
+            "nonceStr": nonce(),
+            "package": f"prepay_id={prepay_id}",
+            "signType": cfg.sign_type,
+        }
+        params["paySign"] = signing.sign(params, cfg.api_key, cfg.sign_type)
+        return params
+
+    def query(self, ref: OrderRef) -> ChannelPayment:
+        params = {"sub_mch_id": ref.merchant.get("sub_mch_id")}
+        if ref.channel_transaction_id:
+            params["transaction_id"] = ref.channel_transaction_id
+        else:
+            params["out_trade_no"] = ref.channel_order_id
+        try:
+            fields = self._call("/pay/orderquery", params)
+        except ChannelError as exc:
+            if exc.code == "ORDERNOTEXIST":
+                return ChannelPayment(channel_order_id=ref.channel_order_id, status=ChannelStatus.NOT_FOUND)
+            raise
+        status = TRADE_STATES.get(fields.get("trade_state", ""))
+        if status is None:
+            raise ChannelError("BAD_RESPONSE", "unknown trade_state", retryable=True)
+        try:
+            return notify.payment_from_fields(fields, status)
+        except notify.FieldError as exc:
+            raise ChannelError("BAD_RESPONSE", str(exc)) from None
+
+    def close(self, ref: OrderRef) -> None:
+        params = {"sub_mch_id": ref.merchant.get("sub_mch_id"), "out_trade_no": ref.channel_order_id}
+        try:
+            self._call("/pay/closeorder", params)
+        except ChannelError as exc:
+            if exc.code != "ORDERCLOSED":  # already closed is what we wanted; ORDERPAID propagates
+                raise
+
+    # ---- refunds ----------------------------------------------------------------------------
+
+    def refund(self, req: RefundRequest) -> ChannelRefund:
+        if req.amount.currency != req.total.currency:
+            raise ChannelError("INVALID_REQUEST", "refund currency must equal the payment currency")
+        params: dict[str, Any] = {
+            "sub_mch_id": req.payment.merchant.get("sub_mch_id"),
+            "out_refund_no": req.channel_refund_id,
+            "total_fee": req.total.amount,
+            "refund_fee": req.amount.amount,
+            "refund_fee_type": req.amount.currency,
+            "refund_desc": _clean(req.reason, 80),
+            "notify_url": req.notify_url or "",
+        }
+        params.update(self._order_key(req.payment))
+        fields = self._call("/secapi/pay/refund", params, client_cert=True)
+        amount = req.amount
+        if fields.get("refund_fee", "").isdigit():
+            amount = Money(int(fields["refund_fee"]), fields.get("refund_fee_type") or req.amount.currency)
+        return ChannelRefund(
+            channel_refund_id=req.channel_refund_id,
+            status=RefundStatus.PROCESSING,  # acceptance only; refund_query tells the outcome
+            channel_refund_ref=fields.get("refund_id") or None,
+            amount=amount,
+            raw={k: v for k, v in fields.items() if k != "sign"},
+        )
+
+    def refund_query(self, req: RefundRequest) -> ChannelRefund:
+        params = {"sub_mch_id": req.payment.merchant.get("sub_mch_id"), "out_refund_no": req.channel_refund_id}
+        fields = self._call("/pay/refundquery", params)
+        count = fields.get("refund_count", "0")
+        for n in range(int(count) if count.isdigit() else 0):
+            if fields.get(f"out_refund_no_{n}") != req.channel_refund_id:
+                continue
+            status = REFUND_STATES.get(fields.get(f"refund_status_{n}", ""))
+            if status is None:
+                raise ChannelError("BAD_RESPONSE", "unknown refund_status", retryable=True)
+            fee = fields.get(f"refund_fee_{n}", "")
+            try:
+                amount = Money(int(fee), fields.get("refund_fee_type") or fields.get("fee_type") or req.amount.currency) \
+                    if fee.isdigit() else req.amount
+            except MoneyError as exc:
+                raise ChannelError("BAD_RESPONSE", str(exc)) from None
+            return ChannelRefund(
+                channel_refund_id=req.channel_refund_id,
+                status=status,
+                channel_refund_ref=fields.get(f"refund_id_{n}") or None,
+                amount=amount,
+                raw={k: v for k, v in fields.items() if k != "sign"},
+            )
+        raise ChannelError("REFUNDNOTEXIST", "refund not in the channel's answer")
+
+    # ---- rates and bills (for the scheduled jobs) ------------------------------------------
+
+    def exchange_rate(self, currency: str, date: date_type, sub_mch_id: str | None = None) -> Decimal:
+        """The indicative rate (CNY per one unit of `currency`) WeChat publishes for a UTC+8 day."""
+        params = {"sub_mch_id": sub_mch_id or "", "fee_type": currency, "date": date.strftime(wire.DATE_FORMAT)}
+        # The documented request has neither nonce_str nor sign_type: it is signed with MD5 (V5).
+        fields = self._call("/pay/queryexchagerate", params, with_nonce=False)
+        value = fields.get("rate", "")
+        if fields.get("fee_type", "") not in ("", currency) or not value.isdigit() or int(value) == 0:
+            raise ChannelError("BAD_RESPONSE", "queryexchagerate answered without a usable rate", retryable=True)
+        return rate_from_e8(value)
+
+    def download_bill(self, date: date_type, sub_mch_id: str | None = None, bill_type: str = "ALL") -> str:
+        """The day's bill as text (spec §9); a FAIL XML answer (e.g. No Bill Exist) raises ChannelError."""
+        params = {"sub_mch_id": sub_mch_id or "", "bill_date": date.strftime(wire.DATE_FORMAT), "bill_type": bill_type}
+        resp = self._post("/pay/downloadbill", self._signed(params), max_bytes=MAX_BILL_BYTES)
+        content = resp.content
+        if content.lstrip()[:5] == b"<xml>":
+            try:
+                fields = wire.from_xml(content)
+            except wire.WireError as exc:
+                raise ChannelError("BAD_RESPONSE", str(exc), retryable=True) from None
+            code = fields.get("error_code") or fields.get("err_code") or fields.get("return_msg") or "FAIL"
+            raise ChannelError(code, fields.get("return_msg", ""), retryable=code in RETRYABLE)
+        try:
+            return content.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise ChannelError("BAD_RESPONSE", "bill is not UTF-8") from None
+
+    # ---- callbacks --------------------------------------------------------------------------
+
+    def parse_notification(self, body: bytes, headers: Mapping[str, str]) -> Notification:
+        return notify.parse(body, headers, self.config)
+
+    def ack(self, ok: bool, message: str = "") -> Ack:
+        body = wire.to_xml({"return_code": "SUCCESS" if ok else "FAIL", "return_msg": message or ("OK" if ok else "FAIL")})
+        return Ack(body=body.decode("utf-8"), content_type="text/xml")
+
+    # ---- transport --------------------------------------------------------------------------
+
+    @staticmethod
+    def _order_key(ref: OrderRef) -> dict[str, str]:
+        if ref.channel_transaction_id:
+            return {"transaction_id": ref.channel_transaction_id}
+        return {"out_trade_no": ref.channel_order_id}
+
+    def _signed(self, params: Mapping[str, Any], with_nonce: bool = True) -> tuple[dict[str, Any], str]:
+        cfg = self.config
+        full: dict[str, Any] = {"appid": cfg.appid, "mch_id": cfg.mch_id}
+        sign_type = signing.MD5
+        if with_nonce:
+            full["nonce_str"] = nonce()
+            sign_type = cfg.sign_type
+            full["sign_type"] = sign_type
+        for key, value in params.items():
+            if value is None:
+                continue
+            text = value if isinstance(value, int) else str(value).strip()  # never send padded values (§2)
+            if text != "":
+                full[key] = text
+        full["sign"] = signing.sign(full, cfg.api_key, sign_type)
+        return full, sign_type
+
+    def _post(self, path: str, signed: tuple[dict[str, Any], str], client_cert: bool = False,
+              max_bytes: int = wire.MAX_BODY_BYTES):
+        cfg = self.config
+        params, _ = signed
+        kwargs: dict[str, Any] = {}
+        if client_cert and cfg.cert_path and cfg.key_path:
+            kwargs["cert"] = (cfg.cert_path, cfg.key_path)  # /secapi/ calls need mutual TLS
+        import requests
+
+        started = clock.monotonic()
+        try:
+            resp = http.session().post(
+                cfg.base_url + path, data=wire.to_xml(params),
+                headers={"Content-Type": "text/xml; charset=utf-8", "Accept": "text/xml, text/plain"},
+                timeout=settings.get().http_timeout_seconds, **kwargs)
+        except requests.RequestException as exc:
+            log.warning("wechat_call_network_error", path=path, error=type(exc).__name__)
+            raise ChannelError("NETWORK", type(exc).__name__, retryable=True) from None
+        log.info("wechat_call", path=path, status=resp.status_code,
+                 ms=int((clock.monotonic() - started) * 1000))
+        if resp.status_code != 200:
+            raise ChannelError(f"HTTP_{resp.status_code}", "unexpected HTTP status", retryable=resp.status_code >= 500)
+        declared = resp.headers.get("Content-Length", "")
+        if (declared.isdigit() and int(declared) > max_bytes) or len(resp.content) > max_bytes:
+            raise ChannelError("BAD_RESPONSE", "response too large")
+        return resp
+
+    def _call(self, path: str, params: Mapping[str, Any], client_cert: bool = False,
+              with_nonce: bool = True) -> dict[str, str]:
+        """POST a signed request; return the verified SUCCESS/SUCCESS fields, else raise ChannelError."""
+        cfg = self.config
+        signed = self._signed(params, with_nonce)
+        resp = self._post(path, signed, client_cert)
+        try:
+            fields = wire.from_xml(resp.content)
+        except wire.WireError as exc:
+            raise ChannelError("BAD_RESPONSE", str(exc), retryable=True) from None
+        if fields.get("return_code") != "SUCCESS":
+            # Protocol-level failure: unsigned, only return_msg to go on.
+            msg = fields.get("return_msg", "")
+            log.warning("wechat_call_fail", path=path, return_msg=msg[:128])
+            raise ChannelError(fields.get("err_code") or msg or "FAIL", msg)
+        if not signing.verify(fields, cfg.api_key, signed[1]):
+            log.error("wechat_response_bad_signature", path=path)
+            raise ChannelError("INVALID_SIGNATURE", "response signature did not verify")
+        if fields.get("appid") != cfg.appid or fields.get("mch_id") != cfg.mch_id:
+            raise ChannelError("ID_MISMATCH", "response is for another appid/mch_id")
+        if "result_code" in fields and fields["result_code"] != "SUCCESS":
+            code = fields.get("err_code") or "FAIL"
+            log.info("wechat_call_refused", path=path, err_code=code)
+            raise ChannelError(code, fields.get("err_code_des", ""), retryable=code in RETRYABLE)
+        return fields

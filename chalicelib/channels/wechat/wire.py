@@ -1,0 +1,106 @@
+"""The v2 wire format: flat `<xml>` documents <-> dict[str, str], and UTC+8 protocol times."""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping
+
+MAX_BODY_BYTES = 64 * 1024
+CHINA_TZ = timezone(timedelta(hours=8))  # every protocol time is China Standard Time (spec §0)
+TIME_FORMAT = "%Y%m%d%H%M%S"
+DATE_FORMAT = "%Y%m%d"
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# Characters XML 1.0 cannot carry at all (so they cannot be sent or signed faithfully).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+class WireError(ValueError):
+    """A body that is not a well-formed, flat, UTF-8 WeChat XML document within the size bound."""
+
+
+def _cdata(text: str) -> str:
+    # "]]>" cannot appear inside one CDATA section: split it across two.
+    return "<![CDATA[" + text.replace("]]>", "]]]]><![CDATA[>") + "]]>"
+
+
+def to_xml(params: Mapping[str, Any]) -> bytes:
+    """`<xml><k><![CDATA[v]]></k>...</xml>` as UTF-8; ints are written bare, strings in CDATA."""
+    parts = ["<xml>"]
+    for name, value in params.items():
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise WireError(f"bad element name {name!r}")
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            raise WireError(f"{name}: booleans are not wire values")
+        if isinstance(value, int):
+            parts.append(f"<{name}>{value}</{name}>")
+        elif isinstance(value, str):
+            if _NOT_XML.search(value):
+                raise WireError(f"{name}: contains characters XML cannot carry")
+            parts.append(f"<{name}>{_cdata(value)}</{name}>")
+        else:
+            raise WireError(f"{name}: unsupported value type {type(value).__name__}")
+    parts.append("</xml>")
+    return "".join(parts).encode("utf-8")
+
+
+def from_xml(body: bytes | str, max_bytes: int = MAX_BODY_BYTES) -> dict[str, str]:
+    """Parse a flat `<xml>` document. Raises WireError on anything else (DTDs/entities included)."""
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    if not isinstance(body, (bytes, bytearray)):
+        raise WireError("body must be bytes")
+    if not body.strip():
+        raise WireError("empty body")
+    if len(body) > max_bytes:
+        raise WireError(f"body larger than {max_bytes} bytes")
+    try:
+        bytes(body).decode("utf-8")
+    except UnicodeDecodeError:
+        raise WireError("body is not UTF-8") from None
+
+    from xml.etree.ElementTree import ParseError
+
+    from defusedxml import DefusedXmlException
+    from defusedxml.ElementTree import DefusedXMLParser
+
+    # encoding= overrides whatever the document declares: the protocol is UTF-8 only.
+    parser = DefusedXMLParser(encoding="utf-8", forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    try:
+        parser.feed(bytes(body))
+        root = parser.close()
+    except DefusedXmlException as exc:
+        raise WireError(f"forbidden XML construct: {type(exc).__name__}") from None
+    except (ParseError, ValueError) as exc:
+        raise WireError(f"malformed XML: {exc}") from None
+    if root.tag != "xml":
+        raise WireError("root element must be <xml>")
+    fields: dict[str, str] = {}
+    for child in root:
+        if not isinstance(child.tag, str) or len(child):
+            raise WireError(f"nested element inside <{child.tag}>")
+        if child.tag in fields:
+            raise WireError(f"duplicate element <{child.tag}>")
+        fields[child.tag] = child.text or ""
+    return fields
+
+
+def format_time(dt: datetime) -> str:
+    """yyyyMMddHHmmss in UTC+8 from an aware datetime."""
+    if dt.tzinfo is None:
+        raise ValueError("naive datetime")
+    return dt.astimezone(CHINA_TZ).strftime(TIME_FORMAT)
+
+
+def parse_time(text: str) -> datetime:
+    """yyyyMMddHHmmss (UTC+8) -> aware UTC datetime. ValueError if malformed."""
+    if not isinstance(text, str) or len(text) != 14 or not text.isdigit():
+        raise ValueError(f"not a yyyyMMddHHmmss time: {text!r}")
+    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=CHINA_TZ).astimezone(timezone.utc)
+
+
+def china_date(dt: datetime) -> str:
+    """yyyyMMdd of the UTC+8 day containing `dt`."""
+    return dt.astimezone(CHINA_TZ).strftime(DATE_FORMAT)
