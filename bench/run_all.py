@@ -1,0 +1,69 @@
+"""Run every benchmark and print one summary table (what `make bench` runs). Prints; never asserts.
+
+    python -m bench.run_all [--runs 9] [--n 40]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+from bench import import_time, roundtrips
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=import_time.PROJECT_DIR,
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=import_time.PROJECT_DIR,
+                               capture_output=True, text=True).stdout.strip()
+        return out + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=9, help="fresh interpreters per import measurement")
+    parser.add_argument("--n", type=int, default=40, help="payments driven through the app")
+    args = parser.parse_args(argv)
+
+    print(f"Kauri benchmarks  {datetime.now(timezone.utc):%Y-%m-%d %H:%M}Z  commit {_commit()}  "
+          f"Python {platform.python_version()}  {os.cpu_count()} CPU  {platform.machine()}")
+    print()
+
+    imports = {stage: import_time.measure(stage, args.runs) for stage in ("prod", "dev")}
+    print(import_time.report(imports["prod"]))
+    print()
+    # Last: it sets this process's environment and imports app.py under moto.
+    trips = roundtrips.run(args.n)
+    print(roundtrips.report(trips))
+    print()
+
+    summary: list[tuple[str, str]] = []
+    for stage, r in imports.items():
+        summary.append((f"import app, KAURI_STAGE={stage}, warm .pyc (median)", f"{r['warm']['median_ms']:.0f} ms"))
+        summary.append((f"import app, KAURI_STAGE={stage}, no .pyc (Lambda-like)", f"{r['no_pyc']['median_ms']:.0f} ms"))
+    for label, counts, _ops, side in roundtrips.rows(trips):
+        summary.append((f"AWS calls first/steady: {label.split('  ')[0].strip()}", counts
+                        + (f"  (+{side} sandbox-side)" if side and side != "0" else "")))
+    t = trips["timings"]
+    for label, key in [("create", "create"), ("callback", "callback"), ("get", "get"), ("bare route", "bare")]:
+        warm = (t.get(key) or [])[1:]
+        if warm:
+            summary.append((f"in-process p50 / p95: {label}",
+                            f"{roundtrips.percentile(warm, 0.5):.1f} / {roundtrips.percentile(warm, 0.95):.1f} ms"))
+    width = max(len(k) for k, _ in summary)
+    print("Summary")
+    print(f"  {'metric':{width}s}  value")
+    print(f"  {'-' * width}  {'-' * 24}")
+    for k, v in summary:
+        print(f"  {k:{width}s}  {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""`make run` end to end: the local stack in a subprocess, driven over real HTTP like a merchant would."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 25.0
+PAY_TIMEOUT = 10.0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _clean_env(local_dir: Path) -> dict[str, str]:
+    # The stack must not inherit the test run's settings (conftest sets KAURI_* for in-process tests).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAURI_", "AWS_"))}
+    env.update({
+        "KAURI_LOCAL_DIR": str(local_dir),
+        "KAURI_API_PORT": str(_free_port()),
+        "KAURI_MOTO_PORT": str(_free_port()),
+        "KAURI_PUMP_INTERVAL": "0.2",
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+@pytest.fixture
+def stack(tmp_path):
+    log_path = tmp_path / "stack.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "infra.local"], cwd=PROJECT_DIR, env=_clean_env(tmp_path),
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        facts_path = tmp_path / "stack.json"
+        deadline = time.monotonic() + START_TIMEOUT
+        while not facts_path.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"local stack exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"local stack did not start in {START_TIMEOUT}s:\n{log_path.read_text()[-4000:]}")
+            time.sleep(0.1)
+        facts = json.loads(facts_path.read_text())
+        facts["log"] = log_path
+        facts["proc"] = proc
+        yield facts
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+def test_merchant_creates_a_payment_shopper_pays_in_sandbox_and_it_succeeds(stack):
+    api, key = stack["api_url"], stack["api_key"]
+    assert key and key.startswith("sk_test_"), "the stack seeds a demo merchant with a test key"
+    auth = {"Authorization": f"Bearer {key}"}
+    http = requests.Session()
+    http.trust_env = False  # no proxies between us and 127.0.0.1
+
+    created = http.post(f"{api}/v1/payments", timeout=10,
+                        headers={**auth, "Idempotency-Key": uuid.uuid4().hex},
+                        json={"amount": 1250, "currency": "NZD", "channel": "wechat", "flow": "native",
+                              "merchant_reference": "e2e-order-1", "description": "Honey"})
+    assert created.status_code == 201, created.text
+    payment = created.json()
+    assert payment["status"] == "pending"
+    assert payment["next_action"]
+
+    paid = http.post(f"{api}/sandbox/wechat/simulate/pay", timeout=10,
+                     json={"out_trade_no": payment["channel_order_id"]})
+    assert paid.status_code == 200, paid.text
+
+    deadline = time.monotonic() + PAY_TIMEOUT
+    status = None
+    while time.monotonic() < deadline:
+        got = http.get(f"{api}/v1/payments/{payment['id']}", headers=auth, timeout=10)
+        assert got.status_code == 200, got.text
+        status = got.json()["status"]
+        if status == "succeeded":
+            break
+        time.sleep(0.2)
+    assert status == "succeeded", stack["log"].read_text()[-4000:]
+
+
+def test_stack_stops_cleanly_on_sigterm_and_removes_its_facts(stack, tmp_path):
+    proc = stack["proc"]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    assert not (tmp_path / "stack.json").exists()
