@@ -188,6 +188,14 @@ def retry_webhooks(event):
     return {"attempted": notifications.deliver_due(limit=500)}
 
 
+@app.schedule(Rate(5, unit=Rate.MINUTES), name="chase_payments")
+def chase_payments(event):
+    from chalicelib.services import chase
+
+    params = event.to_dict() if hasattr(event, "to_dict") else dict(event or {})
+    return chase.chase_payments(dry_run=bool(params.get("dry_run", False)))
+
+
 # ---- sandbox channel simulators (never in prod) ----------------------------------------------
 if _settings.sandbox_enabled and not _settings.is_prod:
     for _name in channels.names():

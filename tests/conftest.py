@@ -20,6 +20,10 @@ os.environ.pop("AWS_ENDPOINT_URL", None)
 import moto  # noqa: E402  (must precede any boto3/pynamodb client)
 import pytest  # noqa: E402
 
+from infra import moto_atomic  # noqa: E402
+
+moto_atomic.install()
+
 from chalicelib import channels, clock, http, settings  # noqa: E402
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Callable
 
 from chalicelib import clock
@@ -25,7 +26,7 @@ class Completion:
     def attach(self, unit: Unit, status_code: int, body: dict) -> None:
         self.status_code = status_code
         self.body = json.dumps(body, sort_keys=True)
-        unit.complete_idempotency(self.key, status_code, self.body, clock.epoch() + store.TTL_SECONDS)
+        unit.complete_idempotency(self.key, status_code, self.body, clock.now() + timedelta(seconds=store.TTL_SECONDS))
         self.attached = True
 
 

@@ -14,6 +14,7 @@ from chalicelib.domain.refund import Refund, RefundNotAllowed, RefundStatus, che
 from chalicelib.money import Money
 from chalicelib.services import errors, payments
 from chalicelib.store import balances
+from chalicelib.store import ledger as ledger_store
 from chalicelib.store import payments as store
 from chalicelib.store.unit import Conflict, Unit, new_event
 
@@ -80,6 +81,11 @@ def create(merchant: Merchant, livemode: bool, payment_id: str, amount: int, rea
                                   "the merchant's balance cannot cover this refund", "amount") from None
     log.info("refund_reserved", refund_id=refund.id, payment_id=p.id, amount=amount)
     return _ask_channel(p, refund, posting)
+
+
+def posting_of(refund: Refund) -> ledger.Posting:
+    """The posting written when the refund was reserved (for reversing it)."""
+    return ledger_store.get(f"refund:{refund.id}")
 
 
 def _request(p: Payment, refund: Refund) -> RefundRequest:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from pynamodb.exceptions import DeleteError, PutError
 
@@ -21,11 +22,12 @@ class Outcome:
 
 
 def claim(key: str, request_hash: str) -> Outcome:
-    now = clock.epoch()
+    now_dt = clock.now()
+    now = int(now_dt.timestamp())
     item = IdempotencyModel(key, request_hash=request_hash, status="in_progress",
-                            locked_until=now + LOCK_SECONDS, expires=now + TTL_SECONDS)
+                            locked_until=now + LOCK_SECONDS, expires=now_dt + timedelta(seconds=TTL_SECONDS))
     cond = (IdempotencyModel.key.does_not_exist()
-            | (IdempotencyModel.expires < now)
+            | (IdempotencyModel.expires < now_dt)
             | ((IdempotencyModel.status == "in_progress") & (IdempotencyModel.locked_until < now)))
     try:
         item.save(condition=cond)
@@ -36,6 +38,8 @@ def claim(key: str, request_hash: str) -> Outcome:
     old = IdempotencyModel.get(key, consistent_read=True)
     if old.request_hash != request_hash:
         return Outcome("mismatch")
+    if old.status == "completed" and old.expires is not None and old.expires < now_dt:
+        return claim(key, request_hash)  # expired between our write and read: try again
     if old.status == "completed":
         return Outcome("replay", int(old.response_status), old.response_body)
     return Outcome("in_progress")
@@ -46,7 +50,7 @@ def complete(key: str, status_code: int, body: str) -> None:
         IdempotencyModel.status.set("completed"),
         IdempotencyModel.response_status.set(status_code),
         IdempotencyModel.response_body.set(body),
-        IdempotencyModel.expires.set(clock.epoch() + TTL_SECONDS),
+        IdempotencyModel.expires.set(clock.now() + timedelta(seconds=TTL_SECONDS)),
     ])
 
 

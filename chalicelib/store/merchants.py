@@ -53,9 +53,14 @@ def key_and_merchant(key_hash: str, merchant_id: str) -> tuple[ApiKeyModel | Non
     with TransactGet(connection=connection()) as tg:
         k = tg.get(ApiKeyModel, key_hash)
         m = tg.get(MerchantModel, merchant_id)
-    key = k.get() if k.get() is not None else None
-    merchant = from_item(m.get()) if m.get() is not None else None
-    return key, merchant
+    return _found(k), (from_item(m.get()) if _found(m) is not None else None)
+
+
+def _found(future):
+    try:
+        return future.get()
+    except DoesNotExist:
+        return None
 
 
 def get_key(key_hash: str) -> ApiKeyModel | None:

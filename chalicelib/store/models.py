@@ -109,6 +109,16 @@ class _RefundsByPayment(GlobalSecondaryIndex):
     created_at = UTCDateTimeAttribute(range_key=True)
 
 
+class _RefundsProcessing(GlobalSecondaryIndex):
+    """Sparse: only refunds still waiting for the channel carry `processing_shard`."""
+    class Meta:
+        index_name = "processing"
+        projection = KeysOnlyProjection()
+
+    processing_shard = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
+
 class RefundModel(Model):
     Meta = meta("refunds")
     refund_id = UnicodeAttribute(hash_key=True)
@@ -123,7 +133,9 @@ class RefundModel(Model):
     failure_code = UnicodeAttribute(null=True)
     draw = JSONAttribute(default=dict)          # which merchant buckets the refund was taken from
     created_at = UTCDateTimeAttribute()
+    processing_shard = UnicodeAttribute(null=True)
     by_payment = _RefundsByPayment()
+    processing = _RefundsProcessing()
 
 
 class IdempotencyModel(Model):

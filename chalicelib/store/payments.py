@@ -111,6 +111,7 @@ def refund_to_item(r: Refund, draw: dict[str, int] | None = None) -> RefundModel
         failure_code=r.failure_code,
         draw=draw or {},
         created_at=r.created_at,
+        processing_shard=PENDING_SHARD if r.status is RefundStatus.PROCESSING else None,
     )
 
 
@@ -135,6 +136,11 @@ def get_refund(refund_id: str) -> tuple[Refund, dict[str, int]] | None:
     except DoesNotExist:
         return None
     return refund_from_item(m), dict(m.draw or {})
+
+
+def processing_refunds_before(before, limit: int = 500) -> list[str]:
+    return [m.refund_id for m in RefundModel.processing.query(
+        PENDING_SHARD, RefundModel.created_at < before, limit=limit)]
 
 
 def refunds_of(payment_id: str) -> list[Refund]:

@@ -137,7 +137,7 @@ class Unit:
         self._ops.append(lambda tx: tx.save(item))
         return self
 
-    def complete_idempotency(self, key: str, status_code: int, body: str, expires: int) -> "Unit":
+    def complete_idempotency(self, key: str, status_code: int, body: str, expires: datetime) -> "Unit":
         def op(tx):
             tx.update(IdempotencyModel(key), actions=[
                 IdempotencyModel.status.set("completed"),
