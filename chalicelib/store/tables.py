@@ -11,6 +11,7 @@ _MODELS = [
         "OpsRecordModel",
     )
 ] + [
+    ("chalicelib.store.fx", "FxSnapshotModel"),
     ("chalicelib.store.sandbox", "SandboxRecord"),
 ]
 
