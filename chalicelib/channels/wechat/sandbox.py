@@ -192,7 +192,7 @@ def _load_order(req: dict[str, str]) -> tuple[str, dict[str, Any]]:
     store = _store()
     out_trade_no = req.get("out_trade_no", "")
     if req.get("transaction_id"):
-        link = store.get(_pk("txn", req["transaction_id"]))
+        link = store.get(_pk("txn", req["transaction_id"])) if _DIGITS.fullmatch(req["transaction_id"]) else None
         if link is None:
             raise _Refuse("ORDERNOTEXIST", "订单不存在")
         out_trade_no = link["out_trade_no"]
@@ -214,6 +214,18 @@ def _add_to_day(day: str, kind: str, item: Any) -> None:
 
 # ---- unified order ---------------------------------------------------------------------------
 
+def _notify_url_ok(text: str) -> bool:
+    """Absolute http(s), no query, and never a link-local/metadata address (we POST to it)."""
+    url = urlsplit(text)
+    if url.scheme not in ("http", "https") or not url.hostname or url.query or len(text) > 256:
+        return False
+    try:
+        ip = ipaddress.ip_address(url.hostname)
+    except ValueError:
+        return True  # a host name
+    return not (ip.is_link_local or ip.is_multicast or ip.is_unspecified or ip.is_reserved)
+
+
 def _validate_order(req: dict[str, str], now: datetime) -> None:
     _require(req, "sub_mch_id", "body", "out_trade_no", "fee_type", "total_fee", "spbill_create_ip",
              "notify_url", "trade_type")
@@ -229,9 +241,7 @@ def _validate_order(req: dict[str, str], now: datetime) -> None:
         ipaddress.ip_address(req["spbill_create_ip"])
     except ValueError:
         raise _Refuse("PARAM_ERROR", "invalid spbill_create_ip") from None
-    url = urlsplit(req["notify_url"])
-    _check(url.scheme in ("http", "https") and bool(url.netloc) and not url.query and len(req["notify_url"]) <= 256,
-           "invalid notify_url")
+    _check(_notify_url_ok(req["notify_url"]), "invalid notify_url")
     for name in ("time_start", "time_expire"):
         if req.get(name):
             try:
@@ -550,39 +560,25 @@ def _downloadbill(req: dict[str, str]) -> Response:
 
 # ---- routes ----------------------------------------------------------------------------------
 
-@blueprint.route("/pay/unifiedorder", methods=["POST"], content_types=XML_TYPES)
-def unifiedorder():
-    return _serve(_unifiedorder)
+# path -> (handler, request carries nonce_str, answer carries result_code)
+_API: dict[str, tuple[Callable[[dict[str, str]], Any], bool, bool]] = {
+    "/pay/unifiedorder": (_unifiedorder, True, True),
+    "/pay/orderquery": (_orderquery, True, True),
+    "/pay/closeorder": (_closeorder, True, True),
+    "/secapi/pay/refund": (_refund, True, True),
+    "/pay/refundquery": (_refundquery, True, True),
+    "/pay/queryexchagerate": (_queryexchagerate, False, False),  # documented without nonce_str/result_code
+    "/pay/downloadbill": (_downloadbill, True, True),
+}
 
 
-@blueprint.route("/pay/orderquery", methods=["POST"], content_types=XML_TYPES)
-def orderquery():
-    return _serve(_orderquery)
+def _view(handler: Callable[[dict[str, str]], Any], need_nonce: bool, result: bool) -> Callable[[], Response]:
+    return lambda: _serve(handler, need_nonce, result)
 
 
-@blueprint.route("/pay/closeorder", methods=["POST"], content_types=XML_TYPES)
-def closeorder():
-    return _serve(_closeorder)
-
-
-@blueprint.route("/secapi/pay/refund", methods=["POST"], content_types=XML_TYPES)
-def refund():
-    return _serve(_refund)
-
-
-@blueprint.route("/pay/refundquery", methods=["POST"], content_types=XML_TYPES)
-def refundquery():
-    return _serve(_refundquery)
-
-
-@blueprint.route("/pay/queryexchagerate", methods=["POST"], content_types=XML_TYPES)
-def queryexchagerate():
-    return _serve(_queryexchagerate, need_nonce=False, result=False)
-
-
-@blueprint.route("/pay/downloadbill", methods=["POST"], content_types=XML_TYPES)
-def downloadbill():
-    return _serve(_downloadbill)
+for _path, (_handler, _nonce, _result) in _API.items():
+    blueprint.route(_path, methods=["POST"], content_types=XML_TYPES, name=_handler.__name__.lstrip("_"))(
+        _view(_handler, _nonce, _result))
 
 
 # ---- test hooks: the shopper pays, notifications are retried --------------------------------

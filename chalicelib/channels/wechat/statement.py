@@ -98,6 +98,7 @@ def parse(source: str | bytes | Iterable[str] | Iterable[bytes], bill_date: str 
     `bill_date` (yyyy-mm-dd) labels every record; without it each record takes its UTC+8 day.
     """
     columns: dict[str, int] | None = None
+    width = 0
     in_summary = False
     for line_no, line in enumerate(_lines(source), start=1):
         if not line.strip():
@@ -106,6 +107,7 @@ def parse(source: str | bytes | Iterable[str] | Iterable[bytes], bill_date: str 
             raise StatementError("line too long", line_no)
         if not line.startswith("`"):  # a header row
             if columns is None:
+                width = len(line.split(","))
                 columns = _header_map(line.split(","), line_no)
             else:
                 in_summary = True  # the second header introduces the summary row
@@ -116,7 +118,7 @@ def parse(source: str | bytes | Iterable[str] | Iterable[bytes], bill_date: str 
             continue
         # Every value starts with a backtick, so ",`" splits cells even if a product name has a comma.
         values = [v.strip() for v in line[1:].split(",`")]
-        if len(values) <= max(columns.values()):
+        if len(values) < width:
             raise StatementError("row has fewer columns than the header", line_no)
         yield _record(columns, values, line_no, bill_date)
     if columns is None:
