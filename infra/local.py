@@ -326,6 +326,16 @@ def _short(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _serialise_moto_writes() -> None:
+    """The API server is threaded: give moto's DynamoDB the serialisable writes the real one has."""
+    try:
+        from infra import moto_atomic
+    except ImportError:
+        log.warning("infra.moto_atomic not found: concurrent DynamoDB transactions may interleave")
+        return
+    moto_atomic.install()
+
+
 # ---- the stack -----------------------------------------------------------------------------------
 
 class Stack:
@@ -339,6 +349,7 @@ class Stack:
     def start(self) -> dict[str, Any]:
         from moto.server import ThreadedMotoServer
 
+        _serialise_moto_writes()
         api_port = _port("KAURI_API_PORT", 8000)
         moto_port = _port("KAURI_MOTO_PORT", 0)
         self.moto = ThreadedMotoServer(ip_address=HOST, port=moto_port, verbose=False)

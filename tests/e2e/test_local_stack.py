@@ -67,7 +67,7 @@ def stack(tmp_path):
                 proc.wait(timeout=5)
 
 
-def test_merchant_creates_a_payment_shopper_pays_in_sandbox_and_it_succeeds(stack):
+def test_merchant_creates_a_payment_shopper_pays_in_sandbox_and_it_succeeds(stack, tmp_path):
     api, key = stack["api_url"], stack["api_key"]
     assert key and key.startswith("sk_test_"), "the stack seeds a demo merchant with a test key"
     auth = {"Authorization": f"Bearer {key}"}
@@ -98,9 +98,8 @@ def test_merchant_creates_a_payment_shopper_pays_in_sandbox_and_it_succeeds(stac
         time.sleep(0.2)
     assert status == "succeeded", stack["log"].read_text()[-4000:]
 
-
-def test_stack_stops_cleanly_on_sigterm_and_removes_its_facts(stack, tmp_path):
+    # Ctrl-C / SIGTERM: everything stops, the exit is clean and no stale stack.json is left behind.
     proc = stack["proc"]
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=10) == 0
+    assert proc.wait(timeout=10) == 0, stack["log"].read_text()[-4000:]
     assert not (tmp_path / "stack.json").exists()
