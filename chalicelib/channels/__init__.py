@@ -10,6 +10,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # name -> (module with the Channel class, class name)
 REGISTRY: dict[str, tuple[str, str]] = {
     "wechat": ("chalicelib.channels.wechat.client", "WeChatChannel"),
+    "alipay": ("chalicelib.channels.alipay.client", "AlipayChannel"),
     "payease": ("chalicelib.channels.payease.client", "PayEaseChannel"),
 }
 
