@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     for stage, r in imports.items():
         summary.append((f"import app, KAURI_STAGE={stage}, warm .pyc (median)", f"{r['warm']['median_ms']:.0f} ms"))
         summary.append((f"import app, KAURI_STAGE={stage}, no .pyc (Lambda-like)", f"{r['no_pyc']['median_ms']:.0f} ms"))
-    for label, counts, _ops, side in roundtrips.rows(trips):
-        summary.append((f"AWS calls first/steady: {label.split('  ')[0].strip()}", counts
-                        + (f"  (+{side} sandbox-side)" if side and side != "0" else "")))
+    for r in roundtrips.rows(trips):
+        summary.append((f"AWS calls per request, first/steady: {r['name']}", f"{r['first']} / {r['steady']}"
+                        + (f"  (+{r['sandbox']} sandbox-side)" if r["sandbox"] not in ("", "0") else "")))
     t = trips["timings"]
     for label, key in [("create", "create"), ("callback", "callback"), ("get", "get"), ("bare route", "bare")]:
         warm = (t.get(key) or [])[1:]

@@ -22,13 +22,12 @@ APP = "kauri"
 BUCKET_SUFFIX = "files"  # settings default: KAURI_BUCKET = kauri-<stage>-files
 
 # What the code does to a table: item CRUD, queries, batches; transactions need the same item
-# actions. pynamodb calls DescribeTable once per model. No Scan, no table admin.
+# actions. pynamodb 6 builds table metadata from the model, so no DescribeTable. No Scan, no admin.
 DYNAMODB_ITEM_ACTIONS = [
     "dynamodb:BatchGetItem",
     "dynamodb:BatchWriteItem",
     "dynamodb:ConditionCheckItem",
     "dynamodb:DeleteItem",
-    "dynamodb:DescribeTable",
     "dynamodb:GetItem",
     "dynamodb:PutItem",
     "dynamodb:Query",
@@ -44,6 +43,7 @@ def table_specs() -> list[dict[str, Any]]:
     from chalicelib.store import tables
 
     prefix = settings.get().table_prefix
+    scanned = scanned_models()
     specs = []
     for model in tables.models():
         full = model.Meta.table_name
@@ -59,11 +59,19 @@ def table_specs() -> list[dict[str, Any]]:
             "gsis": sorted((_index_spec(i) for i in schema["global_secondary_indexes"]), key=lambda i: i["name"]),
             "lsis": sorted((_index_spec(i) for i in schema["local_secondary_indexes"]), key=lambda i: i["name"]),
             "ttl": ttl.attr_name if ttl is not None else None,
+            "scanned": model.__name__ in scanned,
         })
     names = [s["name"] for s in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"two models share a table name: {names}")
     return specs
+
+
+def scanned_models() -> set[str]:
+    """Models the shipped code scans (`<Model>.scan(` in chalicelib/ or app.py): only they get dynamodb:Scan."""
+    sources = [PROJECT_DIR / "app.py", *sorted((PROJECT_DIR / "chalicelib").rglob("*.py"))]
+    text = "\n".join(p.read_text(encoding="utf-8") for p in sources if p.exists())
+    return set(re.findall(r"\b(\w+)\.scan\(", text))
 
 
 def _hash_first(keys: list[dict]) -> list[dict]:
@@ -240,6 +248,12 @@ def build_policy(specs: list[dict[str, Any]]) -> dict[str, Any]:
                 "Action": ["dynamodb:Query"],
                 "Resource": indexes,
             },
+            *([{
+                "Sid": "ScannedTables",
+                "Effect": "Allow",
+                "Action": ["dynamodb:Scan"],
+                "Resource": [t for t, s in zip(tables, specs) if s["scanned"]],
+            }] if any(s["scanned"] for s in specs) else []),
             {
                 "Sid": "FilesObjects",
                 "Effect": "Allow",

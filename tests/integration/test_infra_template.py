@@ -68,6 +68,8 @@ def test_policy_grants_exactly_our_tables_and_bucket(specs):
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
     assert by_sid["Tables"]["Resource"] == [f"arn:aws:dynamodb:*:*:table/kauri-*-{s['name']}" for s in specs]
     assert not any(a in ("dynamodb:*", "dynamodb:Scan", "dynamodb:DeleteTable") for a in by_sid["Tables"]["Action"])
+    scanned = [f"arn:aws:dynamodb:*:*:table/kauri-*-{s['name']}" for s in specs if s["scanned"]]
+    assert by_sid.get("ScannedTables", {}).get("Resource", []) == scanned
     for statement in policy["Statement"]:
         assert "*" not in statement["Resource"]
         assert all(not a.endswith(":*") for a in statement["Action"])
