@@ -5,8 +5,8 @@
 
 It reads .local/stack.json (written by `make run`), points this process at that stack's embedded AWS
 and API before importing app.py, invokes the function the way Lambda would (with the function's
-own environment from .chalice/config.json) and prints its result as JSON. Scheduled functions
-given an empty event get a real-looking EventBridge "Scheduled Event".
+own environment from .chalice/config.json) and prints its result as JSON. A scheduled function's
+event is wrapped in a real-looking EventBridge "Scheduled Event" (your fields kept at the top level).
 """
 from __future__ import annotations
 
@@ -68,8 +68,10 @@ def run(name: str, event: object) -> object:
     if name not in functions:
         known = ", ".join(sorted(functions)) or "(none defined yet)"
         raise JobError(f"unknown function {name!r}. app.py defines: {known}")
-    if functions[name] == "scheduled" and event == {}:
-        event = scheduled_event(name, datetime.now(timezone.utc), facts.get("region", "ap-southeast-2"))
+    if functions[name] == "scheduled" and isinstance(event, dict) and "detail-type" not in event:
+        # Wrap the given fields in a real EventBridge envelope (chalice's CloudWatchEvent needs one);
+        # they stay at the top level, where the handler's event.to_dict() finds them.
+        event = {**scheduled_event(name, datetime.now(timezone.utc), facts.get("region", "ap-southeast-2")), **event}
     with Client(app_module.app, stage_name=STAGE, project_dir=str(PROJECT_DIR)) as client:
         return client.lambda_.invoke(name, event).payload
 
