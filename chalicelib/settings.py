@@ -103,6 +103,9 @@ class Settings:
     payease: PayEaseSettings
     http_timeout_seconds: float
     log_level: str
+    # channel -> currency -> (min, max) in minor units; max None = no ceiling
+    channel_limits: dict = field(default_factory=dict)
+    release_requires_recon: bool = False
 
     @property
     def is_prod(self) -> bool:
@@ -160,7 +163,29 @@ def load(env: dict[str, str] | None = None) -> Settings:
         ),
         http_timeout_seconds=float(env.get("KAURI_HTTP_TIMEOUT_SECONDS", "10")),
         log_level=env.get("KAURI_LOG_LEVEL", "INFO"),
+        channel_limits=_limits(env.get("KAURI_CHANNEL_LIMITS")),
+        release_requires_recon=_bool(env.get("KAURI_RELEASE_REQUIRES_RECON"), default=False),
     )
+
+
+# Per-channel amount limits (minor units). Defaults follow what the channels accept for cross-border
+# retail and tuition; ops override them with KAURI_CHANNEL_LIMITS='{"wechat": {"NZD": [1, 500000]}}'.
+DEFAULT_LIMITS = {
+    "wechat": {"NZD": (1, 5_000_000), "AUD": (1, 5_000_000)},
+    "alipay": {"NZD": (1, 5_000_000), "AUD": (1, 5_000_000)},
+    "payease": {"NZD": (100, 10_000_000), "AUD": (100, 10_000_000), "CNY": (100, 50_000_000)},
+}
+
+
+def _limits(text: str | None) -> dict:
+    import json
+
+    limits = {ch: dict(v) for ch, v in DEFAULT_LIMITS.items()}
+    if text:
+        for channel, per_ccy in json.loads(text).items():
+            for ccy, (lo, hi) in per_ccy.items():
+                limits.setdefault(channel, {})[ccy] = (int(lo), None if hi is None else int(hi))
+    return limits
 
 
 @lru_cache(maxsize=1)

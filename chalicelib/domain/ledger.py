@@ -94,6 +94,22 @@ def payment_succeeded(posting_id: str, merchant_id: str, payment_id: str, channe
     return Posting(posting_id, "payment", tuple(legs), payment_id, merchant_id)
 
 
+def quoted_payment_succeeded(posting_id: str, merchant_id: str, payment_id: str, channel: str,
+                             amount: Money, received: Money, fee: Money) -> Posting:
+    """A payment priced in `amount` (NZD) but received in another currency (CNY) at a locked quote.
+
+    The channel owes us the CNY; the merchant is credited the NZD it invoiced (net of fee). The FX
+    account holds both sides, so the markup (CNY received beyond the NZD credited) is its gain.
+    """
+    legs = (
+        Leg(receivable_account(channel, received.currency), received.amount, received.currency),
+        Leg(fx_account(received.currency), -received.amount, received.currency),
+        Leg(fx_account(amount.currency), amount.amount, amount.currency),
+        Leg(merchant_account(merchant_id, amount.currency, "pending"), -(amount.amount - fee.amount), amount.currency),
+    ) + ((Leg(fee_account(fee.currency), -fee.amount, fee.currency),) if fee.amount else ())
+    return Posting(posting_id, "payment", legs, payment_id, merchant_id)
+
+
 def refund(posting_id: str, merchant_id: str, refund_id: str, channel: str, amount: Money,
            draw: dict[str, int]) -> Posting:
     """Dr merchant buckets (as `draw` says, e.g. {"available": 300, "pending": 200}); Cr channel receivable."""

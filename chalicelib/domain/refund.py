@@ -34,6 +34,7 @@ class Refund:
     created_at: datetime
     channel_refund_ref: str | None = None
     failure_code: str | None = None
+    channel_amount: Money | None = None   # what the channel returns, when it charged another currency
 
 
 def check_refund(payment: Payment, amount: Money) -> None:

@@ -9,6 +9,7 @@ from chalicelib import channels, clock, log
 from chalicelib.channels.base import Ack, ChannelPayment, ChannelStatus, InvalidNotification, Notification
 from chalicelib.domain import ledger, views
 from chalicelib.domain.payment import Payment, PaymentStatus
+from chalicelib.services.payments import payment_id_of
 from chalicelib.store import ops
 from chalicelib.store import payments as store
 from chalicelib.store.unit import Conflict, Unit, new_event
@@ -35,7 +36,8 @@ def apply_notification(channel_name: str, note: Notification) -> bool:
         log.info("callback_ignored", channel=channel_name, kind=note.kind)
         return True
     cp = note.payment
-    payment = store.get(cp.channel_order_id) if cp.channel_order_id.startswith("pay_") else None
+    payment_id = payment_id_of(cp.channel_order_id)
+    payment = store.get(payment_id) if payment_id else None
     if payment is None or payment.channel != channel_name:
         log.warning("callback_unknown_order", channel=channel_name, channel_order_id=cp.channel_order_id[:64])
         return False
@@ -51,6 +53,8 @@ def apply_notification(channel_name: str, note: Notification) -> bool:
 def mismatch(payment: Payment, cp: ChannelPayment) -> str | None:
     """Why a verified notification still does not belong to this payment (ids, amount, currency)."""
     expected = payment.channel_amount or payment.amount
+    if cp.channel_order_id != payment.channel_order_id:
+        return "an earlier channel order of this payment (its quote was replaced)"
     if cp.amount is None:
         return "amount missing"
     if cp.amount.currency != expected.currency:
@@ -116,10 +120,18 @@ def _commit_transition(payment: Payment, target: PaymentStatus, cp: ChannelPayme
         new = payment.transition(target, closed_at=now)
     unit = Unit().move_payment(new, PaymentStatus.PENDING)
     if target is PaymentStatus.SUCCEEDED:
-        unit.post(ledger.payment_succeeded(f"payment:{payment.id}", payment.merchant_id, payment.id,
-                                           payment.channel, payment.amount, payment.fee))
+        unit.post(success_posting(payment))
     unit.emit(new_event(payment.merchant_id, f"payment.{target.value}", views.payment(new)))
     unit.commit()
+
+
+def success_posting(payment: Payment) -> ledger.Posting:
+    posting_id = f"payment:{payment.id}"
+    if payment.channel_amount is not None and payment.channel_amount.currency != payment.amount.currency:
+        return ledger.quoted_payment_succeeded(posting_id, payment.merchant_id, payment.id, payment.channel,
+                                               payment.amount, payment.channel_amount, payment.fee)
+    return ledger.payment_succeeded(posting_id, payment.merchant_id, payment.id, payment.channel,
+                                    payment.amount, payment.fee)
 
 
 def _digest(cp: ChannelPayment) -> str:

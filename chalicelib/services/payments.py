@@ -10,10 +10,11 @@ from chalicelib.domain import views
 from chalicelib.domain.merchant import Merchant
 from chalicelib.domain.payment import Payment, PaymentStatus
 from chalicelib.money import Money, bps_of
-from chalicelib.services import errors
+from chalicelib.domain.fx import Quote
+from chalicelib.services import errors, fx
 from chalicelib.services.idempotency import Completion
 from chalicelib.store import payments as store
-from chalicelib.store.unit import Unit, new_event
+from chalicelib.store.unit import Conflict, Unit, new_event
 
 DEFAULT_TTL = timedelta(minutes=30)
 
@@ -36,6 +37,28 @@ def notify_url(channel: str) -> str:
     return f"{settings.get().public_base_url}/callbacks/{channel}"
 
 
+def payment_id_of(channel_order_id: str) -> str | None:
+    """Our payment id inside a channel order number (`pay_<20>` or, after a re-quote, `pay_<20>_<n>`)."""
+    if channel_order_id.startswith("pay_") and len(channel_order_id) >= PAYMENT_ID_LENGTH:
+        return channel_order_id[:PAYMENT_ID_LENGTH]
+    return None
+
+
+PAYMENT_ID_LENGTH = 24  # "pay_" + 20
+
+
+def check_limits(channel: str, amount: Money) -> None:
+    lo, hi = settings.get().channel_limits.get(channel, {}).get(amount.currency, (1, None))
+    if amount.amount < lo:
+        raise errors.invalid("amount_below_channel_minimum",
+                             f"{channel} takes at least {Money(lo, amount.currency).to_major_str()} {amount.currency}",
+                             "amount")
+    if hi is not None and amount.amount > hi:
+        raise errors.invalid("amount_above_channel_maximum",
+                             f"{channel} takes at most {Money(hi, amount.currency).to_major_str()} {amount.currency}",
+                             "amount")
+
+
 def create(merchant: Merchant, livemode: bool, req: NewPayment, completion: Completion | None = None) -> Payment:
     if req.amount.currency != merchant.settlement_currency:
         raise errors.invalid("currency_not_supported",
@@ -51,27 +74,32 @@ def create(merchant: Merchant, livemode: bool, req: NewPayment, completion: Comp
         raise errors.invalid("channel_not_enabled", f"{req.channel} is not enabled for this merchant", "channel")
     if req.flow == "jsapi" and not req.payer.get("openid"):
         raise errors.invalid("parameter_missing", "jsapi payments need payer.openid", "payer.openid")
+    check_limits(req.channel, req.amount)
+    charge_currency = getattr(channel, "charge_currency", None)
+    if charge_currency and not req.return_url:
+        raise errors.invalid("parameter_missing", f"{req.channel} payments need a return_url", "return_url")
 
     now = clock.now()
     payment_id = ids.new("pay")
+    quote = None
+    charge = req.amount
+    expires_at = now + req.expires_in
+    if charge_currency and charge_currency != req.amount.currency:
+        # Priced in the merchant's currency, charged in the channel's: lock a quote on the payment.
+        quote = fx.quote(req.amount, merchant.fx_markup_bps)
+        charge = quote.cny
+        check_limits(req.channel, charge)
+        expires_at = quote.expires_at
     payment = Payment(
         id=payment_id, merchant_id=merchant.id, livemode=livemode, amount=req.amount, channel=req.channel,
         flow=req.flow, status=PaymentStatus.PENDING, channel_order_id=payment_id,
         merchant_reference=req.merchant_reference, description=req.description, created_at=now,
-        expires_at=now + req.expires_in, fee=bps_of(req.amount, merchant.fee_bps, "HALF_UP"),
+        expires_at=expires_at, fee=bps_of(req.amount, merchant.fee_bps, "HALF_UP"),
         channel_merchant=dict(ids_at_channel), return_url=req.return_url, metadata=dict(req.metadata),
+        channel_amount=charge if quote else None, quote=quote.as_dict() if quote else None,
     )
-    try:
-        result = channel.create(CreateRequest(
-            payment_id=payment.id, channel_order_id=payment.channel_order_id, amount=req.amount, flow=req.flow,
-            description=req.description, notify_url=notify_url(req.channel), expires_at=payment.expires_at,
-            merchant=MerchantChannelConfig(dict(ids_at_channel)), return_url=req.return_url,
-            client_ip=req.client_ip, payer=dict(req.payer), product_id=payment.id,
-        ))
-    except ChannelError as exc:
-        log.warning("channel_create_failed", channel=req.channel, payment_id=payment.id, code=exc.code)
-        raise errors.channel(exc.code, f"{req.channel} refused the payment: {exc.code}") from None
-    payment = replace(payment, next_action=result.next_action)
+    result = _create_at_channel(channel, payment, req.payer, req.client_ip)
+    payment = replace(payment, next_action=_next_action(payment, result.next_action))
     unit = Unit().create_payment(payment)
     if completion is not None:
         completion.attach(unit, 201, views.payment(payment))
@@ -79,6 +107,53 @@ def create(merchant: Merchant, livemode: bool, req: NewPayment, completion: Comp
     log.info("payment_created", payment_id=payment.id, merchant_id=merchant.id, channel=req.channel,
              flow=req.flow, amount=req.amount.amount, currency=req.amount.currency)
     return payment
+
+
+def _create_at_channel(channel, payment: Payment, payer: dict, client_ip: str):
+    try:
+        return channel.create(CreateRequest(
+            payment_id=payment.id, channel_order_id=payment.channel_order_id,
+            amount=payment.channel_amount or payment.amount, flow=payment.flow, description=payment.description,
+            notify_url=notify_url(payment.channel), expires_at=payment.expires_at,
+            merchant=MerchantChannelConfig(dict(payment.channel_merchant)), return_url=payment.return_url,
+            client_ip=client_ip, payer=dict(payer), product_id=payment.id,
+        ))
+    except ChannelError as exc:
+        log.warning("channel_create_failed", channel=payment.channel, payment_id=payment.id, code=exc.code)
+        raise errors.channel(exc.code, f"{payment.channel} refused the payment: {exc.code}") from None
+
+
+def _next_action(payment: Payment, channel_action: dict) -> dict:
+    """Quoted payments send the payer to our page first, which refuses an expired quote."""
+    if payment.quote is None:
+        return channel_action
+    return {"type": "redirect", "url": f"{settings.get().public_base_url}/pay/{payment.id}",
+            "channel_action": channel_action}
+
+
+def requote(payment_id: str) -> Payment:
+    """A fresh quote (and channel order) for a pending quoted payment whose quote expired."""
+    p = store.get(payment_id)
+    if p is None or p.quote is None:
+        raise errors.not_found("payment", "id")
+    if p.status is not PaymentStatus.PENDING:
+        raise errors.conflict(f"payment_{p.status.value}", f"the payment is {p.status.value}")
+    old = Quote.from_dict(p.quote)
+    if clock.now() < old.expires_at:
+        return p
+    quote = fx.quote(p.amount, old.markup_bps)
+    check_limits(p.channel, quote.cny)
+    n = int(p.channel_order_id[PAYMENT_ID_LENGTH + 1:] or 1) + 1 if len(p.channel_order_id) > PAYMENT_ID_LENGTH else 2
+    fresh = replace(p, quote=quote.as_dict(), channel_amount=quote.cny, expires_at=quote.expires_at,
+                    channel_order_id=f"{p.id}_{n}")
+    result = _create_at_channel(channels.get(p.channel), fresh, {}, "127.0.0.1")
+    fresh = replace(fresh, next_action=_next_action(fresh, result.next_action))
+    try:
+        Unit().replace_pending_payment(fresh, expected_order=p.channel_order_id).commit()
+    except Conflict:
+        raise errors.conflict("payment_changed", "the payment changed meanwhile; reload it") from None
+    log.info("payment_requoted", payment_id=p.id, quote_id=quote.id, channel_order_id=fresh.channel_order_id)
+    return fresh
 
 
 def get_for(merchant: Merchant, livemode: bool, payment_id: str) -> Payment:
@@ -120,11 +195,7 @@ def mark_closed(p: Payment, reason: str) -> Payment:
     try:
         Unit().move_payment(closed, PaymentStatus.PENDING).emit(
             new_event(p.merchant_id, "payment.closed", views.payment(closed))).commit()
-    except Exception as exc:  # someone else moved it first: report what it is now
-        from chalicelib.store.unit import Conflict
-
-        if not isinstance(exc, Conflict):
-            raise
+    except Conflict:  # someone else moved it first: report what it is now
         current = store.get(p.id)
         log.info("payment_close_lost_race", payment_id=p.id, status=current.status.value if current else None)
         return current

@@ -19,13 +19,16 @@ from chalicelib.store import payments as store
 from chalicelib.store.unit import Conflict, Unit, new_event
 
 
-def fee_share(payment: Payment, refunded_before: int, amount: int) -> int:
-    """Our fee returned with a refund, pro rata; FLOOR on the running total so all parts sum to the fee."""
-    total = payment.amount.amount
-
+def pro_rata(part_of: int, total: int, refunded_before: int, amount: int) -> int:
+    """`part_of`'s share of a refund; ROUND_FLOOR on the running total so all refunds sum to `part_of`."""
     def upto(x: int) -> int:
-        return int((Decimal(payment.fee.amount) * x / total).to_integral_value(rounding=ROUND_FLOOR))
+        return int((Decimal(part_of) * x / total).to_integral_value(rounding=ROUND_FLOOR))
     return upto(refunded_before + amount) - upto(refunded_before)
+
+
+def fee_share(payment: Payment, refunded_before: int, amount: int) -> int:
+    """Our fee returned with a refund, pro rata (the channels return their fee on refunds too)."""
+    return pro_rata(payment.fee.amount, payment.amount.amount, refunded_before, amount)
 
 
 def plan_draw(merchant: Merchant, currency: str, net: int) -> dict[str, int]:
@@ -42,13 +45,19 @@ def plan_draw(merchant: Merchant, currency: str, net: int) -> dict[str, int]:
 
 
 def refund_posting(posting_id: str, p: Payment, refund_id: str, amount: int, fee_back: int,
-                   draw: dict[str, int]) -> ledger.Posting:
+                   draw: dict[str, int], channel_amount: Money | None) -> ledger.Posting:
     cur = p.amount.currency
     legs = [ledger.Leg(ledger.merchant_account(p.merchant_id, cur, bucket), part, cur)
             for bucket, part in draw.items() if part]
     if fee_back:
         legs.append(ledger.Leg(ledger.fee_account(cur), fee_back, cur))
-    legs.append(ledger.Leg(ledger.receivable_account(p.channel, cur), -amount, cur))
+    if channel_amount is None:
+        legs.append(ledger.Leg(ledger.receivable_account(p.channel, cur), -amount, cur))
+    else:  # returned in the channel's currency at the payment's locked rate, through the FX account
+        ccy = channel_amount.currency
+        legs += [ledger.Leg(ledger.fx_account(cur), -amount, cur),
+                 ledger.Leg(ledger.fx_account(ccy), channel_amount.amount, ccy),
+                 ledger.Leg(ledger.receivable_account(p.channel, ccy), -channel_amount.amount, ccy)]
     return ledger.Posting(posting_id, "refund", tuple(legs), refund_id, p.merchant_id)
 
 
@@ -64,10 +73,15 @@ def create(merchant: Merchant, livemode: bool, payment_id: str, amount: int, rea
     draw = plan_draw(merchant, p.amount.currency, amount - fee_back)
     floors = {} if merchant.allow_negative_balance else {
         ledger.merchant_account(merchant.id, p.amount.currency, b): 0 for b in draw}
-    refund = Refund(id=ids.new("re"), payment_id=p.id, merchant_id=merchant.id, amount=money, reason=reason,
-                    status=RefundStatus.PROCESSING, channel_refund_id="", created_at=clock.now())
-    refund = replace(refund, channel_refund_id=refund.id)
-    posting = refund_posting(f"refund:{refund.id}", p, refund.id, amount, fee_back, draw)
+    channel_amount = None
+    if p.channel_amount is not None and p.channel_amount.currency != p.amount.currency:
+        channel_amount = Money(pro_rata(p.channel_amount.amount, p.amount.amount, p.refunded, amount),
+                               p.channel_amount.currency)
+    refund_id = ids.new("re")
+    refund = Refund(id=refund_id, payment_id=p.id, merchant_id=merchant.id, amount=money, reason=reason,
+                    status=RefundStatus.PROCESSING, channel_refund_id=refund_id, created_at=clock.now(),
+                    channel_amount=channel_amount)
+    posting = refund_posting(f"refund:{refund.id}", p, refund.id, amount, fee_back, draw, channel_amount)
     try:
         (Unit().reserve_refund(p.id, amount, p.amount.amount - amount)
          .save_refund(store.refund_to_item(refund, draw), new=True)
@@ -93,7 +107,7 @@ def _request(p: Payment, refund: Refund) -> RefundRequest:
         refund_id=refund.id, channel_refund_id=refund.channel_refund_id,
         payment=OrderRef(p.channel_order_id, MerchantChannelConfig(dict(p.channel_merchant)),
                          p.channel_transaction_id),
-        total=p.channel_amount or p.amount, amount=refund.amount, reason=refund.reason,
+        total=p.channel_amount or p.amount, amount=refund.channel_amount or refund.amount, reason=refund.reason,
         notify_url=f"{settings.get().public_base_url}/callbacks/{p.channel}")
 
 

@@ -131,6 +131,8 @@ class RefundModel(Model):
     channel_refund_id = UnicodeAttribute()
     channel_refund_ref = UnicodeAttribute(null=True)
     failure_code = UnicodeAttribute(null=True)
+    channel_amount = NumberAttribute(null=True)
+    channel_currency = UnicodeAttribute(null=True)
     draw = JSONAttribute(default=dict)          # which merchant buckets the refund was taken from
     created_at = UTCDateTimeAttribute()
     processing_shard = UnicodeAttribute(null=True)

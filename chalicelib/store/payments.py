@@ -109,6 +109,8 @@ def refund_to_item(r: Refund, draw: dict[str, int] | None = None) -> RefundModel
         channel_refund_id=r.channel_refund_id,
         channel_refund_ref=r.channel_refund_ref,
         failure_code=r.failure_code,
+        channel_amount=r.channel_amount.amount if r.channel_amount else None,
+        channel_currency=r.channel_amount.currency if r.channel_amount else None,
         draw=draw or {},
         created_at=r.created_at,
         processing_shard=PENDING_SHARD if r.status is RefundStatus.PROCESSING else None,
@@ -127,6 +129,7 @@ def refund_from_item(m: RefundModel) -> Refund:
         created_at=m.created_at,
         channel_refund_ref=m.channel_refund_ref,
         failure_code=m.failure_code,
+        channel_amount=Money(int(m.channel_amount), m.channel_currency) if m.channel_amount is not None else None,
     )
 
 

@@ -74,6 +74,13 @@ class Unit:
         self._ops.append(lambda tx: tx.save(item, condition=PaymentModel.status == from_status.value))
         return self
 
+    def replace_pending_payment(self, p: Payment, expected_order: str) -> "Unit":
+        """Rewrite a pending payment (a re-quote), only if nothing else changed it meanwhile."""
+        item = payment_store.to_item(p)
+        self._ops.append(lambda tx: tx.save(item, condition=(PaymentModel.status == PaymentStatus.PENDING.value)
+                                            & (PaymentModel.channel_order_id == expected_order)))
+        return self
+
     def reserve_refund(self, payment_id: str, amount: int, max_before: int) -> "Unit":
         """Add `amount` to the payment's refunded total, only while the total stays within the payment."""
         def op(tx):
