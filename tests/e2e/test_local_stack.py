@@ -103,3 +103,22 @@ def test_merchant_creates_a_payment_shopper_pays_in_sandbox_and_it_succeeds(stac
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0, stack["log"].read_text()[-4000:]
     assert not (tmp_path / "stack.json").exists()
+
+
+def test_local_scheduler_reads_rates_and_eventbridge_crons():
+    from datetime import datetime, timezone
+
+    from infra.local import cron_matches, parse_schedule
+
+    assert parse_schedule("retry_webhooks", "rate(1 minute)").every_seconds == 60
+    assert parse_schedule("fx_pull", "rate(6 hours)").every_seconds == 6 * 3600
+    tue_0230 = datetime(2026, 11, 24, 2, 30, tzinfo=timezone.utc)  # a Tuesday
+    assert cron_matches("30 2 * * ? *".split(), tue_0230)
+    assert cron_matches("*/15 2 ? * TUE *".split(), tue_0230)
+    assert cron_matches("0,30 1-3 ? * 3 *".split(), tue_0230)  # EventBridge: 1 = Sunday, so 3 = Tuesday
+    assert not cron_matches("30 2 ? * MON-FRI/2 *".split(), tue_0230)  # MON, WED, FRI
+    assert not cron_matches("0 2 * * ? *".split(), tue_0230)
+
+    daily = parse_schedule("release_funds", "cron(0 14 * * ? *)")
+    assert daily.due(tue_0230) is False
+    assert daily.next_at == datetime(2026, 11, 24, 14, 0, tzinfo=timezone.utc)
