@@ -76,7 +76,7 @@ def _notify_body(orders, key=KEY, tamper=None, encoding="gbk"):
 
 def test_single_notify_with_spec_vector_mac_is_paid():
     [p] = notify.verify_notification(_notify_body([(OID, "1", "100.00")]), {}, KEY, expected_mid="444")
-    assert p.channel_order_id == OID
+    assert p.channel_order_id == "0001" and p.channel_transaction_id == OID
     assert p.status is ChannelStatus.PAID
     assert p.amount == Money(10000, "CNY")
     assert p.raw["v_pmode"] == "招商银行"
@@ -86,8 +86,8 @@ def test_single_notify_with_spec_vector_mac_is_paid():
 def test_batched_notify_splits_into_orders():
     body = _notify_body([(OID, "1", "100.00"), ("20240101-444-0002", "3", "0.01")])
     a, b = notify.verify_notification(body, {}, KEY)
-    assert (a.channel_order_id, a.status, a.amount) == (OID, ChannelStatus.PAID, Money(10000, "CNY"))
-    assert (b.channel_order_id, b.status, b.amount) == ("20240101-444-0002", ChannelStatus.FAILED, Money(1, "CNY"))
+    assert (a.channel_transaction_id, a.status, a.amount) == (OID, ChannelStatus.PAID, Money(10000, "CNY"))
+    assert (b.channel_order_id, b.status, b.amount) == ("0002", ChannelStatus.FAILED, Money(1, "CNY"))
 
 
 def test_notify_sent_as_utf8_but_signed_over_gbk_still_verifies():
@@ -197,7 +197,7 @@ def test_statement_lines_become_standard_records():
     records = list(statement.parse(lines, bill_date="20240101"))
     assert records[0] == {
         "channel": "payease", "bill_date": "2024-01-01", "record_type": "payment",
-        "our_no": "20240101-444-0001", "channel_no": "20240101-444-0001", "status": "paid",
+        "our_no": "0001", "channel_no": "20240101-444-0001", "status": "paid",
         "amount_minor": 10000, "currency": "CNY", "fee_minor": 60,
         "channel_time": "2024-01-01T02:30:00Z", "raw_line_no": 3}
     assert records[1]["status"] == "failed" and records[1]["fee_minor"] == 0
@@ -210,13 +210,14 @@ def test_statement_lines_become_standard_records():
 def test_statement_streams_lazily():
     gen = statement.parse(iter(STATEMENT.splitlines()))
     first = next(gen)
-    assert first["our_no"] == "20240101-444-0001" and first["bill_date"] == "2024-01-01"
+    assert first["channel_no"] == "20240101-444-0001" and first["bill_date"] == "2024-01-01"
 
 
 @pytest.mark.parametrize("bad_row", [
     "PAY|20240101-444-0003||1|1.005|0|0|20240101000000|x|",     # three decimals
     "PAY|20240101-444-0003||9|1.00|0|0|20240101000000|x|",      # unknown status
     "PAY|not-an-oid||1|1.00|0|0|20240101000000|x|",
+    "PAY|20240101-444-pay-x||1|1.00|0|0|20240101000000|x|",    # '-' inside the serial
     "PAY|20240101-444-0003||1|1.00|1|0|20240101000000|x|",      # USD
     "REF|20240101-444-0003||1|1.00|0|0|20240101000000||",       # refund without refid
     "PAY|20240101-444-0003||1|1.00|0|0|20240101000000",         # missing cell

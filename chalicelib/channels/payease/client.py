@@ -5,8 +5,10 @@ sends the browser back to `v_url` (display only) and POSTs a server notify to th
 in the PayEase merchant console (there is no per-order notify URL, so `CreateRequest.notify_url`
 is not sent). Our callback endpoint answers `sent` (see `ack`).
 
-Order numbers: PayEase requires `v_oid` = `yyyymmdd-<v_mid>-<serial>`, and reports only that id
-back, so Kauri's `channel_order_id` for PayEase must already be in that form (`make_order_id`).
+Order numbers: PayEase requires `v_oid` = `yyyymmdd-<v_mid>-<serial>` (Beijing date). The serial is
+Kauri's channel_order_id verbatim (`pay_...`; whether PayEase accepts `_` in serials is not
+documented), so notifications map back without a lookup: ChannelPayment.channel_order_id = serial,
+channel_transaction_id = the full v_oid, which services keep and hand back in OrderRef for refunds.
 
 Only stdlib and chalicelib at import time (cold start); requests comes via `chalicelib.http`.
 """
@@ -43,10 +45,10 @@ REFUND_QUERY_PATH = "/merchant/refund/ref_ack_oid_list_utf8.jsp"
 
 CHINA_TZ = timezone(timedelta(hours=8))  # v_ymd and the date in v_oid are Beijing dates
 MAX_RESPONSE_BYTES = 1 << 20
-_SERIAL_RE = re.compile(r"[^0-9A-Za-z]")
 _PMODE_RE = re.compile(r"^\d{1,6}$")
 
 # Query reply messagebody/order/pstatus (integrations: 1 paid, 2 unpaid, anything else failed).
+QUERY_LOOKBACK_DAYS = 2  # a pending order's v_oid date is unknown to query(): try today and 2 days back
 QUERY_STATUS = {"1": ChannelStatus.PAID, "2": ChannelStatus.PENDING, "3": ChannelStatus.FAILED}
 # Refund list refstatus: not published; most likely reading (uncertain).
 REFUND_STATUS = {"0": RefundStatus.PROCESSING, "1": RefundStatus.SUCCEEDED, "2": RefundStatus.FAILED}
@@ -56,17 +58,23 @@ def china_date(at: datetime | None = None) -> str:
     return (at or clock.now()).astimezone(CHINA_TZ).strftime("%Y%m%d")
 
 
-def make_order_id(serial: str, at: datetime | None = None, mid: str | None = None) -> str:
-    """A PayEase v_oid `yyyymmdd-mid-serial` (Beijing date; serial reduced to [0-9A-Za-z], <= 40)."""
-    clean = _SERIAL_RE.sub("", serial)[:40]
-    if not clean:
-        raise ValueError("serial has no usable characters")
-    return f"{china_date(at)}-{mid or settings.get().payease.mid}-{clean}"
+def make_order_id(channel_order_id: str, at: datetime | None = None, mid: str | None = None) -> str:
+    """The PayEase v_oid `yyyymmdd-<mid>-<channel_order_id>` for a Beijing date."""
+    if not notify.SERIAL_RE.match(channel_order_id or ""):
+        raise ChannelError("INVALID_ORDER_ID", "channel_order_id must be [0-9A-Za-z_], at most 40 characters")
+    return f"{china_date(at)}-{mid or settings.get().payease.mid}-{channel_order_id}"
+
+
+def serial_of(v_oid: str) -> str | None:
+    """Our channel_order_id inside a v_oid, or None if it is not one."""
+    m = notify.OID_RE.match(v_oid or "")
+    return m.group(3) if m else None
 
 
 class PayEaseChannel:
     name = "payease"
     flows = ("bank",)
+    charge_currency = "CNY"  # payments priced in NZD are charged in CNY at a locked quote
 
     # ---- configuration ------------------------------------------------------------------------
 
@@ -96,20 +104,19 @@ class PayEaseChannel:
             raise ChannelError("FLOW_NOT_SUPPORTED", f"PayEase has no {req.flow!r} flow")
         if req.amount.amount <= 0:
             raise ChannelError("INVALID_AMOUNT", "amount must be positive")
-        m = notify.OID_RE.match(req.channel_order_id or "")
-        if not m or m.group(2) != conf.mid:
-            raise ChannelError("INVALID_ORDER_ID", "channel_order_id must be yyyymmdd-<mid>-<serial> (make_order_id)")
+        v_oid = make_order_id(req.channel_order_id, mid=conf.mid)
+        v_ymd = v_oid[:8]
         if not req.return_url or not req.return_url.startswith(("https://", "http://")) or len(req.return_url) > 255:
             raise ChannelError("INVALID_RETURN_URL", "PayEase needs an http(s) return_url (v_url)")
         fields = {
             "v_mid": conf.mid,
-            "v_oid": req.channel_order_id,
+            "v_oid": v_oid,
             "v_rcvname": conf.mid,
             "v_rcvaddr": conf.mid,
             "v_rcvtel": conf.mid,
             "v_rcvpost": conf.mid,
             "v_amount": req.amount.to_major_str(),
-            "v_ymd": m.group(1),
+            "v_ymd": v_ymd,
             "v_orderstatus": "1",
             "v_ordername": conf.mid,
             "v_moneytype": notify.CURRENCY_MONEYTYPE["CNY"],
@@ -130,24 +137,48 @@ class PayEaseChannel:
             fields["kauri_sandbox_notify_url"] = str(sandbox_notify)[:512]
         return CreateResult(
             next_action={"type": "form_post", "url": conf.gateway_url + path, "fields": fields},
-            channel_data={"v_oid": req.channel_order_id, "v_ymd": m.group(1)},
+            channel_data={"v_oid": v_oid, "v_ymd": v_ymd},
         )
 
     def query(self, ref: OrderRef) -> ChannelPayment:
         """单笔对账: POST v_mid, v_oid, v_mac; XML reply messagebody/order (pstatus 1 paid, 2 unpaid).
 
-        Uncertain: the messagehead status codes are not published; we read a missing <order> as
-        NOT_FOUND and the reply's `sign` (RSA) is not verified (no PayEase public key; TLS only).
+        The v_oid is `ref.channel_transaction_id` when known (every verified notify carries it);
+        otherwise the order date is unknown, so today's and the previous QUERY_LOOKBACK_DAYS Beijing
+        dates are tried in turn. Uncertain: messagehead status codes are not published (a missing
+        <order> reads as NOT_FOUND); the reply's RSA `sign` is not verified (no PayEase public key).
         """
+        for v_oid in self._candidate_oids(ref):
+            found = self._query_oid(ref.channel_order_id, v_oid)
+            if found.status is not ChannelStatus.NOT_FOUND:
+                return found
+        return ChannelPayment(channel_order_id=ref.channel_order_id, status=ChannelStatus.NOT_FOUND)
+
+    def _candidate_oids(self, ref: OrderRef) -> list[str]:
+        known = ref.channel_transaction_id
+        if known and serial_of(known) == ref.channel_order_id:
+            return [known]
+        now = clock.now()
+        return [make_order_id(ref.channel_order_id, now - timedelta(days=d)) for d in range(QUERY_LOOKBACK_DAYS + 1)]
+
+    def _resolve_oid(self, ref: OrderRef) -> str:
+        candidates = self._candidate_oids(ref)
+        if len(candidates) == 1:
+            return candidates[0]
+        found = self.query(ref)
+        if found.status is ChannelStatus.NOT_FOUND or not found.channel_transaction_id:
+            raise ChannelError("ORDER_NOT_FOUND", "PayEase does not know this order")
+        return found.channel_transaction_id
+
+    def _query_oid(self, channel_order_id: str, oid: str) -> ChannelPayment:
         conf = self._conf()
-        oid = ref.channel_order_id
         root = self._post_xml(QUERY_PATH, {"v_mid": conf.mid, "v_oid": oid,
                                            "v_mac": signing.query_mac(self._key(), conf.mid, oid)})
         order = root.find(".//messagebody/order")
         if order is None:
             status = (root.findtext(".//messagehead/status") or "").strip()
             if status in ("", "0", "1"):
-                return ChannelPayment(channel_order_id=oid, status=ChannelStatus.NOT_FOUND)
+                return ChannelPayment(channel_order_id=channel_order_id, status=ChannelStatus.NOT_FOUND)
             raise ChannelError("QUERY_FAILED", (root.findtext(".//messagehead/statusdesc") or "")[:200])
         got_oid = (order.findtext("oid") or "").strip()
         if got_oid and got_oid != oid:
@@ -165,7 +196,8 @@ class PayEaseChannel:
             except MoneyError:
                 raise ChannelError("BAD_REPLY", "unreadable amount") from None
         raw = {child.tag: (child.text or "").strip() for child in order if child.tag != "sign"}
-        return ChannelPayment(channel_order_id=oid, status=status, amount=amount, payer_amount=amount, raw=raw)
+        return ChannelPayment(channel_order_id=channel_order_id, status=status, amount=amount,
+                              payer_amount=amount, channel_transaction_id=oid, raw=raw)
 
     def close(self, ref: OrderRef) -> None:
         """PayEase has no close/cancel API: an unpaid order simply never gets paid. Services must
@@ -189,7 +221,7 @@ class PayEaseChannel:
             raise ChannelError("CURRENCY_NOT_SUPPORTED", "PayEase refunds CNY only")
         if not 0 < req.amount.amount <= req.total.amount:
             raise ChannelError("INVALID_AMOUNT", "refund must be positive and at most the payment")
-        oid = req.payment.channel_order_id
+        oid = self._resolve_oid(req.payment)
         refamount = req.amount.to_major_str()
         reason = (req.channel_refund_id + (" " + req.reason if req.reason else ""))[:64]
         fields = {"v_mid": conf.mid, "v_oid": oid, "v_refamount": refamount, "v_refreason": reason,
@@ -209,7 +241,7 @@ class PayEaseChannel:
         with our channel_refund_id. Uncertain: refstatus codes (read as 0 processing, 1 succeeded,
         2 failed). No matching refund -> FAILED with raw {"reason": "not_found"}."""
         conf = self._conf()
-        oid = req.payment.channel_order_id
+        oid = self._resolve_oid(req.payment)
         root = self._post_xml(REFUND_QUERY_PATH, {
             "v_mid": conf.mid, "v_oid": oid, "v_mac": signing.refund_query_mac(self._key(), conf.mid, oid)})
         for item in root.findall(".//messagebody/refund"):

@@ -5,6 +5,10 @@ Server notify (spec §3.5): a form POST whose fields `v_oid`, `v_pmode`, `v_psta
 `v_mac` = HMAC(v_oid+v_pmode+v_pstatus+v_pstring+v_count) over the joined strings as received,
 `v_md5money` = HMAC(v_amount+v_moneytype). Status codes there: 1 paid, 3 rejected.
 
+Order ids: `v_oid` is `yyyymmdd-<v_mid>-<serial>` and the serial is Kauri's channel_order_id, so a
+ChannelPayment carries the serial as `channel_order_id` and the full v_oid as
+`channel_transaction_id` (PayEase has no other trade number; refunds and queries need the v_oid).
+
 Browser return (spec §3.4): GET to `v_url` with `v_pstatus` 1 pending / 20 paid / 30 failed,
 `v_md5info` = HMAC(v_oid+v_pstatus+v_pstring+v_pmode), `v_md5money` as above. It is verified so
 the page can say the truth, but only the server notify may change a payment's state.
@@ -37,7 +41,9 @@ RETURN_STATUS = {"1": ChannelStatus.PENDING, "20": ChannelStatus.PAID, "30": Cha
 MONEYTYPE_CURRENCY = {"0": "CNY"}
 CURRENCY_MONEYTYPE = {v: k for k, v in MONEYTYPE_CURRENCY.items()}
 
-OID_RE = re.compile(r"^(\d{8})-([0-9A-Za-z]{1,20})-([0-9A-Za-z]{1,40})$")
+# v_oid = yyyymmdd-<v_mid>-<serial>; Kauri uses its channel_order_id (e.g. pay_x1y2...) as the serial.
+OID_RE = re.compile(r"^(\d{8})-([0-9A-Za-z]{1,20})-([0-9A-Za-z_]{1,40})$")
+SERIAL_RE = re.compile(r"^[0-9A-Za-z_]{1,40}$")
 AMOUNT_RE = re.compile(r"^\d{1,12}(\.\d{1,2})?$")
 _KEY_RE = re.compile(rb"^[A-Za-z0-9_]{1,32}$")
 
@@ -122,12 +128,13 @@ def _amount(text: str, moneytype: str) -> Money:
 
 
 def _oid(text: str, expected_mid: str | None) -> str:
+    """The serial (our channel_order_id) of a v_oid, checked."""
     m = OID_RE.match(text)
     if not m:
         raise InvalidNotification("bad v_oid")
     if expected_mid is not None and m.group(2) != expected_mid:
         raise InvalidNotification("v_oid belongs to another merchant")
-    return text
+    return m.group(3)
 
 
 def _mac_matches(key: str, raw_parts: list[bytes], text_parts: list[str], given: str) -> str | None:
@@ -174,17 +181,17 @@ def verify_notification(body: bytes, headers: Mapping[str, str] | None, key: str
     seen: set[str] = set()
     for i in range(count):
         row = {name: columns[name][i] for name in _BATCHED}
-        oid = _oid(row["v_oid"], expected_mid)
-        if oid in seen:
-            raise InvalidNotification("duplicate v_oid in batch")
-        seen.add(oid)
+        serial = _oid(row["v_oid"], expected_mid)
+        if serial in seen:
+            raise InvalidNotification("duplicate order in batch")
+        seen.add(serial)
         status = NOTIFY_STATUS.get(row["v_pstatus"])
         if status is None:
             raise InvalidNotification(f"unknown v_pstatus {row['v_pstatus']!r}")
         amount = _amount(row["v_amount"], row["v_moneytype"])
         payments.append(ChannelPayment(
-            channel_order_id=oid, status=status, amount=amount, payer_amount=amount,
-            raw={**row, "v_count": count_text, "index": str(i), "mac_encoding": matched},
+            channel_order_id=serial, channel_transaction_id=row["v_oid"], status=status,
+            amount=amount, payer_amount=amount, raw={**row, "v_count": count_text, "index": str(i), "mac_encoding": matched},
         ))
     return payments
 
@@ -208,11 +215,12 @@ def verify_return(params: Mapping[str, str], key: str, expected_mid: str | None 
         raise InvalidNotification("v_md5info mismatch")
     if not signing.verify(key, values, signing.MONEY_FIELDS, values["v_md5money"]):
         raise InvalidNotification("v_md5money mismatch")
-    oid = _oid(values["v_oid"], expected_mid)
+    serial = _oid(values["v_oid"], expected_mid)
     status = RETURN_STATUS.get(values["v_pstatus"])
     if status is None:
         raise InvalidNotification(f"unknown v_pstatus {values['v_pstatus']!r}")
     amount = _amount(values["v_amount"], values["v_moneytype"])
     raw = {k: v for k, v in values.items() if k not in ("v_md5info", "v_md5money")}
     raw["mac_encoding"] = matched
-    return ChannelPayment(channel_order_id=oid, status=status, amount=amount, payer_amount=amount, raw=raw)
+    return ChannelPayment(channel_order_id=serial, channel_transaction_id=values["v_oid"], status=status,
+                          amount=amount, payer_amount=amount, raw=raw)

@@ -12,8 +12,9 @@ field names, in the pipe-separated text Chinese gateways commonly use for 对账
 - `type` PAY | REF; `pstatus` for PAY 1 paid / 3 failed (server-notify codes), for REF
   0 processing / 1 succeeded / 2 failed; `time` yyyymmddHHMMSS Beijing time; `fee` optional.
 - Encoding: UTF-8 or GBK (each line decoded on its own; GBK-era files are common).
-- A refund's our_no is the first word of `refreason` (Kauri writes its refund number there), else
-  the order's oid. A payment's channel_no is the oid (PayEase has no separate trade number).
+- A payment's our_no is the serial inside oid (Kauri's channel_order_id) and its channel_no the
+  full oid (PayEase has no separate trade number). A refund's our_no is the first word of
+  `refreason` (Kauri writes its refund number there), else the serial; channel_no is `refid`.
 """
 from __future__ import annotations
 
@@ -88,8 +89,10 @@ def _record(row: dict[str, str], line_no: int, fixed_date: str | None) -> dict:
     if kind not in ("PAY", "REF"):
         raise StatementError(line_no, f"unknown type {row['type']!r}")
     oid = row["oid"]
-    if not OID_RE.match(oid):
+    m = OID_RE.match(oid)
+    if not m:
         raise StatementError(line_no, "bad oid")
+    serial = m.group(3)
     currency = MONEYTYPE_CURRENCY.get(row["moneytype"])
     if currency is None:
         raise StatementError(line_no, f"unsupported moneytype {row['moneytype']!r}")
@@ -103,13 +106,13 @@ def _record(row: dict[str, str], line_no: int, fixed_date: str | None) -> dict:
         raise StatementError(line_no, f"bad time {row['time']!r}") from None
     fee_text = row.get("fee", "") or "0"
     if kind == "PAY":
-        our_no, channel_no = oid, oid
+        our_no, channel_no = serial, oid
     else:
         channel_no = row.get("refid", "")
         if not channel_no:
             raise StatementError(line_no, "refund without refid")
         reason_word = (row.get("refreason", "") or "").split(" ", 1)[0]
-        our_no = reason_word or oid
+        our_no = reason_word or serial
     return {
         "channel": CHANNEL,
         "bill_date": fixed_date or local.strftime("%Y-%m-%d"),
