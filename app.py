@@ -168,6 +168,44 @@ def resend_event(event_id):
     return api.respond(200, found)
 
 
+@app.route("/v1/payments/{payment_id}/documents", methods=["GET"])
+@api.json_endpoint
+def list_documents(payment_id):
+    from chalicelib.services import documents, payments
+
+    who = api.caller(_req())
+    payments.get_for(who.merchant, who.livemode, payment_id)
+    return api.respond(200, {"object": "list", "data": documents.list_for(payment_id)})
+
+
+# ---- hosted shopper pages --------------------------------------------------------------------
+@app.route("/pay/{payment_id}", methods=["GET"])
+def pay_page(payment_id):
+    from chalicelib.web import shopper
+
+    return shopper.pay_page(payment_id)
+
+
+@app.route("/pay/{payment_id}/requote", methods=["POST"],
+           content_types=["application/x-www-form-urlencoded", "application/json", "multipart/form-data"])
+def pay_requote(payment_id):
+    from chalicelib.web import shopper
+
+    return shopper.requote(payment_id)
+
+
+@app.route("/pay/{payment_id}/documents", methods=["POST"])
+@api.json_endpoint
+def pay_document_upload(payment_id):
+    from chalicelib.api import validate
+    from chalicelib.services import documents
+
+    data = api.body(_req())
+    validate.only(data, {"filename", "content_type", "size"})
+    return api.respond(201, documents.start_upload(payment_id, data.get("filename"), data.get("content_type"),
+                                                   data.get("size")))
+
+
 # ---- channel callbacks -----------------------------------------------------------------------
 @app.route("/callbacks/{channel}", methods=["POST"], content_types=CALLBACK_TYPES)
 def channel_callback(channel):

@@ -141,6 +141,9 @@ class Ack:
 class Channel(Protocol):
     name: str
     flows: tuple[str, ...]
+    # Optional: set to a currency code when the channel can only charge that currency (PayEase: CNY).
+    # Payments priced in another currency then lock an FX quote and send the channel the quoted amount.
+    charge_currency: str | None
 
     def create(self, req: CreateRequest) -> CreateResult: ...
     def query(self, ref: OrderRef) -> ChannelPayment: ...

@@ -71,6 +71,7 @@ class Payment:
     paid_at: datetime | None = None
     closed_at: datetime | None = None
     failure_code: str | None = None
+    documents: tuple = ()                       # supporting documents (dicts: id, filename, key, ...)
 
     def transition(self, target: PaymentStatus, **changes) -> "Payment":
         if not can_transition(self.status, target):

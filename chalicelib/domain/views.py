@@ -39,6 +39,9 @@ def payment(p: Payment) -> dict:
         out["exchange_rate"] = str(p.rate)
     if p.quote is not None:
         out["quote"] = dict(p.quote)
+    if p.documents:
+        out["documents"] = [{k: d[k] for k in ("id", "filename", "content_type", "size", "created")}
+                            for d in p.documents]
     return out
 
 

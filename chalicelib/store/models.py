@@ -11,10 +11,20 @@ from pynamodb.attributes import (
     UTCDateTimeAttribute,
     VersionAttribute,
 )
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection
 from pynamodb.models import Model
 
 from chalicelib.store.base import meta
+
+
+class _MerchantsByStatus(GlobalSecondaryIndex):
+    """The money jobs walk active merchants with a Query (the IAM policy grants no Scan)."""
+    class Meta:
+        index_name = "by_status"
+        projection = KeysOnlyProjection()
+
+    status = UnicodeAttribute(hash_key=True)
+    merchant_id = UnicodeAttribute(range_key=True)
 
 
 class MerchantModel(Model):
@@ -31,6 +41,7 @@ class MerchantModel(Model):
     min_payout = NumberAttribute(default=2000)
     bank_account = UnicodeAttribute(null=True)
     created_at = UTCDateTimeAttribute()
+    by_status = _MerchantsByStatus()
 
 
 class ApiKeyModel(Model):
@@ -61,6 +72,16 @@ class _PendingByCreated(GlobalSecondaryIndex):
 
     pending_shard = UnicodeAttribute(hash_key=True)
     created_at = UTCDateTimeAttribute(range_key=True)
+
+
+class _PaidByMerchant(GlobalSecondaryIndex):
+    """Sparse: only paid payments carry `paid_at`; release_funds reads a merchant's recent ones."""
+    class Meta:
+        index_name = "paid_by_merchant"
+        projection = IncludeProjection(["released"])
+
+    merchant_id = UnicodeAttribute(hash_key=True)
+    paid_at = UTCDateTimeAttribute(range_key=True)
 
 
 class PaymentModel(Model):
@@ -96,8 +117,10 @@ class PaymentModel(Model):
     failure_code = UnicodeAttribute(null=True)
     pending_shard = UnicodeAttribute(null=True)
     released = BooleanAttribute(null=True)
+    documents = JSONAttribute(null=True)
     by_merchant_reference = _ByMerchantReference()
     pending_by_created = _PendingByCreated()
+    paid_by_merchant = _PaidByMerchant()
 
 
 class _RefundsByPayment(GlobalSecondaryIndex):
@@ -240,3 +263,56 @@ class OpsRecordModel(Model):
     detail = JSONAttribute(default=dict)
     status = UnicodeAttribute(default="open")
     created_at = UTCDateTimeAttribute()
+
+
+class _WithdrawalsByMerchant(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by_merchant"
+        projection = AllProjection()
+
+    merchant_id = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
+
+class _WithdrawalsByBatch(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by_batch"
+        projection = AllProjection()
+
+    batch_id = UnicodeAttribute(hash_key=True)
+    withdrawal_id = UnicodeAttribute(range_key=True)
+
+
+class WithdrawalModel(Model):
+    """A merchant payout: id derived from merchant#date, so each merchant gets at most one a day."""
+    Meta = meta("withdrawals")
+    withdrawal_id = UnicodeAttribute(hash_key=True)
+    period_key = UnicodeAttribute()            # merchant_id#YYYY-MM-DD (NZ date)
+    merchant_id = UnicodeAttribute()
+    amount = NumberAttribute()
+    currency = UnicodeAttribute()
+    bank_account = UnicodeAttribute()          # 16 digits, as filed
+    batch_id = UnicodeAttribute()
+    period = UnicodeAttribute()
+    status = UnicodeAttribute()                # filed | paid | failed
+    failure_reason = UnicodeAttribute(null=True)
+    created_at = UTCDateTimeAttribute()
+    settled_at = UTCDateTimeAttribute(null=True)
+    by_merchant = _WithdrawalsByMerchant()
+    by_batch = _WithdrawalsByBatch()
+
+
+class WithdrawalBatchModel(Model):
+    """One bank direct-credit file per auto_withdraw run (per NZ date and currency)."""
+    Meta = meta("withdrawal_batches")
+    batch_id = UnicodeAttribute(hash_key=True)
+    period = UnicodeAttribute()
+    currency = UnicodeAttribute()
+    status = UnicodeAttribute()                # filed | paid
+    s3_key = UnicodeAttribute()
+    count = NumberAttribute()
+    total = NumberAttribute()
+    hash_total = UnicodeAttribute()
+    sha256 = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+    paid_at = UTCDateTimeAttribute(null=True)

@@ -45,6 +45,7 @@ def to_item(p: Payment) -> PaymentModel:
         closed_at=p.closed_at,
         failure_code=p.failure_code,
         pending_shard=PENDING_SHARD if p.status is PaymentStatus.PENDING else None,
+        documents=list(p.documents) or None,
     )
 
 
@@ -76,7 +77,23 @@ def from_item(m: PaymentModel) -> Payment:
         paid_at=m.paid_at,
         closed_at=m.closed_at,
         failure_code=m.failure_code,
+        documents=tuple(m.documents or ()),
     )
+
+
+def add_document(payment_id: str, doc: dict, max_documents: int) -> None:
+    """Append a document record (read-modify-write guarded by the count we read)."""
+    from pynamodb.exceptions import UpdateError
+
+    item = PaymentModel.get(payment_id, consistent_read=True)
+    docs = list(item.documents or [])
+    if len(docs) >= max_documents:
+        raise ValueError("too many documents")
+    cond = PaymentModel.documents.does_not_exist() if not docs else (PaymentModel.documents == docs)
+    try:
+        item.update(actions=[PaymentModel.documents.set(docs + [doc])], condition=cond)
+    except UpdateError:
+        raise ValueError("documents changed meanwhile") from None
 
 
 def get(payment_id: str) -> Payment | None:

@@ -68,10 +68,20 @@ class Unit:
         self._ops.append(lambda tx: tx.save(item, condition=PaymentModel.payment_id.does_not_exist()))
         return self
 
+    # The attributes a state transition may change; everything else (documents, refunds) is left alone.
+    _TRANSITION_FIELDS = ("status", "channel_transaction_id", "payer_amount", "payer_currency", "rate", "paid_at",
+                          "closed_at", "failure_code", "pending_shard")
+
     def move_payment(self, p: Payment, from_status: PaymentStatus) -> "Unit":
         """Write the payment's new state, only if it is still in `from_status`."""
         item = payment_store.to_item(p)
-        self._ops.append(lambda tx: tx.save(item, condition=PaymentModel.status == from_status.value))
+        actions = []
+        for name in self._TRANSITION_FIELDS:
+            attr = getattr(PaymentModel, name)
+            value = getattr(item, name)
+            actions.append(attr.remove() if value is None else attr.set(value))
+        self._ops.append(lambda tx: tx.update(PaymentModel(p.id), actions=actions,
+                                              condition=PaymentModel.status == from_status.value))
         return self
 
     def replace_pending_payment(self, p: Payment, expected_order: str) -> "Unit":

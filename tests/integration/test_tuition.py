@@ -1,0 +1,240 @@
+"""Tuition: an NZD invoice paid in CNY through PayEase at a locked quote (rate + markup)."""
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+from urllib.parse import urlsplit
+
+import boto3
+import pytest
+
+from chalicelib import clock, settings
+from chalicelib.channels.payease import signing
+from chalicelib.domain.fx import Rate
+from chalicelib.services import fx, merchants
+from chalicelib.store.models import BalanceModel, OpsRecordModel, PaymentModel, PostingModel
+from tests.integration.helpers import MerchantApi
+
+RATE = Decimal("4.30")
+
+
+@pytest.fixture
+def rate(aws):
+    now = clock.now()
+    fx.record(Rate("wechat", "NZD", RATE, now, now))
+
+
+@pytest.fixture
+def school(client):
+    m = merchants.create_merchant("Auckland Language School", "NZD", fee_bps=100,
+                                  channels={"payease": {}}, fx_markup_bps=150)
+    return MerchantApi(client, merchants.issue_key(m.id), m)
+
+
+def invoice(school, amount=250000, **extra):
+    body = {"amount": amount, "currency": "NZD", "channel": "payease", "flow": "bank",
+            "merchant_reference": "INV-2026-001", "description": "Term 1 tuition",
+            "return_url": "https://school.example.nz/paid"}
+    body.update(extra)
+    return school.post("/v1/payments", body)
+
+
+def submit_form(client, action: dict):
+    """The payer's browser posts our signed form to the PayEase cashier (sandbox)."""
+    from urllib.parse import urlencode
+
+    path = urlsplit(action["url"]).path
+    r = client.http.post(path, headers={"Content-Type": "application/x-www-form-urlencoded"},
+                         body=urlencode(action["fields"]).encode())
+    assert r.status_code == 200, r.body
+    return r
+
+
+def bank_pays(client, v_oid: str, outcome="success"):
+    r = client.http.post("/sandbox/payease/simulate/pay", headers={"Content-Type": "application/json"},
+                         body=json.dumps({"out_trade_no": v_oid, "outcome": outcome}).encode())
+    assert r.status_code == 200, r.body
+    return r.json_body
+
+
+def test_invoice_is_quoted_in_cny_with_markup_rounded_up_to_the_fen(school, rate):
+    r = invoice(school)
+    assert r.status_code == 201, r.body
+    p = r.json_body
+    q = p["quote"]
+    # 2500.00 NZD x 4.30 x 1.015 = 10911.25 CNY exactly; ROUND_CEILING keeps it
+    assert q["cny_amount"] == 1091125 and q["cny_currency"] == "CNY" and q["markup_bps"] == 150
+    assert Decimal(q["rate"]) == Decimal("4.3645")
+    assert p["channel_amount"] == {"amount": 1091125, "currency": "CNY"}
+    assert p["expires_at"] == q["expires_at"]
+    assert p["next_action"]["type"] == "redirect" and p["next_action"]["url"].endswith(f"/pay/{p['id']}")
+    fields = p["next_action"]["channel_action"]["fields"]
+    assert fields["v_amount"] == "10911.25" and fields["v_moneytype"] == "0"  # 0 = CNY at PayEase
+
+
+def test_fractional_fen_rounds_up(school, aws):
+    now = clock.now()
+    fx.record(Rate("wechat", "NZD", Decimal("4.123457"), now, now))
+    p = invoice(school, amount=1001).json_body  # 10.01 x 4.123457 x 1.015 = 41.8956... -> 41.90
+    assert p["quote"]["cny_amount"] == 4190
+
+
+def test_missing_or_stale_rate_refuses_the_quote(school, aws):
+    r = invoice(school)
+    assert r.status_code == 503 and r.json_body["error"]["code"] == "rate_unavailable"
+    old = clock.now() - timedelta(seconds=settings.get().fx_max_age_seconds + 60)
+    fx.record(Rate("wechat", "NZD", RATE, old, old))
+    r = invoice(school)
+    assert r.status_code == 503 and r.json_body["error"]["code"] == "rate_unavailable"
+    assert list(PaymentModel.scan()) == []
+
+
+def test_paid_invoice_books_nzd_at_the_locked_rate_and_fx_gain(school, client, rate):
+    p = invoice(school).json_body
+    submit_form(client, p["next_action"]["channel_action"])
+    bank_pays(client, p["next_action"]["channel_action"]["fields"]["v_oid"])
+    got = school.get(f"/v1/payments/{p['id']}").json_body
+    assert got["status"] == "succeeded"
+    legs = {(a, c): n for a, n, c in PostingModel.get(f"payment:{p['id']}").legs}
+    assert legs[("C:payease:receivable:CNY", "CNY")] == 1091125
+    assert legs[("P:fx_gain_loss:CNY", "CNY")] == -1091125
+    assert legs[("P:fx_gain_loss:NZD", "NZD")] == 250000
+    assert legs[(f"M:{school.merchant.id}:NZD:pending", "NZD")] == -247500
+    assert BalanceModel.get(f"M:{school.merchant.id}:NZD:pending").balance == 247500
+
+
+def test_duplicate_payease_notify_credits_once(school, client, rate):
+    p = invoice(school).json_body
+    action = p["next_action"]["channel_action"]
+    submit_form(client, action)
+    bank_pays(client, action["fields"]["v_oid"])
+    from chalicelib.channels.payease import sandbox
+
+    body = sandbox.notification_body([_sandbox_order(action["fields"]["v_oid"])], settings.get().payease.md5_key)
+    for _ in range(3):
+        r = client.http.post("/callbacks/payease", headers={"Content-Type": "application/x-www-form-urlencoded"},
+                             body=body)
+        assert r.body.strip() == b"sent"
+    assert sum(1 for x in PostingModel.scan() if x.ref == p["id"]) == 1
+
+
+def _sandbox_order(v_oid):
+    from chalicelib.store import sandbox as sandbox_store
+
+    return sandbox_store.get(f"payease#order#{v_oid}")
+
+
+def signed_notify(orders):
+    """A notification signed with our PayEase key by the simulator's own builder (real MAC code)."""
+    from chalicelib.channels.payease import sandbox
+
+    full = [{"pmode": "1", "pstring": "支付成功", "v_moneytype": "0", "status": "paid", **o} for o in orders]
+    return sandbox.notification_body(full, settings.get().payease.md5_key)
+
+
+def post_notify(client, body):
+    return client.http.post("/callbacks/payease", headers={"Content-Type": "application/x-www-form-urlencoded"},
+                            body=body)
+
+
+def test_tampered_and_forged_payease_notifies_change_nothing(school, client, rate):
+    p = invoice(school).json_body
+    v_oid = p["next_action"]["channel_action"]["fields"]["v_oid"]
+    post_notify(client, signed_notify([{"v_oid": v_oid, "v_amount": "1.00"}]))  # validly signed, wrong amount
+    assert PaymentModel.get(p["id"]).status == "pending"
+    assert [o.kind for o in OpsRecordModel.scan()] == ["callback_mismatch"]
+    good = signed_notify([{"v_oid": v_oid, "v_amount": "10911.25"}]).decode()
+    forged = good.replace("v_amount=10911.25", "v_amount=10911.26")
+    assert forged != good
+    post_notify(client, forged.encode())
+    assert PaymentModel.get(p["id"]).status == "pending"
+    assert list(PostingModel.scan()) == []
+
+
+def test_expired_quote_page_asks_for_a_fresh_quote(school, client, rate):
+    p = invoice(school).json_body
+    page = client.http.get(f"/pay/{p['id']}")
+    assert page.status_code == 200 and b"10911.25" in page.body and b"Pay with online banking" in page.body
+    clock.advance(timedelta(minutes=16))
+    now = clock.now()
+    fx.record(Rate("wechat", "NZD", Decimal("4.40"), now, now))
+    page = client.http.get(f"/pay/{p['id']}")
+    assert b"quote has expired" in page.body and b"Pay with online banking" not in page.body
+    r = client.http.post(f"/pay/{p['id']}/requote", headers={"Content-Type": "application/x-www-form-urlencoded"},
+                         body=b"")
+    assert r.status_code == 303 and r.headers["Location"] == f"/pay/{p['id']}"
+    fresh = school.get(f"/v1/payments/{p['id']}").json_body
+    assert fresh["quote"]["id"] != p["quote"]["id"]
+    assert fresh["quote"]["cny_amount"] == 1116500  # 2500.00 x 4.40 x 1.015
+    assert fresh["channel_order_id"] == f"{p['id']}_2"
+    assert b"11165.00" in client.http.get(f"/pay/{p['id']}").body
+
+
+def test_paying_the_order_of_an_expired_quote_is_not_applied(school, client, rate):
+    p = invoice(school).json_body
+    old_action = p["next_action"]["channel_action"]
+    submit_form(client, old_action)  # the payer kept the old form open
+    clock.advance(timedelta(minutes=16))
+    now = clock.now()
+    fx.record(Rate("wechat", "NZD", Decimal("4.40"), now, now))
+    client.http.post(f"/pay/{p['id']}/requote", headers={"Content-Type": "application/x-www-form-urlencoded"},
+                     body=b"")
+    bank_pays(client, old_action["fields"]["v_oid"])
+    assert PaymentModel.get(p["id"]).status == "pending"
+    assert [o.kind for o in OpsRecordModel.scan()] == ["callback_mismatch"]
+
+
+def test_unknown_payease_order_is_refused(client, rate):
+    r = post_notify(client, signed_notify([{"v_oid": "20261125-6001-pay_nosuchpayment0000000", "v_amount": "1.00"}]))
+    assert r.status_code == 200
+    assert list(PaymentModel.scan()) == [] and list(PostingModel.scan()) == []
+
+
+def test_channel_limits_are_enforced_with_a_clear_error(school, rate):
+    r = invoice(school, amount=10_000_001)
+    assert r.status_code == 400 and r.json_body["error"]["code"] == "amount_above_channel_maximum"
+    r = invoice(school, amount=99)
+    assert r.status_code == 400 and r.json_body["error"]["code"] == "amount_below_channel_minimum"
+
+
+def test_payer_uploads_documents_through_a_presigned_post(school, client, rate):
+    p = invoice(school).json_body
+    bad = client.http.post(f"/pay/{p['id']}/documents", headers={"Content-Type": "application/json"},
+                           body=json.dumps({"filename": "x.exe", "content_type": "application/x-msdownload",
+                                            "size": 10}).encode())
+    assert bad.status_code == 400 and bad.json_body["error"]["code"] == "content_type_not_allowed"
+    big = client.http.post(f"/pay/{p['id']}/documents", headers={"Content-Type": "application/json"},
+                           body=json.dumps({"filename": "offer.pdf", "content_type": "application/pdf",
+                                            "size": 10 * 1024 * 1024 + 1}).encode())
+    assert big.status_code == 400 and big.json_body["error"]["code"] == "file_too_large"
+    r = client.http.post(f"/pay/{p['id']}/documents", headers={"Content-Type": "application/json"},
+                         body=json.dumps({"filename": "offer letter.pdf", "content_type": "application/pdf",
+                                          "size": 1234}).encode())
+    assert r.status_code == 201, r.body
+    up = r.json_body["upload"]
+    assert up["fields"]["Content-Type"] == "application/pdf" and "policy" in {k.lower() for k in up["fields"]}
+    listed = school.get(f"/v1/payments/{p['id']}/documents").json_body["data"]
+    assert listed[0]["filename"] == "offer letter.pdf" and listed[0]["uploaded"] is False
+    s3 = boto3.client("s3", region_name=settings.get().region)
+    s3.put_object(Bucket=settings.get().bucket, Key=up["fields"]["key"], Body=b"%PDF-1.4 test",
+                  ContentType="application/pdf")
+    listed = school.get(f"/v1/payments/{p['id']}/documents").json_body["data"]
+    assert listed[0]["uploaded"] is True
+    assert school.get(f"/v1/payments/{p['id']}").json_body["documents"][0]["filename"] == "offer letter.pdf"
+
+
+def test_partial_refund_returns_cny_pro_rata_and_balances_per_currency(school, client, rate):
+    p = invoice(school).json_body
+    action = p["next_action"]["channel_action"]
+    submit_form(client, action)
+    bank_pays(client, action["fields"]["v_oid"])
+    r = school.post(f"/v1/payments/{p['id']}/refunds", {"amount": 100000, "reason": "withdrew"})
+    assert r.status_code == 201, r.body
+    legs = PostingModel.get(f"refund:{r.json_body['id']}").legs
+    per_ccy = {}
+    for _, n, c in legs:
+        per_ccy[c] = per_ccy.get(c, 0) + n
+    assert per_ccy == {"NZD": 0, "CNY": 0}
+    assert {(a, n) for a, n, c in legs if c == "CNY"} == {("P:fx_gain_loss:CNY", 436450),
+                                                          ("C:payease:receivable:CNY", -436450)}
