@@ -199,6 +199,7 @@ def test_refund_then_over_refund_is_refused(client, alipay, receiver):
 
 
 def test_refunds_closer_than_three_seconds_are_refused(client, alipay, receiver):
+    clock.freeze()
     _web_order_paid(client, alipay, "NZWEB0021")
     alipay.refund(_refund("NZWEB0021", "NZRF0010", "1.00"))
     with pytest.raises(ChannelError) as err:
@@ -327,6 +328,7 @@ def test_garbage_notification_is_rejected(client, alipay):
 def test_notification_retries_follow_alipays_schedule_until_success(client, alipay):
     from chalicelib.channels.alipay import sandbox
 
+    clock.freeze()  # to the second: the retry gaps are checked one second either side
     receiver = FakeReceiver(body=b"ok")  # anything but exactly `success` means "try again"
     http.mount("http://merchant.test", receiver)
     _web_order_paid(client, alipay, "NZWEB0050")

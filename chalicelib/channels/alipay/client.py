@@ -456,6 +456,8 @@ class AlipayChannel:
         params.pop("_input_charset")  # the published vectors sign these without it
         text = self._send("GET", self._signed(params), MAX_FILE_RESPONSE_BYTES)
         head = text.lstrip()[:200]
+        if head.lower().startswith("no balance account data"):  # empty period, with or without the prefix
+            return ""
         if head.startswith("<"):
             self._parse_xml(text)
             raise ChannelError("INVALID_RESPONSE", "statement answered XML")
