@@ -50,6 +50,7 @@ def _clean(text: str, limit: int) -> str:
 class WeChatChannel:
     name = "wechat"
     flows = ("native", "jsapi", "h5")
+    charge_currency: str | None = None  # WeChat charges in the pricing currency (NZD, AUD, ...)
 
     def __init__(self, config: settings.WeChatSettings | None = None):
         self._config = config
@@ -221,7 +222,8 @@ class WeChatChannel:
     def download_bill(self, date: date_type, sub_mch_id: str | None = None, bill_type: str = "ALL") -> str:
         """The day's bill as text (spec §9); a FAIL XML answer (e.g. No Bill Exist) raises ChannelError."""
         params = {"sub_mch_id": sub_mch_id or "", "bill_date": date.strftime(wire.DATE_FORMAT), "bill_type": bill_type}
-        resp = self._post("/pay/downloadbill", self._signed(params), max_bytes=MAX_BILL_BYTES)
+        signed, _ = self._signed(params)
+        resp = self._post("/pay/downloadbill", signed, max_bytes=MAX_BILL_BYTES)
         content = resp.content
         if content.lstrip()[:5] == b"<xml>":
             try:
@@ -253,6 +255,7 @@ class WeChatChannel:
         return {"out_trade_no": ref.channel_order_id}
 
     def _signed(self, params: Mapping[str, Any], with_nonce: bool = True) -> tuple[dict[str, Any], str]:
+        """Our ids + `params` (blank ones dropped) + sign; also the sign_type the answer will use."""
         cfg = self.config
         full: dict[str, Any] = {"appid": cfg.appid, "mch_id": cfg.mch_id}
         sign_type = signing.MD5
@@ -269,10 +272,9 @@ class WeChatChannel:
         full["sign"] = signing.sign(full, cfg.api_key, sign_type)
         return full, sign_type
 
-    def _post(self, path: str, signed: tuple[dict[str, Any], str], client_cert: bool = False,
+    def _post(self, path: str, params: Mapping[str, Any], client_cert: bool = False,
               max_bytes: int = wire.MAX_BODY_BYTES):
         cfg = self.config
-        params, _ = signed
         kwargs: dict[str, Any] = {}
         if client_cert and cfg.cert_path and cfg.key_path:
             kwargs["cert"] = (cfg.cert_path, cfg.key_path)  # /secapi/ calls need mutual TLS
@@ -300,7 +302,7 @@ class WeChatChannel:
               with_nonce: bool = True) -> dict[str, str]:
         """POST a signed request; return the verified SUCCESS/SUCCESS fields, else raise ChannelError."""
         cfg = self.config
-        signed = self._signed(params, with_nonce)
+        signed, sign_type = self._signed(params, with_nonce)
         resp = self._post(path, signed, client_cert)
         try:
             fields = wire.from_xml(resp.content)
@@ -311,7 +313,7 @@ class WeChatChannel:
             msg = fields.get("return_msg", "")
             log.warning("wechat_call_fail", path=path, return_msg=msg[:128])
             raise ChannelError(fields.get("err_code") or msg or "FAIL", msg)
-        if not signing.verify(fields, cfg.api_key, signed[1]):
+        if not signing.verify(fields, cfg.api_key, sign_type):
             log.error("wechat_response_bad_signature", path=path)
             raise ChannelError("INVALID_SIGNATURE", "response signature did not verify")
         if fields.get("appid") != cfg.appid or fields.get("mch_id") != cfg.mch_id:
