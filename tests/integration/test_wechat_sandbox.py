@@ -23,6 +23,14 @@ ACK_OK = b"<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDA
 ACK_FAIL = b"<xml><return_code><![CDATA[FAIL]]></return_code><return_msg><![CDATA[busy]]></return_msg></xml>"
 
 
+@pytest.fixture(autouse=True)
+def frozen_clock():
+    """Time moves only when a test says so: retry and settle boundaries are exact."""
+    clock.freeze()
+    yield
+    clock.reset()
+
+
 @pytest.fixture
 def wechat(client):
     return WeChatChannel()
