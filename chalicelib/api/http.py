@@ -12,8 +12,8 @@ from chalicelib import log, settings
 from chalicelib.api import validate
 from chalicelib.api.errors import ApiError, unauthorized
 from chalicelib.services import errors as service_errors
-from chalicelib.services import idempotency
-from chalicelib.services.merchants import Caller, authenticate
+
+# Services (and through them pynamodb/botocore, ~150 ms) load on a handler's first call, not at import.
 
 JSON = {"Content-Type": "application/json"}
 
@@ -24,7 +24,7 @@ def respond(status: int, body: Any, headers: dict | None = None) -> Response:
 
 
 def _from_service(exc: service_errors.ServiceError) -> ApiError:
-    status = idempotency.STATUS_BY_KIND[exc.kind]
+    status = service_errors.STATUS_BY_KIND[exc.kind]
     type_ = "channel_error" if exc.kind == "channel" else "invalid_request_error"
     return ApiError(status, type_, exc.code, exc.message, exc.param)
 
@@ -56,7 +56,10 @@ def header(request, name: str) -> str | None:
     return None
 
 
-def caller(request) -> Caller:
+def caller(request):
+    """The merchant behind the request's secret key (a services.merchants.Caller), or a 401."""
+    from chalicelib.services.merchants import authenticate
+
     auth = header(request, "Authorization") or ""
     scheme, _, key = auth.partition(" ")
     if scheme.lower() != "bearer" or not key:
@@ -71,8 +74,9 @@ def body(request) -> dict:
     return validate.json_body(request.raw_body, settings.get().max_body_bytes)
 
 
-def idempotent(request, who: Caller, route: str, handler: Callable[[idempotency.Completion | None], tuple[int, dict]]
-               ) -> Response:
+def idempotent(request, who, route: str, handler: Callable[..., tuple[int, dict]]) -> Response:
+    from chalicelib.services import idempotency
+
     key = header(request, "Idempotency-Key")
     raw = request.raw_body or b""
     if len(raw) > settings.get().max_body_bytes:

@@ -28,3 +28,8 @@ def conflict(code: str, message: str) -> ServiceError:
 
 def channel(code: str, message: str) -> ServiceError:
     return ServiceError("channel", code, message)
+
+
+# How each kind reads over HTTP (the API layer and stored idempotent replies share this).
+STATUS_BY_KIND = {"invalid": 400, "not_found": 404, "conflict": 409, "unprocessable": 422,
+                  "channel": 502, "unavailable": 503}

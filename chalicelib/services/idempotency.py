@@ -66,12 +66,8 @@ def run(merchant_id: str, route: str, idem_key: str | None, raw_body: bytes,
     return status, body
 
 
-STATUS_BY_KIND = {"invalid": 400, "not_found": 404, "conflict": 409, "unprocessable": 422,
-                  "channel": 502, "unavailable": 503}
-
-
 def _status_of(exc: errors.ServiceError) -> int:
-    return STATUS_BY_KIND[exc.kind]
+    return errors.STATUS_BY_KIND[exc.kind]
 
 
 def _error_body(exc: errors.ServiceError) -> dict:
