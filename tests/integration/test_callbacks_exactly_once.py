@@ -143,3 +143,15 @@ def test_success_callback_for_a_closed_payment_is_recorded_not_applied(merchant,
     assert PaymentModel.get(p["id"]).status == "closed"
     assert counts(p["id"])["postings"] == 0
     assert [o.kind for o in OpsRecordModel.scan()] == ["late_success_callback"]
+
+
+def test_failed_payment_moves_to_failed_once_with_its_event(merchant, client):
+    p = merchant.create_payment(amount=10000).json_body
+    shopper_pays(client, p, outcome="fail")
+    got = merchant.get(f"/v1/payments/{p['id']}").json_body
+    assert got["status"] == "failed" and got["failure_code"]
+    assert [e.type for e in EventModel.scan()] == ["payment.failed"]
+    assert counts(p["id"])["postings"] == 0
+    assert b"SUCCESS" in post_callback(client, notification(p)).body  # a later success is recorded, not applied
+    assert merchant.get(f"/v1/payments/{p['id']}").json_body["status"] == "failed"
+    assert [o.kind for o in OpsRecordModel.scan()] == ["late_success_callback"]

@@ -238,3 +238,17 @@ def test_partial_refund_returns_cny_pro_rata_and_balances_per_currency(school, c
     assert per_ccy == {"NZD": 0, "CNY": 0}
     assert {(a, n) for a, n, c in legs if c == "CNY"} == {("P:fx_gain_loss:CNY", 436450),
                                                           ("C:payease:receivable:CNY", -436450)}
+
+
+def test_batched_payease_notify_applies_every_order(school, client, rate):
+    a = invoice(school).json_body
+    b = invoice(school, amount=120000, merchant_reference="INV-2026-002").json_body
+    orders = []
+    for p in (a, b):
+        f = p["next_action"]["channel_action"]["fields"]
+        submit_form(client, p["next_action"]["channel_action"])
+        orders.append({"v_oid": f["v_oid"], "v_amount": f["v_amount"]})
+    r = post_notify(client, signed_notify(orders))
+    assert r.body.strip() == b"sent"
+    assert {PaymentModel.get(a["id"]).status, PaymentModel.get(b["id"]).status} == {"succeeded"}
+    assert BalanceModel.get(f"M:{school.merchant.id}:NZD:pending").balance == 247500 + 118800
