@@ -5,7 +5,8 @@ this app imports this module on cold start.
 """
 from __future__ import annotations
 
-from chalice import Chalice, Rate, Response
+from chalice import Chalice, Cron, Rate, Response
+from chalice.app import CloudWatchEvent
 
 from chalicelib import channels, settings
 from chalicelib.api import http as api
@@ -206,6 +207,36 @@ def pay_document_upload(payment_id):
                                                    data.get("size")))
 
 
+# ---- balances and withdrawals ----------------------------------------------------------------
+@app.route("/v1/balance", methods=["GET"])
+@api.json_endpoint
+def get_balance():
+    from chalicelib.services import balances
+
+    who = api.caller(_req())
+    return api.respond(200, balances.balance_of(who.merchant))
+
+
+@app.route("/v1/balance/transactions", methods=["GET"])
+@api.json_endpoint
+def list_balance_transactions():
+    from chalicelib.services import balances
+
+    req = _req()
+    who = api.caller(req)
+    return api.respond(200, balances.transactions(who.merchant, dict(req.query_params or {})))
+
+
+@app.route("/v1/withdrawals", methods=["GET"])
+@api.json_endpoint
+def list_withdrawals():
+    from chalicelib.services import withdrawals
+
+    req = _req()
+    who = api.caller(req)
+    return api.respond(200, withdrawals.list_for(who.merchant, dict(req.query_params or {})))
+
+
 # ---- channel callbacks -----------------------------------------------------------------------
 @app.route("/callbacks/{channel}", methods=["POST"], content_types=CALLBACK_TYPES)
 def channel_callback(channel):
@@ -232,6 +263,64 @@ def chase_payments(event):
 
     params = event.to_dict() if hasattr(event, "to_dict") else dict(event or {})
     return chase.chase_payments(dry_run=bool(params.get("dry_run", False)))
+
+
+def _event(event) -> dict:
+    return event.to_dict() if hasattr(event, "to_dict") else dict(event or {})
+
+
+class _HandRunnable(CloudWatchEvent):
+    """A schedule's event as EventBridge sends it, or as ops type it by hand ({"date": ...}).
+
+    Chalice's CloudWatchEvent insists on every EventBridge field; absent ones read as empty here,
+    and `to_dict()` still returns exactly what was sent.
+    """
+    _BLANK = {"version": "0", "account": "", "region": "", "detail": {}, "detail-type": "", "source": "",
+              "time": "", "id": "", "resources": []}
+
+    def _extract_attributes(self, event_dict):
+        super()._extract_attributes({**self._BLANK, **(event_dict or {})})
+
+
+# Daily at 03:30 UTC = 16:30 NZDT / 15:30 NZST: always before the 17:00 local auto_withdraw.
+# Hand-run: {"date": "2026-11-25", "merchant_id": "mch_...", "dry_run": true} (all optional).
+@app.schedule(Cron(30, 3, "*", "*", "?", "*"), name="release_funds")
+def release_funds(event):
+    from datetime import date
+
+    from chalicelib.services import balances
+
+    params = _event(event)
+    day = date.fromisoformat(params["date"]) if params.get("date") else None
+    return balances.release_funds(day, merchant_id=params.get("merchant_id"), dry_run=bool(params.get("dry_run")))
+
+
+# EventBridge cron is UTC only: fire at 04:00 and 05:00 UTC and act only in the one that is 17:00 in
+# Auckland (04:00 UTC under NZDT, 05:00 UTC under NZST); see services.withdrawals.job_day.
+@app.schedule(Cron(0, "4,5", "*", "*", "?", "*"), name="auto_withdraw")
+def auto_withdraw(event):
+    from chalicelib.services import withdrawals
+
+    return withdrawals.auto_withdraw_job(_event(event))
+
+
+for _job in (release_funds, auto_withdraw):
+    _job.event_class = _HandRunnable
+
+
+# Ops actions, invoked by hand: {"batch_id": "wdb_20261125_nzd"} / {"withdrawal_id": "wd_...", "reason": "..."}
+@app.lambda_function(name="withdrawal_batch_paid")
+def withdrawal_batch_paid(event, context):
+    from chalicelib.services import withdrawals
+
+    return withdrawals.batch_paid((event or {}).get("batch_id"))
+
+
+@app.lambda_function(name="withdrawal_failed")
+def withdrawal_failed(event, context):
+    from chalicelib.services import withdrawals
+
+    return withdrawals.failed((event or {}).get("withdrawal_id"), (event or {}).get("reason"))
 
 
 # ---- sandbox channel simulators (never in prod) ----------------------------------------------

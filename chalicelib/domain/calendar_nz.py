@@ -121,3 +121,24 @@ def add_business_days(start: date, n: int) -> date:
         if is_business_day(d):
             n -= 1
     return d
+
+
+# ---- New Zealand local time ------------------------------------------------------------------
+TIMEZONE = "Pacific/Auckland"
+
+
+def _zone():
+    # The IANA database comes from the OS or, where the OS has none (slim Lambda images), the `tzdata`
+    # package in requirements.txt; zoneinfo looks in both.
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(TIMEZONE)
+
+
+def local_time(at):
+    """An aware UTC datetime as New Zealand wall-clock time (NZST +12 / NZDT +13)."""
+    return at.astimezone(_zone())
+
+
+def local_date(at) -> date:
+    return local_time(at).date()

@@ -26,10 +26,34 @@ def hash_key(key: str) -> str:
 
 def create_merchant(name: str, settlement_currency: str = "NZD", fee_bps: int = 200,
                     channels: dict[str, dict[str, str]] | None = None, **extra) -> Merchant:
+    if extra.get("bank_account") is not None:
+        extra["bank_account"] = checked_bank_account(extra["bank_account"])
     m = Merchant(id=ids.new("mch", 16), name=name, settlement_currency=settlement_currency, fee_bps=fee_bps,
                  channels=channels or {}, **extra)
     store.create(m)
     return m
+
+
+def checked_bank_account(text: str) -> str:
+    """A payout account as BB-bbbb-AAAAAAA-SSS, or `invalid` with what is wrong (check digits, branch)."""
+    from chalicelib.domain import bank_account
+    from chalicelib.services import errors
+
+    try:
+        return bank_account.normalise(text)
+    except bank_account.InvalidBankAccount as exc:
+        raise errors.invalid(exc.code, str(exc), "bank_account") from None
+
+
+def set_bank_account(merchant_id: str, text: str) -> Merchant:
+    """Change where a merchant's payouts go; only a valid NZ account is stored."""
+    from chalicelib.services import errors
+    from chalicelib.store import withdrawals as payout_store
+
+    account = checked_bank_account(text)
+    if not payout_store.set_payout_account(merchant_id, account):
+        raise errors.not_found("merchant", "merchant_id")
+    return store.get(merchant_id)
 
 
 def issue_key(merchant_id: str, livemode: bool = False) -> str:

@@ -1,0 +1,197 @@
+"""Merchant balances (pending / available / reserved per currency) and the daily release job."""
+from __future__ import annotations
+
+import base64
+import random
+import time
+from datetime import date, datetime, timedelta
+from typing import Callable
+
+from chalicelib import clock, log, settings
+from chalicelib.clock import iso
+from chalicelib.domain import calendar_nz, ledger
+from chalicelib.domain import withdrawal as funds
+from chalicelib.domain.merchant import Merchant
+from chalicelib.domain.payment import Payment, PaymentStatus
+from chalicelib.money import SETTLEMENT_CURRENCIES
+from chalicelib.services import errors
+
+BUCKETS = ("pending", "available", "reserved")
+MAX_LIST = 100
+MAX_ATTEMPTS = 4
+
+
+# ---- reading balances ------------------------------------------------------------------------
+def balance_of(merchant: Merchant) -> dict:
+    """All three buckets for every currency the merchant holds money in (its settlement currency always)."""
+    from chalicelib.store import balances as store
+
+    currencies = sorted(set(SETTLEMENT_CURRENCIES) | {merchant.settlement_currency})
+    accounts = [ledger.merchant_account(merchant.id, c, b) for c in currencies for b in BUCKETS]
+    found = store.get_many(accounts)
+    out = []
+    for c in currencies:
+        row = {b: found[ledger.merchant_account(merchant.id, c, b)] for b in BUCKETS}
+        if c == merchant.settlement_currency or any(row.values()):
+            out.append({"currency": c, **row})
+    return {"object": "balance", "merchant": merchant.id, "balances": out}
+
+
+def _limit(query: dict) -> int:
+    raw = (query or {}).get("limit", "20")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST:
+        raise errors.invalid("parameter_invalid", f"limit must be an integer between 1 and {MAX_LIST}", "limit")
+    return int(raw)
+
+
+def transactions(merchant: Merchant, query: dict) -> dict:
+    """Entries of the merchant's accounts in one currency, newest first; `starting_after` pages on."""
+    from chalicelib.store.models import EntryModel
+
+    query = query or {}
+    limit = _limit(query)
+    currency = query.get("currency") or merchant.settlement_currency
+    if currency not in SETTLEMENT_CURRENCIES:
+        raise errors.invalid("parameter_invalid", f"currency must be one of {list(SETTLEMENT_CURRENCIES)}", "currency")
+    cursor = _entry_key(query["starting_after"]) if query.get("starting_after") else None
+    rows = []
+    for bucket in BUCKETS:
+        account = ledger.merchant_account(merchant.id, currency, bucket)
+        cond = EntryModel.entry_key < cursor if cursor else None
+        for e in EntryModel.query(account, cond, scan_index_forward=False, limit=limit + 1):
+            rows.append((e.entry_key, bucket, e))
+    rows.sort(key=lambda r: r[0], reverse=True)
+    page = rows[:limit]
+    data = [{
+        "id": _public_id(key), "object": "balance_transaction", "bucket": bucket,
+        "amount": -int(e.amount),            # credit-normal: what the bucket gained (+) or lost (-)
+        "currency": e.currency, "type": e.kind, "posting": e.posting_id, "source": e.ref,
+        "created": key.split("#", 1)[0],
+    } for key, bucket, e in page]
+    return {"object": "list", "data": data, "has_more": len(rows) > limit,
+            "next_starting_after": _public_id(page[-1][0]) if len(rows) > limit else None}
+
+
+def _public_id(entry_key: str) -> str:
+    """An opaque, URL-safe id for an entry (its key holds '#' and ':')."""
+    return "btx_" + base64.urlsafe_b64encode(entry_key.encode()).decode().rstrip("=")
+
+
+def _entry_key(public_id: str) -> str:
+    bad = errors.invalid("parameter_invalid", "starting_after must be the id of a listed transaction",
+                         "starting_after")
+    if not public_id.startswith("btx_") or len(public_id) > 300:
+        raise bad
+    raw = public_id[4:]
+    try:
+        key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise bad from None
+    if key.count("#") < 2:
+        raise bad
+    return key
+
+
+# ---- release: pending -> available -----------------------------------------------------------
+# Reconciliation plugs in here: register a function that says whether the channel's statement
+# matched a payment. With `release_requires_recon` on and nothing registered, nothing is released.
+ReconCheck = Callable[[Payment], bool]
+_recon_check: ReconCheck | None = None
+
+
+def register_recon_check(check: ReconCheck | None) -> None:
+    global _recon_check
+    _recon_check = check
+
+
+def recon_cleared(payment: Payment) -> bool:
+    if not settings.get().release_requires_recon:
+        return True
+    return _recon_check is not None and bool(_recon_check(payment))
+
+
+def release_date(paid_at: datetime, holding_days: int) -> date:
+    """T+N NZ business days from the NZ date the payment was paid."""
+    return calendar_nz.add_business_days(calendar_nz.local_date(paid_at), holding_days)
+
+
+def release_funds(day: date | None = None, merchant_id: str | None = None, dry_run: bool = False) -> dict:
+    """Release every due payment (one posting each, `release:{payment_id}`); safe to re-run at any point."""
+    from chalicelib.store import merchants as merchant_store
+    from chalicelib.store import withdrawals as store
+
+    now = clock.now()
+    today = day or calendar_nz.local_date(now)
+    summary = {"job": "release_funds", "date": today.isoformat(), "dry_run": dry_run, "merchants": 0,
+               "checked": 0, "released": 0, "released_amount": {}, "not_due": 0, "held_for_recon": 0,
+               "already_released": 0, "errors": 0}
+    paid_from = now - timedelta(days=settings.get().release_lookback_days)
+    ids = [merchant_id] if merchant_id else store.active_merchant_ids()
+    for mid in ids:
+        merchant = merchant_store.get(mid)
+        if merchant is None:
+            summary["errors"] += 1
+            log.warning("release_unknown_merchant", merchant_id=mid)
+            continue
+        summary["merchants"] += 1
+        for payment_id in store.paid_unreleased(mid, paid_from, now):
+            summary["checked"] += 1
+            try:
+                outcome, amount, currency = _release_one(merchant, payment_id, today, dry_run)
+            except Exception as exc:  # one bad payment must not stop the others; ops sees the count
+                summary["errors"] += 1
+                log.error("release_failed", payment_id=payment_id, error=type(exc).__name__)
+                continue
+            summary[outcome] += 1
+            if outcome == "released":
+                summary["released_amount"][currency] = summary["released_amount"].get(currency, 0) + amount
+    log.info("release_funds_summary", **summary)
+    return summary
+
+
+def _release_one(merchant: Merchant, payment_id: str, today: date, dry_run: bool) -> tuple[str, int, str]:
+    from chalicelib.store import balances as balance_store
+    from chalicelib.store import ledger as ledger_store
+    from chalicelib.store import payments as payment_store
+    from chalicelib.store import withdrawals as store
+    from chalicelib.store.unit import Conflict
+
+    p = payment_store.get(payment_id)
+    if p is None or p.status is not PaymentStatus.SUCCEEDED or p.paid_at is None:
+        raise LookupError("payment is not a succeeded payment")
+    if release_date(p.paid_at, merchant.holding_days) > today:
+        return "not_due", 0, ""
+    if not recon_cleared(p):
+        return "held_for_recon", 0, ""
+    credited = ledger_store.get(f"payment:{p.id}")
+    if credited is None:
+        raise LookupError("payment has no ledger posting")
+    credits = [(a, d) for a, d in credited.merchant_deltas().items() if a.endswith(":pending")]
+    currency = credits[0][0].split(":")[2] if credits else p.amount.currency
+    pending_account = ledger.merchant_account(merchant.id, currency, "pending")
+    net = credits[0][1] if credits else 0
+    for attempt in range(MAX_ATTEMPTS):
+        drawn = store.pending_drawn_by_refunds(p.id)
+        amount = funds.release_amount(net, drawn, balance_store.get(pending_account))
+        if dry_run:
+            return "released", amount, currency
+        unit = store.FundsUnit().mark_released(p.id)
+        if amount:
+            unit.post(funds.release_posting(merchant.id, p.id, currency, amount), floors={pending_account: 0})
+        try:
+            unit.commit()
+        except Conflict:
+            if _released(p.id):
+                return "already_released", 0, currency
+            time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))  # a refund moved pending meanwhile
+            continue
+        log.info("payment_released", payment_id=p.id, amount=amount, currency=currency,
+                 release_date=today.isoformat(), posted_at=iso(clock.now()))
+        return "released", amount, currency
+    raise RuntimeError("release kept conflicting")
+
+
+def _released(payment_id: str) -> bool:
+    from chalicelib.store.models import PaymentModel
+
+    return bool(PaymentModel.get(payment_id, consistent_read=True).released)

@@ -1,0 +1,298 @@
+"""Balances, release after T+N NZ business days, auto-withdrawal batch files, ops actions, refund draws."""
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date, datetime, timedelta, timezone
+
+import boto3
+import pytest
+
+from chalicelib import clock, settings
+from chalicelib.services import errors, merchants
+from chalicelib.services import withdrawals as withdrawal_service
+from chalicelib.store.models import EntryModel, PaymentModel, PostingModel, WithdrawalModel
+from tests.integration.helpers import new_merchant, shopper_pays
+
+ACCOUNT = "01-0902-0068389-000"
+# Thu 19 Nov 2026, 10:00 in Auckland (NZDT, UTC+13).
+THURSDAY = datetime(2026, 11, 18, 21, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def merchant(client):
+    clock.freeze(THURSDAY)
+    return new_merchant(client, bank_account=ACCOUNT, holding_days=2, min_payout=2000)
+
+
+def pay(merchant, client, amount=10000, ref="order-1"):
+    p = merchant.create_payment(amount=amount, merchant_reference=ref).json_body
+    shopper_pays(client, p)
+    return p
+
+
+def invoke(client, name, event):
+    return client.lambda_.invoke(name, event).payload
+
+
+def balance(merchant):
+    r = merchant.get("/v1/balance")
+    assert r.status_code == 200, r.body
+    row = next(b for b in r.json_body["balances"] if b["currency"] == "NZD")
+    return row["pending"], row["available"], row["reserved"]
+
+
+def entries_total(account):
+    return sum(int(e.amount) for e in EntryModel.query(account))
+
+
+def assert_books_balance():
+    for posting in PostingModel.scan():
+        assert sum(int(a) for _, a, _ in posting.legs) == 0, posting.posting_id
+
+
+def test_release_waits_for_two_nz_business_days_then_moves_the_net_once(merchant, client):
+    p = pay(merchant, client)
+    assert balance(merchant) == (9800, 0, 0)
+    first = invoke(client, "release_funds", {})
+    assert first["date"] == "2026-11-19" and first["not_due"] == 1 and first["released"] == 0
+    clock.advance(timedelta(days=1))        # Fri 20: T+1
+    assert invoke(client, "release_funds", {})["not_due"] == 1
+    clock.advance(timedelta(days=3))        # Mon 23: T+2 (the weekend does not count)
+    done = invoke(client, "release_funds", {"merchant_id": merchant.merchant.id})
+    assert done["released"] == 1 and done["released_amount"] == {"NZD": 9800}
+    assert balance(merchant) == (0, 9800, 0)
+    assert PaymentModel.get(p["id"]).released is True
+    legs = {a: n for a, n, _ in PostingModel.get(f"release:{p['id']}").legs}
+    assert legs == {f"M:{merchant.merchant.id}:NZD:pending": 9800, f"M:{merchant.merchant.id}:NZD:available": -9800}
+    again = invoke(client, "release_funds", {})
+    assert again["released"] == 0 and again["checked"] == 0
+    assert balance(merchant) == (0, 9800, 0)
+    assert_books_balance()
+
+
+def test_release_dry_run_and_an_explicit_date(merchant, client):
+    pay(merchant, client)
+    dry = invoke(client, "release_funds", {"date": "2026-11-23", "dry_run": True})
+    assert dry["released"] == 1 and dry["dry_run"] is True
+    assert balance(merchant) == (9800, 0, 0)
+    assert invoke(client, "release_funds", {"date": "2026-11-23"})["released"] == 1
+    assert balance(merchant) == (0, 9800, 0)
+
+
+def test_release_over_christmas_skips_mondayised_boxing_day(client):
+    clock.freeze(datetime(2026, 12, 23, 22, 0, tzinfo=timezone.utc))   # Thu 24 Dec 11:00 NZDT
+    m = new_merchant(client, bank_account=ACCOUNT, holding_days=2)
+    pay(m, client)
+    for day in ("2026-12-25", "2026-12-28", "2026-12-29"):
+        assert invoke(client, "release_funds", {"date": day})["not_due"] == 1, day
+    assert invoke(client, "release_funds", {"date": "2026-12-30"})["released"] == 1
+
+
+def test_release_held_for_recon_when_required(merchant, client, monkeypatch):
+    from chalicelib.services import balances
+
+    pay(merchant, client)
+    monkeypatch.setenv("KAURI_RELEASE_REQUIRES_RECON", "1")
+    settings.reset()
+    try:
+        held = invoke(client, "release_funds", {"date": "2026-11-23"})
+        assert held["held_for_recon"] == 1 and held["released"] == 0
+        balances.register_recon_check(lambda payment: True)
+        assert invoke(client, "release_funds", {"date": "2026-11-23"})["released"] == 1
+    finally:
+        balances.register_recon_check(None)
+        monkeypatch.delenv("KAURI_RELEASE_REQUIRES_RECON")
+        settings.reset()
+
+
+def test_release_is_reduced_by_what_its_refunds_took_from_pending(merchant, client):
+    p = pay(merchant, client)
+    r = merchant.post(f"/v1/payments/{p['id']}/refunds", {"amount": 5000})
+    assert r.status_code == 201, r.body
+    assert balance(merchant) == (4900, 0, 0)
+    done = invoke(client, "release_funds", {"date": "2026-11-23"})
+    assert done["released_amount"] == {"NZD": 4900}
+    assert balance(merchant) == (0, 4900, 0)
+
+
+def released_merchant(merchant, client, amount=10000):
+    pay(merchant, client, amount)
+    invoke(client, "release_funds", {"date": "2026-11-23"})
+
+
+def test_auto_withdraw_reserves_available_and_files_one_bank_batch(merchant, client):
+    released_merchant(merchant, client)
+    other = new_merchant(client, name="Tui Cafe", sub_mch_id="20000101", bank_account="08-6523-1954512-001",
+                         holding_days=0)
+    pay(other, client, 5000, ref="o-2")
+    invoke(client, "release_funds", {"date": "2026-11-23"})
+    poor = new_merchant(client, name="Small Shop", sub_mch_id="20000102", bank_account=ACCOUNT, min_payout=100000,
+                        holding_days=0)
+    pay(poor, client, 5000, ref="o-3")
+    nobank = new_merchant(client, name="No Bank", sub_mch_id="20000103", holding_days=0)
+    pay(nobank, client, 5000, ref="o-4")
+    invoke(client, "release_funds", {"date": "2026-11-23"})
+
+    out = invoke(client, "auto_withdraw", {"date": "2026-11-23"})
+    assert out["withdrawn"] == 2 and out["withdrawn_amount"] == 9800 + 4900
+    assert out["below_minimum"] == 1 and out["no_bank_account"] == 1
+    assert out["file"] == "withdrawals/2026-11-23/batch-wdb_20261123_nzd.csv"
+    assert balance(merchant) == (0, 0, 9800)
+
+    body = boto3.client("s3", region_name="ap-southeast-2").get_object(
+        Bucket=settings.get().bucket, Key=out["file"])["Body"].read().decode()
+    rows = list(csv.reader(io.StringIO(body)))
+    assert rows[0][0] == "1" and rows[0][6] == "20261123"
+    details = sorted(rows[1:-1], key=lambda r: r[1])
+    assert [(r[1], r[2], r[3]) for r in details] == [("0109020068389000", "50", "9800"),
+                                                     ("0865231954512001", "50", "4900")]
+    assert rows[-1] == ["3", "14700", "2", "74252022901"]
+
+    listed = merchant.get("/v1/withdrawals").json_body["data"]
+    assert len(listed) == 1 and listed[0]["amount"] == 9800 and listed[0]["status"] == "filed"
+    assert listed[0]["id"].startswith("wd_") and listed[0]["bank_account_last4"] == "8389"
+
+    again = invoke(client, "auto_withdraw", {"date": "2026-11-23"})
+    assert again["skipped"] == "batch already filed" and again["withdrawn"] == 2
+    assert len(list(WithdrawalModel.scan())) == 2
+    assert_books_balance()
+
+
+def test_batch_paid_moves_reserved_through_clearing_to_the_bank_once(merchant, client):
+    released_merchant(merchant, client)
+    invoke(client, "auto_withdraw", {"date": "2026-11-23"})
+    paid = invoke(client, "withdrawal_batch_paid", {"batch_id": "wdb_20261123_nzd"})
+    assert paid["paid"] == 1 and paid["paid_amount"] == 9800 and paid["batch_marked_paid"] is True
+    assert balance(merchant) == (0, 0, 0)
+    assert entries_total("X:payout_clearing:NZD") == 0
+    assert entries_total("B:settlement_bank:NZD") == -9800
+    again = invoke(client, "withdrawal_batch_paid", {"batch_id": "wdb_20261123_nzd"})
+    assert again["paid"] == 0 and again["already_paid"] == 1 and again["batch_marked_paid"] is False
+    assert entries_total("B:settlement_bank:NZD") == -9800
+    assert merchant.get("/v1/withdrawals").json_body["data"][0]["status"] == "paid"
+    assert invoke(client, "withdrawal_batch_paid", {"batch_id": "wdb_nope"})["error"] == "no such batch"
+    assert_books_balance()
+
+
+def test_failed_withdrawal_returns_to_available_once(merchant, client):
+    released_merchant(merchant, client)
+    invoke(client, "auto_withdraw", {"date": "2026-11-23"})
+    wid = merchant.get("/v1/withdrawals").json_body["data"][0]["id"]
+    out = invoke(client, "withdrawal_failed", {"withdrawal_id": wid, "reason": "account closed"})
+    assert out["result"] == "reversed" and out["amount"] == 9800
+    assert balance(merchant) == (0, 9800, 0)
+    assert invoke(client, "withdrawal_failed", {"withdrawal_id": wid, "reason": "x"})["result"] == "already_failed"
+    assert balance(merchant) == (0, 9800, 0)
+    paid = invoke(client, "withdrawal_batch_paid", {"batch_id": "wdb_20261123_nzd"})
+    assert paid["paid"] == 0 and paid["failed_before"] == 1
+    assert invoke(client, "withdrawal_failed", {"withdrawal_id": "wd_missing"})["error"] == "no such withdrawal"
+    # The next day's run pays it out again under a new id.
+    clock.advance(timedelta(days=5))
+    nxt = invoke(client, "auto_withdraw", {"date": "2026-11-24"})
+    assert nxt["withdrawn"] == 1 and balance(merchant) == (0, 0, 9800)
+    assert_books_balance()
+
+
+def test_an_open_withdrawal_blocks_the_next_one(merchant, client):
+    released_merchant(merchant, client)
+    invoke(client, "auto_withdraw", {"date": "2026-11-23"})
+    pay(merchant, client, ref="order-2")
+    invoke(client, "release_funds", {"date": "2026-11-26"})
+    assert invoke(client, "auto_withdraw", {"date": "2026-11-24"})["open_withdrawal"] == 1
+
+
+def test_scheduled_run_acts_only_at_17_auckland_time(merchant, client):
+    released_merchant(merchant, client)
+
+    def scheduled(at):
+        return {"version": "0", "id": "x", "detail-type": "Scheduled Event", "source": "aws.events",
+                "time": at, "region": "ap-southeast-2", "resources": [], "detail": {}}
+    # November is NZDT (+13): 04:00 UTC is 17:00 local, 05:00 UTC is 18:00.
+    assert "skipped" in invoke(client, "auto_withdraw", scheduled("2026-11-23T05:00:00Z"))
+    out = invoke(client, "auto_withdraw", scheduled("2026-11-23T04:00:00Z"))
+    assert out["date"] == "2026-11-23" and out["withdrawn"] == 1
+    # July is NZST (+12): the 05:00 UTC firing is the one that acts.
+    now = datetime(2026, 7, 1, tzinfo=timezone.utc)
+    assert withdrawal_service.job_day(scheduled("2026-07-01T04:00:00Z"), now)[0] is None
+    assert withdrawal_service.job_day(scheduled("2026-07-01T05:00:00Z"), now)[0] == date(2026, 7, 1)
+
+
+def test_bank_account_is_validated_and_formatted_at_onboarding(client):
+    m = merchants.create_merchant("Kauri Kiwi", bank_account="01 0902 0068389 00")
+    assert m.bank_account == "01-0902-0068389-000"
+    with pytest.raises(errors.ServiceError) as e:
+        merchants.create_merchant("Bad Digits", bank_account="01-0242-0100195-00")
+    assert e.value.code == "bank_account_check_digit"
+    updated = merchants.set_bank_account(m.id, "26-2600-0320871-032")
+    assert updated.bank_account == "26-2600-0320871-032"
+    with pytest.raises(errors.ServiceError):
+        merchants.set_bank_account(m.id, "26-2600-3522457-096")
+    with pytest.raises(errors.ServiceError) as e:
+        merchants.set_bank_account("mch_nobody", ACCOUNT)
+    assert e.value.kind == "not_found"
+
+
+def test_balance_transactions_newest_first_and_paginated(merchant, client):
+    p = pay(merchant, client)
+    clock.advance(timedelta(days=4, minutes=1))
+    invoke(client, "release_funds", {})
+    clock.advance(timedelta(minutes=1))
+    merchant.post(f"/v1/payments/{p['id']}/refunds", {"amount": 1000})
+    page = merchant.get("/v1/balance/transactions?limit=2").json_body
+    assert page["has_more"] is True and len(page["data"]) == 2
+    assert page["data"][0]["type"] == "refund" and page["data"][0]["amount"] == -980
+    assert page["data"][0]["bucket"] == "available"
+    rest = merchant.get(f"/v1/balance/transactions?limit=10&starting_after={page['next_starting_after']}").json_body
+    assert rest["has_more"] is False
+    kinds = [(t["type"], t["bucket"], t["amount"]) for t in page["data"] + rest["data"]]
+    assert kinds[-1] == ("payment", "pending", 9800)
+    assert ("release", "pending", -9800) in kinds and ("release", "available", 9800) in kinds
+    assert merchant.get("/v1/balance/transactions?limit=0").status_code == 400
+    assert merchant.get("/v1/balance/transactions?starting_after=btx_%21%21").status_code == 400
+    assert merchant.get("/v1/balance/transactions?currency=CNY").status_code == 400
+
+
+def test_balance_needs_a_key(client):
+    assert client.http.get("/v1/balance").status_code == 401
+
+
+# ---- refunds draw on available first, then pending (services/refunds.py) --------------------
+def test_refund_draws_available_first_then_pending(merchant, client):
+    a = pay(merchant, client, ref="a")
+    invoke(client, "release_funds", {"date": "2026-11-23"})
+    b = pay(merchant, client, ref="b")
+    assert balance(merchant) == (9800, 9800, 0)
+    r = merchant.post(f"/v1/payments/{b['id']}/refunds", {"amount": 6000})     # net 5880
+    assert r.status_code == 201, r.body
+    assert balance(merchant) == (9800, 3920, 0)
+    r = merchant.post(f"/v1/payments/{a['id']}/refunds", {"amount": 6000})     # 3920 available + 1960 pending
+    assert r.status_code == 201, r.body
+    assert balance(merchant) == (7840, 0, 0)
+    legs = {acc.rsplit(":", 1)[1]: n for acc, n, _ in PostingModel.get(f"refund:{r.json_body['id']}").legs
+            if acc.startswith("M:")}
+    assert legs == {"available": 3920, "pending": 1960}
+
+
+def test_refund_the_balance_cannot_cover_is_refused(merchant, client):
+    p = pay(merchant, client)
+    invoke(client, "release_funds", {"date": "2026-11-23"})
+    invoke(client, "auto_withdraw", {"date": "2026-11-23"})
+    assert balance(merchant) == (0, 0, 9800)
+    r = merchant.post(f"/v1/payments/{p['id']}/refunds", {"amount": 1000})
+    assert r.status_code == 422 and r.json_body["error"]["code"] == "insufficient_balance"
+    assert "cannot cover" in r.json_body["error"]["message"]
+    assert balance(merchant) == (0, 0, 9800)
+    assert PaymentModel.get(p["id"]).refunded == 0
+
+
+def test_merchant_allowed_negative_may_refund_beyond_its_balance(client):
+    clock.freeze(THURSDAY)
+    m = new_merchant(client, bank_account=ACCOUNT, allow_negative_balance=True)
+    p = pay(m, client)
+    invoke(client, "release_funds", {"date": "2026-11-23"})
+    invoke(client, "auto_withdraw", {"date": "2026-11-23"})
+    r = m.post(f"/v1/payments/{p['id']}/refunds", {"amount": 5000})
+    assert r.status_code == 201, r.body
+    assert balance(m) == (-4900, 0, 9800)
+    assert_books_balance()
