@@ -11,7 +11,7 @@ from chalice.app import CloudWatchEvent
 from chalicelib import channels, settings
 from chalicelib.api import http as api
 
-app = Chalice(app_name="kauri")
+app = Chalice(app_name="kauri", configure_logs=False)  # chalicelib.log writes our structured lines
 _settings = settings.get()
 
 CALLBACK_TYPES = ["text/xml", "application/xml", "application/x-www-form-urlencoded", "application/json",
@@ -237,6 +237,55 @@ def list_withdrawals():
     return api.respond(200, withdrawals.list_for(who.merchant, dict(req.query_params or {})))
 
 
+# ---- FX rates and staff alerts in WeChat ------------------------------------------------------
+@app.route("/v1/rates", methods=["GET"])
+@api.json_endpoint
+def list_rates():
+    from chalicelib.services import fx
+
+    api.caller(_req())
+    return api.respond(200, {"object": "list", "data": fx.rates_view()})
+
+
+@app.route("/v1/alert_bindings", methods=["POST"])
+@api.json_endpoint
+def create_alert_binding():
+    from chalicelib.api import validate
+    from chalicelib.services import alerts
+
+    req = _req()
+    who = api.caller(req)
+
+    def run(_completion):
+        data = api.body(req)
+        validate.only(data, {"openid", "store_name"})
+        openid = validate.string(data, "openid", max_len=64, pattern=alerts.OPENID_PATTERN)
+        store_name = validate.string(data, "store_name", max_len=alerts.STORE_NAME_MAX)
+        return 201, alerts.add_binding(who.merchant.id, openid, store_name)
+    return api.idempotent(req, who, "POST /v1/alert_bindings", run)
+
+
+@app.route("/v1/alert_bindings", methods=["GET"])
+@api.json_endpoint
+def list_alert_bindings():
+    from chalicelib.services import alerts
+
+    who = api.caller(_req())
+    return api.respond(200, {"object": "list", "data": alerts.list_bindings(who.merchant.id)})
+
+
+@app.route("/v1/alert_bindings/{binding_id}", methods=["DELETE"])
+@api.json_endpoint
+def delete_alert_binding(binding_id):
+    from chalicelib.api.errors import not_found
+    from chalicelib.services import alerts
+
+    who = api.caller(_req())
+    if not alerts.delete_binding(who.merchant.id, binding_id):
+        raise not_found("alert binding", "binding_id")
+    return api.respond(200, {"id": binding_id, "object": "alert_binding", "deleted": True})
+
+
 # ---- channel callbacks -----------------------------------------------------------------------
 @app.route("/callbacks/{channel}", methods=["POST"], content_types=CALLBACK_TYPES)
 def channel_callback(channel):
@@ -250,19 +299,34 @@ def channel_callback(channel):
 
 
 # ---- scheduled jobs --------------------------------------------------------------------------
+# Each is idempotent per period (services.jobs) and answers one summary. Hand-run params (optional):
+# {"dry_run": true, "force": true, "merchant_id": "mch_..."}; fx_pull takes {"date": "2026-11-25"}.
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="retry_webhooks")
 def retry_webhooks(event):
-    from chalicelib.services import notifications
+    from chalicelib.services import jobs
 
-    return {"attempted": notifications.deliver_due(limit=500)}
+    return jobs.run(jobs.RETRY_WEBHOOKS, event.to_dict())
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="chase_payments")
 def chase_payments(event):
-    from chalicelib.services import chase
+    from chalicelib.services import jobs
 
-    params = event.to_dict() if hasattr(event, "to_dict") else dict(event or {})
-    return chase.chase_payments(dry_run=bool(params.get("dry_run", False)))
+    return jobs.run(jobs.CHASE_PAYMENTS, event.to_dict())
+
+
+@app.schedule(Rate(30, unit=Rate.MINUTES), name="fx_pull")
+def fx_pull(event):
+    from chalicelib.services import jobs
+
+    return jobs.run(jobs.FX_PULL, event.to_dict())
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="merchant_alerts")
+def merchant_alerts(event):
+    from chalicelib.services import jobs
+
+    return jobs.run(jobs.MERCHANT_ALERTS, event.to_dict())
 
 
 def _event(event) -> dict:
@@ -306,6 +370,8 @@ def auto_withdraw(event):
 
 for _job in (release_funds, auto_withdraw):
     _job.event_class = _HandRunnable
+for _job in (retry_webhooks, chase_payments, fx_pull, merchant_alerts):
+    _job.event_class = _HandRunnable
 
 
 # Ops actions, invoked by hand: {"batch_id": "wdb_20261125_nzd"} / {"withdrawal_id": "wd_...", "reason": "..."}
@@ -327,3 +393,6 @@ def withdrawal_failed(event, context):
 if _settings.sandbox_enabled and not _settings.is_prod:
     for _name in channels.names():
         app.register_blueprint(channels.sandbox_blueprint(_name), url_prefix=f"/sandbox/{_name}")
+    from chalicelib.channels.wechat_oa import sandbox as _oa_sandbox  # not a payment channel: no REGISTRY
+
+    app.register_blueprint(_oa_sandbox.blueprint, url_prefix="/sandbox/wechat_oa")

@@ -5,13 +5,22 @@ import json
 import logging
 import sys
 
-_logger = logging.getLogger("kauri")
-if not _logger.handlers:
-    _handler = logging.StreamHandler(sys.stderr)
-    _handler.setFormatter(logging.Formatter("%(message)s"))
-    _logger.addHandler(_handler)
-    _logger.setLevel(logging.INFO)
-    _logger.propagate = True
+_logger = logging.getLogger("kauri.events")
+_logger.setLevel(logging.INFO)
+_ready = False
+
+
+def _ensure_output() -> None:
+    """Lambda (and pytest) give the root logger a handler: use it. Elsewhere print to stderr ourselves."""
+    global _ready
+    if _ready:
+        return
+    if not logging.getLogger().handlers and not _logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        _logger.addHandler(handler)
+        _logger.propagate = False
+    _ready = True
 
 _REDACT = ("key", "secret", "sign", "password", "authorization", "token")
 
@@ -27,6 +36,7 @@ def _clean(fields: dict) -> dict:
 
 
 def event(name: str, level: int = logging.INFO, **fields) -> None:
+    _ensure_output()
     _logger.log(level, json.dumps({"event": name, **_clean(fields)}, default=str, sort_keys=True))
 
 
