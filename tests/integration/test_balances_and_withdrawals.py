@@ -296,3 +296,75 @@ def test_merchant_allowed_negative_may_refund_beyond_its_balance(client):
     assert r.status_code == 201, r.body
     assert balance(m) == (-4900, 0, 9800)
     assert_books_balance()
+
+
+# ---- property: random flows through app.py keep the books straight ---------------------------
+from hypothesis import HealthCheck, event, given  # noqa: E402
+from hypothesis import settings as hsettings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from chalicelib.domain import calendar_nz  # noqa: E402
+from chalicelib.store.models import BalanceModel  # noqa: E402
+
+_EXAMPLE = iter(range(10_000))
+FLOW = st.lists(st.one_of(
+    st.tuples(st.just("pay"), st.integers(1, 50_000)),
+    st.tuples(st.just("refund"), st.integers(0, 9), st.integers(1, 50_000)),
+    st.tuples(st.just("release"), st.integers(2, 6)),
+    st.tuples(st.just("withdraw")),
+    st.tuples(st.just("settle"), st.booleans()),
+), min_size=2, max_size=10)
+
+
+@hsettings(max_examples=15, deadline=None,
+           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(sequence=FLOW, allow_negative=st.booleans())
+def test_random_flows_through_the_api_keep_the_books_straight(client, sequence, allow_negative):
+    # Each example gets its own stretch of calendar, so its batches (one per NZ date) are its own.
+    clock.freeze(datetime(2030, 1, 7, 22, 0, tzinfo=timezone.utc) + timedelta(days=40 * next(_EXAMPLE)))
+    m = new_merchant(client, bank_account=ACCOUNT, holding_days=1, min_payout=100,
+                     allow_negative_balance=allow_negative)
+    mid = m.merchant.id
+    paid, withdrawn = [], []
+    for n, op in enumerate([("pay", 10_000), *sequence]):
+        clock.advance(timedelta(minutes=1))
+        if op[0] == "pay":
+            paid.append(pay(m, client, op[1], ref=f"p{n}")["id"])
+        elif op[0] == "refund" and paid:
+            r = m.post(f"/v1/payments/{paid[op[1] % len(paid)]}/refunds", {"amount": op[2]})
+            assert r.status_code in (201, 400, 422), r.body
+            if r.status_code == 422:
+                assert not allow_negative and r.json_body["error"]["code"] == "insufficient_balance"
+        elif op[0] == "release":
+            clock.advance(timedelta(days=op[1]))
+            out = invoke(client, "release_funds", {"merchant_id": mid})
+            assert out["errors"] == 0
+            if out["released"]:
+                event("released")
+        elif op[0] == "withdraw":
+            clock.advance(timedelta(days=1))
+            day = calendar_nz.local_date(clock.now()).isoformat()
+            out = invoke(client, "auto_withdraw", {"date": day, "merchant_id": mid})
+            assert out["errors"] == 0
+            if out["withdrawn"]:
+                event("withdrew")
+                withdrawn.append(m.get("/v1/withdrawals").json_body["data"][0]["id"])
+        elif op[0] == "settle" and withdrawn:
+            w = WithdrawalModel.get(withdrawn.pop(0))
+            event("settled paid" if op[1] else "settled failed")
+            if op[1]:
+                invoke(client, "withdrawal_batch_paid", {"batch_id": w.batch_id})
+            else:
+                invoke(client, "withdrawal_failed", {"withdrawal_id": w.withdrawal_id, "reason": "returned"})
+
+    for posting in PostingModel.scan(PostingModel.merchant_id == mid):
+        totals = {}
+        for _, amount, ccy in posting.legs:
+            totals[ccy] = totals.get(ccy, 0) + int(amount)
+        assert not any(totals.values()), posting.posting_id
+    for bucket in ("pending", "available", "reserved"):
+        account = f"M:{mid}:NZD:{bucket}"
+        held = int(BalanceModel.get(account).balance) if BalanceModel.count(account) else 0
+        assert held == -entries_total(account), bucket
+        if bucket == "reserved" or not allow_negative:
+            assert held >= 0, (bucket, held)
