@@ -87,6 +87,15 @@ class PayEaseSettings:
 
 
 @dataclass(frozen=True)
+class WeChatOASettings:
+    """Our WeChat Official Account, which sends merchants' staff their payment alerts (spec §14)."""
+    appid: str
+    appsecret: str = field(repr=False)
+    template_id: str            # the "payment received" template: amount, store, time, reference
+    base_url: str               # https://api.weixin.qq.com in prod
+
+
+@dataclass(frozen=True)
 class Settings:
     stage: str
     region: str
@@ -111,6 +120,7 @@ class Settings:
     withdrawal_local_hour: int = 17           # auto_withdraw acts at this hour, Pacific/Auckland time
     payout_source_account: str = ""           # our NZD settlement account (16 digits), the batch file header
     payout_subscriber_name: str = "Kauri Payments"
+    wechat_oa: WeChatOASettings | None = None
 
     @property
     def is_prod(self) -> bool:
@@ -174,6 +184,14 @@ def load(env: dict[str, str] | None = None) -> Settings:
         withdrawal_local_hour=int(env.get("KAURI_WITHDRAWAL_LOCAL_HOUR", "17")),
         payout_source_account=env.get("KAURI_PAYOUT_SOURCE_ACCOUNT", "0102420100194000" if stage != "prod" else ""),
         payout_subscriber_name=env.get("KAURI_PAYOUT_SUBSCRIBER_NAME", "Kauri Payments"),
+        wechat_oa=WeChatOASettings(
+            appid=env.get("KAURI_WECHAT_OA_APPID", "wx5c1e0a9b7d3f2e41" if stage != "prod" else ""),
+            appsecret=env.get("KAURI_WECHAT_OA_APPSECRET",
+                              "3f9a1c7e5b2d8f4a6c0e9b1d7a5f3c2e" if stage != "prod" else ""),
+            template_id=env.get("KAURI_WECHAT_OA_TEMPLATE_ID", "Kq1Xw8mN3pR7tV2yB5cF9hJ4lZ6sD0gA-payment-rcvd"
+                                if stage != "prod" else ""),
+            base_url=env.get("KAURI_WECHAT_OA_BASE_URL", default_sandbox + "/wechat_oa").rstrip("/"),
+        ),
     )
 
 

@@ -121,6 +121,10 @@ def _commit_transition(payment: Payment, target: PaymentStatus, cp: ChannelPayme
     unit = Unit().move_payment(new, PaymentStatus.PENDING)
     if target is PaymentStatus.SUCCEEDED:
         unit.post(success_posting(payment))
+        from chalicelib.services import alerts  # staff WeChat alerts ride in this transaction
+
+        for alert in alerts.outbox_items(new):
+            unit.put_new(alert)
     unit.emit(new_event(payment.merchant_id, f"payment.{target.value}", views.payment(new)))
     unit.commit()
 

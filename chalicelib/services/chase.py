@@ -20,70 +20,79 @@ PAYMENT_GRACE = timedelta(minutes=2)   # give the callback a chance first
 REFUND_GRACE = timedelta(seconds=5)
 
 
-def chase_payments(dry_run: bool = False, limit: int = 500) -> dict:
+def chase_payments(dry_run: bool = False, merchant_id: str | None = None, limit: int = 500) -> dict:
+    """Ask the channel about every payment pending past the grace period; apply what it says.
+
+    Counters only: the job runner (services.jobs) logs and returns the one summary.
+    """
     now = clock.now()
     summary = {"checked": 0, "succeeded": 0, "failed": 0, "closed": 0, "still_pending": 0, "errors": 0,
-               "mismatches": 0, "dry_run": dry_run}
+               "mismatches": 0}
     for payment_id in store.pending_created_before(now - PAYMENT_GRACE, limit=limit):
         p = store.get(payment_id)
         if p is None or p.status is not PaymentStatus.PENDING:
             continue
+        if merchant_id and p.merchant_id != merchant_id:
+            continue
         summary["checked"] += 1
-        channel = channels.get(p.channel)
-        ref = OrderRef(p.channel_order_id, MerchantChannelConfig(dict(p.channel_merchant)))
         try:
-            cp = channel.query(ref)
+            outcome = _chase_one(p, now, dry_run)
         except ChannelError as exc:
-            summary["errors"] += 1
+            outcome = "errors"
             log.warning("chase_query_failed", payment_id=p.id, code=exc.code)
-            continue
-        if cp.status in (ChannelStatus.PENDING, ChannelStatus.NOT_FOUND):
-            if now < p.expires_at:
-                summary["still_pending"] += 1
-                continue
-            if dry_run:
-                summary["closed"] += 1
-                continue
-            try:
-                channel.close(ref)
-            except ChannelError as exc:
-                if exc.code != "ORDERPAID":
-                    summary["errors"] += 1
-                    log.warning("chase_close_failed", payment_id=p.id, code=exc.code)
-                    continue
-                cp = channel.query(ref)  # paid at the last moment: apply it below
-            else:
-                payments.mark_closed(p, reason="expired")
-                summary["closed"] += 1
-                continue
-        problem = callbacks.mismatch(p, cp)
-        if problem:
-            summary["mismatches"] += 1
-            ops.record_once(f"mismatch:{p.id}:query", "query_mismatch", p.channel, p.id, {"problem": problem})
-            continue
-        if dry_run:
-            summary["succeeded" if cp.status in (ChannelStatus.PAID, ChannelStatus.REFUNDED) else "failed"] += 1
-            continue
-        if callbacks.apply_channel_payment(p, cp, source="chase"):
-            after = store.get(p.id)
-            if after.status is PaymentStatus.SUCCEEDED:
-                summary["succeeded"] += 1
-            elif after.status is PaymentStatus.FAILED:
-                summary["failed"] += 1
-            elif after.status is PaymentStatus.CLOSED:
-                summary["closed"] += 1
-    summary.update(chase_refunds(dry_run=dry_run, limit=limit))
-    log.info("chase_payments_summary", **summary)
+        except Exception as exc:  # one odd payment must not stop the others
+            outcome = "errors"
+            log.error("chase_payment_error", payment_id=p.id, error=type(exc).__name__)
+        if outcome:
+            summary[outcome] += 1
+    summary.update(chase_refunds(dry_run=dry_run, merchant_id=merchant_id, limit=limit))
     return summary
 
 
-def chase_refunds(dry_run: bool = False, limit: int = 500) -> dict:
+def _chase_one(p, now, dry_run: bool) -> str | None:
+    """One pending payment: the summary counter its outcome belongs to (None: nothing to count)."""
+    channel = channels.get(p.channel)
+    ref = OrderRef(p.channel_order_id, MerchantChannelConfig(dict(p.channel_merchant)))
+    cp = channel.query(ref)
+    if cp.status in (ChannelStatus.PENDING, ChannelStatus.NOT_FOUND):
+        if now < p.expires_at:
+            return "still_pending"
+        if dry_run:
+            return "closed"
+        try:
+            channel.close(ref)  # the channel first: after this no one can pay it
+        except ChannelError as exc:
+            if exc.code != "ORDERPAID":
+                log.warning("chase_close_failed", payment_id=p.id, code=exc.code)
+                return "errors"
+            cp = channel.query(ref)  # paid at the last moment: apply it below
+        else:
+            return _counter(payments.mark_closed(p, reason="expired"))  # lost a race: count what won
+    problem = callbacks.mismatch(p, cp)
+    if problem:
+        ops.record_once(f"mismatch:{p.id}:query", "query_mismatch", p.channel, p.id, {"problem": problem})
+        return "mismatches"
+    if dry_run:
+        return "succeeded" if cp.status in (ChannelStatus.PAID, ChannelStatus.REFUNDED) else "failed"
+    if not callbacks.apply_channel_payment(p, cp, source="chase"):
+        return "errors"
+    return _counter(store.get(p.id))
+
+
+def _counter(p) -> str | None:
+    return {PaymentStatus.SUCCEEDED: "succeeded", PaymentStatus.FAILED: "failed",
+            PaymentStatus.CLOSED: "closed"}.get(p.status) if p is not None else None
+
+
+def chase_refunds(dry_run: bool = False, merchant_id: str | None = None, limit: int = 500) -> dict:
     out = {"refunds_checked": 0, "refunds_succeeded": 0, "refunds_failed": 0}
     for refund_id in store.processing_refunds_before(clock.now() - REFUND_GRACE, limit=limit):
         found = store.get_refund(refund_id)
         if found is None or found[0].status is not RefundStatus.PROCESSING:
             continue
         refund, draw = found
+        if merchant_id and refund.merchant_id != merchant_id:
+            continue
         p = store.get(refund.payment_id)
         out["refunds_checked"] += 1
         req = refunds._request(p, refund)

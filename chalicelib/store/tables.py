@@ -13,6 +13,9 @@ _MODELS = [
     )
 ] + [
     ("chalicelib.store.fx", "FxSnapshotModel"),
+    ("chalicelib.store.jobs", "JobRunModel"),
+    ("chalicelib.store.alerts", "AlertBindingModel"),
+    ("chalicelib.store.alerts", "AlertModel"),
     ("chalicelib.store.sandbox", "SandboxRecord"),
 ]
 

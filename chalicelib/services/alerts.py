@@ -1,0 +1,170 @@
+"""Payment alerts in WeChat for merchants' staff.
+
+Staff bind their Official Account openid to the merchant (with a store name for the message). When a
+payment succeeds, one alert per bound openid is written in the payment's own transaction (see
+callbacks._commit_transition), so an alert is never lost and never made twice; the `merchant_alerts`
+job sends due alerts as template messages, retrying on the webhook timetable. WeChat's
+client_msg_id (= our alert id) makes a resend after a lost answer a no-op at WeChat.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime, timezone
+
+from chalicelib import clock, ids, log
+from chalicelib.domain.payment import Payment
+from chalicelib.services import errors
+from chalicelib.services.notifications import BACKOFF, LEASE_SECONDS, MAX_ATTEMPTS
+from chalicelib.store import alerts as store
+
+MAX_BINDINGS = 20          # every alert of a payment rides in its transaction (<= 100 items in all)
+STORE_NAME_MAX = 20        # the template's `thing` value limit
+OPENID_PATTERN = r"^[A-Za-z0-9_\-]{20,64}$"
+MERCHANT_TZ = "Pacific/Auckland"
+_REFERENCE_CHARS = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+# ---- bindings ----------------------------------------------------------------------------------
+
+def add_binding(merchant_id: str, openid: str, store_name: str) -> dict:
+    existing = store.bindings(merchant_id, limit=MAX_BINDINGS + 1)
+    if any(b.openid == openid for b in existing):
+        raise errors.conflict("binding_exists", "this openid already receives this merchant's alerts")
+    if len(existing) >= MAX_BINDINGS:
+        raise errors.invalid("too_many_bindings", f"at most {MAX_BINDINGS} openids per merchant", "openid")
+    item = store.AlertBindingModel(merchant_id, ids.new("alb", 16), openid=openid, store_name=store_name,
+                                   created_at=clock.now())
+    if not store.add_binding(item):  # pragma: no cover - a 16-character random id collided
+        raise errors.conflict("binding_exists", "try again")
+    log.info("alert_binding_added", merchant_id=merchant_id, binding_id=item.binding_id)
+    return view(item)
+
+
+def list_bindings(merchant_id: str) -> list[dict]:
+    return [view(b) for b in store.bindings(merchant_id)]
+
+
+def delete_binding(merchant_id: str, binding_id: str) -> bool:
+    """Stop alerts to this openid, including any not sent yet."""
+    gone = store.delete_binding(merchant_id, binding_id)
+    if gone:
+        log.info("alert_binding_deleted", merchant_id=merchant_id, binding_id=binding_id)
+    return gone
+
+
+def view(b) -> dict:
+    return {"id": b.binding_id, "object": "alert_binding", "openid": b.openid, "store_name": b.store_name,
+            "created": clock.iso(b.created_at)}
+
+
+# ---- what a successful payment owes the staff ----------------------------------------------------
+
+def alert_id(payment_id: str, openid: str) -> str:
+    return "alt_" + hashlib.sha256(f"{payment_id}\n{openid}".encode("utf-8")).hexdigest()[:32]
+
+
+def template_data(p: Payment, store_name: str) -> dict[str, str]:
+    """The template's values: amount, store, local time, reference (typed keys, spec §14)."""
+    reference = _REFERENCE_CHARS.sub("", p.merchant_reference or "") or p.id
+    if not p.livemode:
+        reference = "TEST-" + reference
+    return {
+        "amount1": f"{p.amount.currency} {p.amount.to_major_str()}",
+        "thing2": store_name[:STORE_NAME_MAX],
+        "time3": _local(p.paid_at or clock.now()).strftime("%Y-%m-%d %H:%M"),
+        "character_string4": reference[:32],
+    }
+
+
+def outbox_items(p: Payment) -> list:
+    """One pending alert per bound openid, to be written in the payment success's own transaction.
+
+    Never blocks the money: if the bindings cannot be read, the payment succeeds without alerts
+    (logged at error level).
+    """
+    try:
+        bindings = store.bindings(p.merchant_id, limit=MAX_BINDINGS)
+    except Exception as exc:
+        log.error("merchant_alerts_skipped", payment_id=p.id, error=type(exc).__name__)
+        return []
+    now = clock.now()
+    out, seen = [], set()
+    for b in bindings:
+        if b.openid in seen:
+            continue
+        seen.add(b.openid)
+        out.append(store.AlertModel(
+            alert_id(p.id, b.openid), merchant_id=p.merchant_id, payment_id=p.id, binding_id=b.binding_id,
+            openid=b.openid, data=template_data(p, b.store_name), status="pending", attempts=0,
+            next_attempt_at=int(now.timestamp()), due_shard=store.DUE_SHARD, created_at=now))
+    return out
+
+
+def _local(at: datetime) -> datetime:
+    try:
+        from zoneinfo import ZoneInfo
+
+        return at.astimezone(ZoneInfo(MERCHANT_TZ))
+    except Exception:  # no tz database in this runtime: UTC is still a true time
+        return at.astimezone(timezone.utc)
+
+
+# ---- delivery (the merchant_alerts job) ----------------------------------------------------------
+
+def deliver_due(dry_run: bool = False, merchant_id: str | None = None, limit: int = 200) -> dict:
+    from chalicelib.channels.wechat_oa.client import OAError, OfficialAccountClient
+
+    due = store.due(clock.epoch(), limit=limit)
+    if merchant_id:
+        due = [a for a in due if a.merchant_id == merchant_id]
+    out = {"due": len(due), "delivered": 0, "retrying": 0, "failed": 0, "cancelled": 0}
+    if dry_run or not due:
+        return out
+    client = OfficialAccountClient()
+    try:
+        client.config
+    except OAError:
+        log.error("merchant_alerts_not_configured", due=len(due))
+        out["not_configured"] = True
+        return out
+    for item in due:
+        outcome = deliver(item, client)
+        if outcome:
+            out[outcome] += 1
+    return out
+
+
+def deliver(item, client) -> str | None:
+    """One attempt at one alert, under a lease so two workers never send it at once."""
+    from chalicelib.channels.wechat_oa.client import OAError
+
+    now = clock.epoch()
+    item.next_attempt_at = now + LEASE_SECONDS
+    if not store.save_if_unchanged(item):
+        return None  # another worker has it
+    if store.binding(item.merchant_id, item.binding_id) is None:
+        outcome = "cancelled"   # the staff member was unbound before we got to it
+        item.status, item.due_shard, item.next_attempt_at = "cancelled", None, None
+    else:
+        item.attempts = int(item.attempts or 0) + 1
+        try:
+            item.msgid = client.send_template(item.openid, dict(item.data), client_msg_id=item.alert_id)
+        except OAError as exc:
+            item.last_error = str(exc.code)[:100]
+            if not exc.retryable or item.attempts >= MAX_ATTEMPTS:
+                outcome = "failed"
+                item.status, item.due_shard, item.next_attempt_at = "failed", None, None
+                log.error("merchant_alert_failed", alert_id=item.alert_id, merchant_id=item.merchant_id,
+                          code=str(exc.code), attempts=item.attempts)
+            else:
+                outcome = "retrying"
+                item.next_attempt_at = clock.epoch() + BACKOFF[item.attempts - 1]
+        else:
+            outcome = "delivered"
+            item.status, item.due_shard, item.next_attempt_at, item.last_error = "delivered", None, None, None
+    if not store.save_if_unchanged(item):
+        log.error("merchant_alert_state_lost", alert_id=item.alert_id)
+    log.info("merchant_alert_attempt", alert_id=item.alert_id, payment_id=item.payment_id,
+             attempt=int(item.attempts or 0), status=item.status)
+    return outcome

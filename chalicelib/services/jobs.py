@@ -1,0 +1,167 @@
+"""Running scheduled jobs: parameters, the period key, the claim, and ONE summary per run.
+
+EventBridge invokes each job with a "Scheduled Event"; ops invoke the same Lambda by hand with
+plain JSON parameters, e.g. {"dry_run": true, "merchant_id": "mch_..."} (locally: `make job`).
+Each run claims (job, period[, merchant]) so a second run of a finished period is a cheap no-op,
+two runs never overlap, and a run that died half way is taken over once its lease expires.
+"""
+from __future__ import annotations
+
+import re
+import traceback
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Any, Callable
+
+from chalicelib import clock, ids, log
+
+LEASE_SECONDS = 900          # Lambda's longest run: a live run is never overlapped
+_MERCHANT_ID = re.compile(r"^mch_[0-9a-z]{16}$")
+
+
+class JobParamError(ValueError):
+    """A hand-written event the job cannot run with; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class JobParams:
+    dry_run: bool = False         # look, change nothing (no claim either)
+    force: bool = False           # run a period that already finished
+    merchant_id: str | None = None
+    date: date | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    period_seconds: int
+    work: Callable[[JobParams, datetime], dict]   # (params, period start) -> counters
+    accepts: frozenset[str] = frozenset({"dry_run", "force"})
+
+
+def params_of(raw: Any, accepts: frozenset[str]) -> JobParams:
+    """Parameters from an EventBridge event (its `detail`) or a hand-written JSON object."""
+    if not isinstance(raw, dict):
+        raise JobParamError("the event must be a JSON object")
+    data = (raw.get("detail") or {}) if raw.get("detail-type") == "Scheduled Event" else raw
+    if not isinstance(data, dict):
+        raise JobParamError("the event detail must be a JSON object")
+    unknown = sorted(set(data) - set(accepts))
+    if unknown:
+        raise JobParamError(f"unknown parameter {unknown[0]!r}; this job takes {sorted(accepts)}")
+    for flag in ("dry_run", "force"):
+        if flag in data and not isinstance(data[flag], bool):
+            raise JobParamError(f"{flag} must be true or false")
+    merchant_id = data.get("merchant_id")
+    if merchant_id is not None and (not isinstance(merchant_id, str) or not _MERCHANT_ID.match(merchant_id)):
+        raise JobParamError("merchant_id must look like mch_ followed by 16 characters")
+    day = None
+    if data.get("date") is not None:
+        try:
+            day = datetime.strptime(str(data["date"]), "%Y-%m-%d").date()
+        except ValueError:
+            raise JobParamError("date must be YYYY-MM-DD") from None
+    return JobParams(dry_run=bool(data.get("dry_run", False)), force=bool(data.get("force", False)),
+                     merchant_id=merchant_id, date=day)
+
+
+def period_start(now: datetime, period_seconds: int) -> datetime:
+    epoch = int(now.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % period_seconds, tz=timezone.utc)
+
+
+def run(job: Job, raw_event: Any) -> dict:
+    """Run `job` for the current period; log and return its one summary."""
+    from chalicelib.store import jobs as store
+
+    started = clock.now()
+    t0 = clock.monotonic()
+    summary: dict[str, Any] = {"job": job.name}
+    try:
+        params = params_of(raw_event, job.accepts)
+    except JobParamError as exc:
+        summary.update(outcome="bad_params", message=str(exc))
+        log.error("job_summary", **summary)
+        return summary
+    start = period_start(started, job.period_seconds)
+    period = clock.iso(start)
+    summary.update(period=period, dry_run=params.dry_run)
+    if params.merchant_id:
+        summary["merchant_id"] = params.merchant_id
+    run_key = f"{job.name}#{period}" + (f"#{params.merchant_id}" if params.merchant_id else "")
+    claim_id = ids.new("run", 12)
+    if not params.dry_run:
+        state, previous = store.claim(run_key, job.name, period, claim_id, started, LEASE_SECONDS, params.force)
+        if state != "claimed":
+            summary["outcome"] = "already_done" if state == "done" else "already_running"
+            if previous:
+                summary["previous"] = {k: v for k, v in previous.items() if k not in ("job", "period", "previous")}
+            log.info("job_summary", **summary)
+            return summary
+    status = "done"
+    try:
+        summary.update(job.work(params, start))
+        summary["outcome"] = "ok"
+    except JobParamError as exc:
+        status = "failed"
+        summary.update(outcome="bad_params", message=str(exc))
+    except Exception as exc:  # one bad run must leave the period re-runnable, and say why
+        status = "failed"
+        summary.update(outcome="error", error=type(exc).__name__, trace=traceback.format_exc(limit=6))
+    summary["ms"] = int((clock.monotonic() - t0) * 1000)
+    if not params.dry_run and not store.finish(run_key, claim_id, status, _stored(summary), clock.now()):
+        summary["claim_lost"] = True  # another run took the period over (forced): its summary stands
+    if summary["outcome"] == "ok":
+        log.info("job_summary", **summary)
+    else:
+        log.error("job_summary", **summary)
+        summary.pop("trace", None)
+    return summary
+
+
+def _stored(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k != "trace"}
+
+
+# ---- the jobs app.py schedules ----------------------------------------------------------------
+
+def _fx_pull(params: JobParams, start: datetime) -> dict:
+    from chalicelib.services import fx_pull
+
+    return fx_pull.pull(day=params.date, dry_run=params.dry_run, force=params.force, period_start=start)
+
+
+def _chase_payments(params: JobParams, start: datetime) -> dict:
+    from chalicelib.services import chase
+
+    return chase.chase_payments(dry_run=params.dry_run, merchant_id=params.merchant_id)
+
+
+def _retry_webhooks(params: JobParams, start: datetime) -> dict:
+    """Every outbox event whose retry time has come gets one more delivery attempt."""
+    from chalicelib.services import notifications
+    from chalicelib.store import events
+
+    due = events.due(clock.epoch(), limit=500)
+    if params.merchant_id:
+        due = [item for item in due if item.merchant_id == params.merchant_id]
+    if params.dry_run:
+        return {"due": len(due), "attempted": 0}
+    return {"due": len(due), "attempted": sum(1 for item in due if notifications.deliver(item))}
+
+
+def _merchant_alerts(params: JobParams, start: datetime) -> dict:
+    from chalicelib.services import alerts
+
+    return alerts.deliver_due(dry_run=params.dry_run, merchant_id=params.merchant_id)
+
+
+FX_PULL = Job("fx_pull", 1800, _fx_pull, frozenset({"dry_run", "force", "date"}))
+CHASE_PAYMENTS = Job("chase_payments", 300, _chase_payments, frozenset({"dry_run", "force", "merchant_id"}))
+RETRY_WEBHOOKS = Job("retry_webhooks", 60, _retry_webhooks, frozenset({"dry_run", "force", "merchant_id"}))
+MERCHANT_ALERTS = Job("merchant_alerts", 60, _merchant_alerts, frozenset({"dry_run", "force", "merchant_id"}))
+JOBS = {j.name: j for j in (FX_PULL, CHASE_PAYMENTS, RETRY_WEBHOOKS, MERCHANT_ALERTS)}
+
+
+def run_named(name: str, raw_event: Any) -> dict:
+    return run(JOBS[name], raw_event)
