@@ -350,13 +350,9 @@ class _HandRunnable(CloudWatchEvent):
 # Hand-run: {"date": "2026-11-25", "merchant_id": "mch_...", "dry_run": true} (all optional).
 @app.schedule(Cron(30, 3, "*", "*", "?", "*"), name="release_funds")
 def release_funds(event):
-    from datetime import date
-
     from chalicelib.services import balances
 
-    params = _event(event)
-    day = date.fromisoformat(params["date"]) if params.get("date") else None
-    return balances.release_funds(day, merchant_id=params.get("merchant_id"), dry_run=bool(params.get("dry_run")))
+    return balances.release_funds_job(_event(event))
 
 
 # EventBridge cron is UTC only: fire at 04:00 and 05:00 UTC and act only in the one that is 17:00 in

@@ -115,6 +115,19 @@ def release_date(paid_at: datetime, holding_days: int) -> date:
     return calendar_nz.add_business_days(calendar_nz.local_date(paid_at), holding_days)
 
 
+def release_funds_job(event: dict) -> dict:
+    """The schedule's event or a hand-run one: {"date": "YYYY-MM-DD", "merchant_id": ..., "dry_run": true}."""
+    day = None
+    if event.get("date"):
+        try:
+            day = date.fromisoformat(str(event["date"]))
+        except ValueError:
+            summary = {"job": "release_funds", "error": "date must be YYYY-MM-DD"}
+            log.warning("release_funds_summary", **summary)
+            return summary
+    return release_funds(day, merchant_id=event.get("merchant_id"), dry_run=bool(event.get("dry_run")))
+
+
 def release_funds(day: date | None = None, merchant_id: str | None = None, dry_run: bool = False) -> dict:
     """Release every due payment (one posting each, `release:{payment_id}`); safe to re-run at any point."""
     from chalicelib.store import merchants as merchant_store

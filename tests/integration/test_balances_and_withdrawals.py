@@ -78,6 +78,8 @@ def test_release_dry_run_and_an_explicit_date(merchant, client):
     assert balance(merchant) == (9800, 0, 0)
     assert invoke(client, "release_funds", {"date": "2026-11-23"})["released"] == 1
     assert balance(merchant) == (0, 9800, 0)
+    assert invoke(client, "release_funds", {"date": "23/11/2026"})["error"] == "date must be YYYY-MM-DD"
+    assert invoke(client, "auto_withdraw", {"date": "tomorrow"})["skipped"] == "date must be YYYY-MM-DD"
 
 
 def test_release_over_christmas_skips_mondayised_boxing_day(client):
