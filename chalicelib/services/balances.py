@@ -37,7 +37,8 @@ def balance_of(merchant: Merchant) -> dict:
     return {"object": "balance", "merchant": merchant.id, "balances": out}
 
 
-def _limit(query: dict) -> int:
+def list_limit(query: dict) -> int:
+    """The `limit` query parameter of a list endpoint (default 20)."""
     raw = (query or {}).get("limit", "20")
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST:
         raise errors.invalid("parameter_invalid", f"limit must be an integer between 1 and {MAX_LIST}", "limit")
@@ -49,7 +50,7 @@ def transactions(merchant: Merchant, query: dict) -> dict:
     from chalicelib.store.models import EntryModel
 
     query = query or {}
-    limit = _limit(query)
+    limit = list_limit(query)
     currency = query.get("currency") or merchant.settlement_currency
     if currency not in SETTLEMENT_CURRENCIES:
         raise errors.invalid("parameter_invalid", f"currency must be one of {list(SETTLEMENT_CURRENCIES)}", "currency")

@@ -10,7 +10,6 @@ from chalicelib.domain import bank_account, bank_files, calendar_nz, ledger
 from chalicelib.domain import withdrawal as funds
 from chalicelib.domain.merchant import Merchant
 from chalicelib.domain.withdrawal import Withdrawal, WithdrawalStatus
-from chalicelib.services import errors
 
 PAYOUT_CURRENCY = "NZD"   # the NZ direct-credit file pays NZD accounts only
 MAX_ATTEMPTS = 3
@@ -25,12 +24,10 @@ def view(w: Withdrawal) -> dict:
 
 
 def list_for(merchant: Merchant, query: dict) -> dict:
+    from chalicelib.services.balances import list_limit
     from chalicelib.store import withdrawals as store
 
-    raw = (query or {}).get("limit", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= 100:
-        raise errors.invalid("parameter_invalid", "limit must be an integer between 1 and 100", "limit")
-    return {"object": "list", "data": [view(w) for w in store.of_merchant(merchant.id, limit=int(raw))]}
+    return {"object": "list", "data": [view(w) for w in store.of_merchant(merchant.id, limit=list_limit(query))]}
 
 
 # ---- the daily job ---------------------------------------------------------------------------

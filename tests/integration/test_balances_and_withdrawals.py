@@ -173,6 +173,7 @@ def test_batch_paid_moves_reserved_through_clearing_to_the_bank_once(merchant, c
     assert again["paid"] == 0 and again["already_paid"] == 1 and again["batch_marked_paid"] is False
     assert entries_total("B:settlement_bank:NZD") == -9800
     assert merchant.get("/v1/withdrawals").json_body["data"][0]["status"] == "paid"
+    assert merchant.get("/v1/withdrawals?limit=101").status_code == 400
     assert invoke(client, "withdrawal_batch_paid", {"batch_id": "wdb_nope"})["error"] == "no such batch"
     assert_books_balance()
 
