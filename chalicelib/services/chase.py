@@ -62,10 +62,14 @@ def _chase_one(p, now, dry_run: bool) -> str | None:
         try:
             channel.close(ref)  # the channel first: after this no one can pay it
         except ChannelError as exc:
-            if exc.code != "ORDERPAID":
+            # Paid at the last moment, closed already, or never known there: the channel's word decides.
+            log.info("chase_close_refused", payment_id=p.id, code=exc.code)
+            cp = channel.query(ref)
+            if cp.status is ChannelStatus.PENDING:
                 log.warning("chase_close_failed", payment_id=p.id, code=exc.code)
                 return "errors"
-            cp = channel.query(ref)  # paid at the last moment: apply it below
+            if cp.status is ChannelStatus.NOT_FOUND:  # nobody can pay an order the channel does not have
+                return _counter(payments.mark_closed(p, reason="expired_unknown_at_channel"))
         else:
             return _counter(payments.mark_closed(p, reason="expired"))  # lost a race: count what won
     problem = callbacks.mismatch(p, cp)
