@@ -24,7 +24,7 @@ from infra import moto_atomic  # noqa: E402
 
 moto_atomic.install()
 
-from chalicelib import channels, clock, http, settings  # noqa: E402
+from chalicelib import channels, clock, http  # noqa: E402
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = "http://kauri.test"

@@ -8,11 +8,11 @@ from pynamodb.attributes import (
     UTCDateTimeAttribute,
     VersionAttribute,
 )
-from pynamodb.exceptions import DeleteError, DoesNotExist, PutError
+from pynamodb.exceptions import DoesNotExist
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from chalicelib.store.base import is_conditional_failure, meta
+from chalicelib.store.base import applied, meta
 from chalicelib.store.events import save_if_unchanged  # noqa: F401  (versioned save, as for webhooks)
 
 DUE_SHARD = "due"
@@ -72,23 +72,12 @@ def binding(merchant_id: str, binding_id: str) -> AlertBindingModel | None:
 
 
 def add_binding(item: AlertBindingModel) -> bool:
-    try:
-        item.save(condition=AlertBindingModel.binding_id.does_not_exist())
-        return True
-    except PutError as exc:
-        if is_conditional_failure(exc):
-            return False
-        raise
+    return applied(lambda: item.save(condition=AlertBindingModel.binding_id.does_not_exist()))
 
 
 def delete_binding(merchant_id: str, binding_id: str) -> bool:
-    try:
-        AlertBindingModel(merchant_id, binding_id).delete(condition=AlertBindingModel.binding_id.exists())
-        return True
-    except DeleteError as exc:
-        if is_conditional_failure(exc):
-            return False
-        raise
+    return applied(lambda: AlertBindingModel(merchant_id, binding_id).delete(
+        condition=AlertBindingModel.binding_id.exists()))
 
 
 # ---- the outbox --------------------------------------------------------------------------------

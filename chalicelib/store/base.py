@@ -47,6 +47,19 @@ def meta(name: str, **extra):
     return type("Meta", (), attrs)
 
 
+def applied(write) -> bool:
+    """Run one conditional write: True if it happened, False if its condition did not hold."""
+    from pynamodb.exceptions import DeleteError, PutError, UpdateError
+
+    try:
+        write()
+        return True
+    except (PutError, UpdateError, DeleteError) as exc:
+        if is_conditional_failure(exc):
+            return False
+        raise
+
+
 def is_conditional_failure(exc: Exception) -> bool:
     code = getattr(exc, "cause_response_code", None)
     return code in ("ConditionalCheckFailedException", "TransactionCanceledException")

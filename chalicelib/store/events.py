@@ -1,9 +1,9 @@
 """The outbox: reading due events and recording delivery attempts under optimistic locking."""
 from __future__ import annotations
 
-from pynamodb.exceptions import DoesNotExist, PutError
+from pynamodb.exceptions import DoesNotExist
 
-from chalicelib.store.base import is_conditional_failure
+from chalicelib.store.base import applied
 from chalicelib.store.models import EventModel
 from chalicelib.store.unit import DUE_SHARD
 
@@ -21,13 +21,7 @@ def get(event_id: str) -> EventModel | None:
 
 def save_if_unchanged(item: EventModel) -> bool:
     """Save under the item's version; False if another worker changed it since we read it."""
-    try:
-        item.save()
-        return True
-    except PutError as exc:
-        if is_conditional_failure(exc):
-            return False
-        raise
+    return applied(item.save)
 
 
 def for_merchant(merchant_id: str, limit: int = 50) -> list[EventModel]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from pynamodb.exceptions import DeleteError, PutError
+from pynamodb.exceptions import PutError
 
 from chalicelib import clock
-from chalicelib.store.base import is_conditional_failure
+from chalicelib.store.base import applied, is_conditional_failure
 from chalicelib.store.models import IdempotencyModel
 
 TTL_SECONDS = 24 * 3600
@@ -56,8 +56,4 @@ def complete(key: str, status_code: int, body: str) -> None:
 
 def release(key: str) -> None:
     """Forget a claim whose request failed before changing anything, so the client may retry."""
-    try:
-        IdempotencyModel(key).delete(condition=IdempotencyModel.status == "in_progress")
-    except DeleteError as exc:
-        if not is_conditional_failure(exc):
-            raise
+    applied(lambda: IdempotencyModel(key).delete(condition=IdempotencyModel.status == "in_progress"))

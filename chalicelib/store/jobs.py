@@ -12,7 +12,7 @@ from pynamodb.attributes import JSONAttribute, NumberAttribute, TTLAttribute, Un
 from pynamodb.exceptions import DoesNotExist, UpdateError
 from pynamodb.models import Model
 
-from chalicelib.store.base import is_conditional_failure, meta
+from chalicelib.store.base import applied, is_conditional_failure, meta
 
 KEEP_FOR = timedelta(days=35)
 
@@ -72,17 +72,11 @@ def claim(run_key: str, job: str, period: str, claim_id: str, now: datetime, lea
 
 def finish(run_key: str, claim_id: str, status: str, summary: dict, now: datetime) -> bool:
     """Record the outcome, only if this run still holds the claim. False: someone took it over."""
-    try:
-        JobRunModel(run_key).update(actions=[
-            JobRunModel.status.set(status),
-            JobRunModel.finished_at.set(now),
-            JobRunModel.summary.set(summary),
-        ], condition=(JobRunModel.claim_id == claim_id) & (JobRunModel.status == "running"))
-        return True
-    except UpdateError as exc:
-        if is_conditional_failure(exc):
-            return False
-        raise
+    return applied(lambda: JobRunModel(run_key).update(actions=[
+        JobRunModel.status.set(status),
+        JobRunModel.finished_at.set(now),
+        JobRunModel.summary.set(summary),
+    ], condition=(JobRunModel.claim_id == claim_id) & (JobRunModel.status == "running")))
 
 
 def get(run_key: str) -> JobRunModel | None:

@@ -1,23 +1,16 @@
 """Ops records: things a person must look at (late callbacks, tampered callbacks, second transactions)."""
 from __future__ import annotations
 
-from pynamodb.exceptions import PutError
 
 from chalicelib import clock
-from chalicelib.store.base import is_conditional_failure
+from chalicelib.store.base import applied
 from chalicelib.store.models import OpsRecordModel
 
 
 def record_once(record_id: str, kind: str, channel: str, ref: str | None, detail: dict) -> bool:
     """Write the record unless one with this id exists. True if this call wrote it."""
     item = OpsRecordModel(record_id[:512], kind=kind, channel=channel, ref=ref, detail=detail, created_at=clock.now())
-    try:
-        item.save(condition=OpsRecordModel.record_id.does_not_exist())
-        return True
-    except PutError as exc:
-        if is_conditional_failure(exc):
-            return False
-        raise
+    return applied(lambda: item.save(condition=OpsRecordModel.record_id.does_not_exist()))
 
 
 def list_open(kind: str | None = None, limit: int = 100) -> list[OpsRecordModel]:

@@ -13,7 +13,7 @@ from pynamodb.exceptions import DoesNotExist, PutError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from chalicelib.store.base import is_conditional_failure, meta
+from chalicelib.store.base import applied, is_conditional_failure, meta
 
 
 class _DueIndex(GlobalSecondaryIndex):
@@ -45,13 +45,7 @@ def get(pk: str) -> dict[str, Any] | None:
 def create(pk: str, data: dict[str, Any], queue: str | None = None, due_at: int | None = None) -> bool:
     """Write a new record; False if one with that key exists already."""
     rec = SandboxRecord(pk=pk, data=json.dumps(data, sort_keys=True), queue=queue, due_at=due_at)
-    try:
-        rec.save(condition=SandboxRecord.pk.does_not_exist())
-        return True
-    except PutError as exc:
-        if is_conditional_failure(exc):
-            return False
-        raise
+    return applied(lambda: rec.save(condition=SandboxRecord.pk.does_not_exist()))
 
 
 def update(pk: str, change: Callable[[dict[str, Any]], dict[str, Any] | None], attempts: int = 5) -> dict[str, Any] | None:

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 from chalicelib import settings
 from tests.integration.helpers import new_merchant, shopper_pays

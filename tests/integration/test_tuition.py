@@ -10,7 +10,6 @@ import boto3
 import pytest
 
 from chalicelib import clock, settings
-from chalicelib.channels.payease import signing
 from chalicelib.domain.fx import Rate
 from chalicelib.services import fx, merchants
 from chalicelib.store.models import BalanceModel, OpsRecordModel, PaymentModel, PostingModel
