@@ -18,12 +18,17 @@ CALLBACK_TYPES = ["text/xml", "application/xml", "application/x-www-form-urlenco
                   "text/plain"]
 
 
+# Merchant POST routes let any common body type through so a wrong one gets our JSON 415, not chalice's.
+ANY_BODY = ["application/json", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
+            "application/octet-stream", "text/xml", "application/xml"]
+
+
 def _req():
     return app.current_request
 
 
 # ---- merchant API v1 -------------------------------------------------------------------------
-@app.route("/v1/payments", methods=["POST"])
+@app.route("/v1/payments", methods=["POST"], content_types=ANY_BODY)
 @api.json_endpoint
 def create_payment():
     from chalicelib.api.requests import new_payment
@@ -64,7 +69,7 @@ def get_payment(payment_id):
     return api.respond(200, views.payment(payments.get_for(who.merchant, who.livemode, payment_id)))
 
 
-@app.route("/v1/payments/{payment_id}/close", methods=["POST"])
+@app.route("/v1/payments/{payment_id}/close", methods=["POST"], content_types=ANY_BODY)
 @api.json_endpoint
 def close_payment(payment_id):
     from chalicelib.domain import views
@@ -76,7 +81,7 @@ def close_payment(payment_id):
         200, views.payment(payments.close(who.merchant, who.livemode, payment_id))))
 
 
-@app.route("/v1/payments/{payment_id}/refunds", methods=["POST"])
+@app.route("/v1/payments/{payment_id}/refunds", methods=["POST"], content_types=ANY_BODY)
 @api.json_endpoint
 def create_refund(payment_id):
     from chalicelib.api.requests import new_refund
@@ -113,7 +118,7 @@ def get_refund(payment_id, refund_id):
     return api.respond(200, views.refund(refunds.get_for(who.merchant, who.livemode, payment_id, refund_id)))
 
 
-@app.route("/v1/webhook_endpoints", methods=["POST"])
+@app.route("/v1/webhook_endpoints", methods=["POST"], content_types=ANY_BODY)
 @api.json_endpoint
 def create_webhook_endpoint():
     from chalicelib.api.requests import new_webhook_endpoint
@@ -156,17 +161,21 @@ def get_event(event_id):
     return api.respond(200, found)
 
 
-@app.route("/v1/events/{event_id}/resend", methods=["POST"])
+@app.route("/v1/events/{event_id}/resend", methods=["POST"], content_types=ANY_BODY)
 @api.json_endpoint
 def resend_event(event_id):
     from chalicelib.api.errors import not_found
     from chalicelib.services import notifications
 
-    who = api.caller(_req())
-    found = notifications.resend(who.merchant.id, event_id)
-    if found is None:
-        raise not_found("event", "event_id")
-    return api.respond(200, found)
+    req = _req()
+    who = api.caller(req)
+
+    def run(_completion):
+        found = notifications.resend(who.merchant.id, event_id)
+        if found is None:
+            raise not_found("event", "event_id")
+        return 200, found
+    return api.idempotent(req, who, f"POST /v1/events/{event_id}/resend", run)
 
 
 @app.route("/v1/payments/{payment_id}/documents", methods=["GET"])
@@ -195,7 +204,7 @@ def pay_requote(payment_id):
     return shopper.requote(payment_id)
 
 
-@app.route("/pay/{payment_id}/documents", methods=["POST"])
+@app.route("/pay/{payment_id}/documents", methods=["POST"], content_types=ANY_BODY)
 @api.json_endpoint
 def pay_document_upload(payment_id):
     from chalicelib.api import validate
@@ -247,7 +256,7 @@ def list_rates():
     return api.respond(200, {"object": "list", "data": fx.rates_view()})
 
 
-@app.route("/v1/alert_bindings", methods=["POST"])
+@app.route("/v1/alert_bindings", methods=["POST"], content_types=ANY_BODY)
 @api.json_endpoint
 def create_alert_binding():
     from chalicelib.api import validate

@@ -71,6 +71,10 @@ def caller(request):
 
 
 def body(request) -> dict:
+    ctype = (header(request, "Content-Type") or "application/json").split(";")[0].strip().lower()
+    if request.raw_body and ctype != "application/json":
+        raise ApiError(415, "invalid_request_error", "unsupported_media_type",
+                       "send the body as JSON with Content-Type: application/json")
     return validate.json_body(request.raw_body, settings.get().max_body_bytes)
 
 

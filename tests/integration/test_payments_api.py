@@ -131,3 +131,9 @@ def test_close_pending_payment_then_409_once_succeeded(merchant, client):
     shopper_pays(client, q)
     r = merchant.post(f"/v1/payments/{q['id']}/close")
     assert r.status_code == 409 and r.json_body["error"]["code"] == "payment_succeeded"
+
+
+def test_non_json_body_is_415_in_our_error_shape(merchant):
+    r = merchant.client.http.post("/v1/payments", headers={"Authorization": f"Bearer {merchant.key}",
+                                                           "Content-Type": "text/plain"}, body=b"amount=1")
+    assert r.status_code == 415 and r.json_body["error"]["code"] == "unsupported_media_type"
