@@ -91,9 +91,9 @@ def create_refund(payment_id):
     req = _req()
     who = api.caller(req)
 
-    def run(_completion):
+    def run(completion):
         amount, reason = new_refund(api.body(req))
-        return 201, views.refund(refunds.create(who.merchant, who.livemode, payment_id, amount, reason))
+        return 201, views.refund(refunds.create(who.merchant, who.livemode, payment_id, amount, reason, completion))
     return api.idempotent(req, who, f"POST /v1/payments/{payment_id}/refunds", run)
 
 
@@ -223,7 +223,7 @@ def get_balance():
     from chalicelib.services import balances
 
     who = api.caller(_req())
-    return api.respond(200, balances.balance_of(who.merchant))
+    return api.respond(200, balances.balance_of(who.merchant, who.livemode))
 
 
 @app.route("/v1/balance/transactions", methods=["GET"])
@@ -233,7 +233,7 @@ def list_balance_transactions():
 
     req = _req()
     who = api.caller(req)
-    return api.respond(200, balances.transactions(who.merchant, dict(req.query_params or {})))
+    return api.respond(200, balances.transactions(who.merchant, dict(req.query_params or {}), who.livemode))
 
 
 @app.route("/v1/withdrawals", methods=["GET"])

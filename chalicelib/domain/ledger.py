@@ -19,6 +19,23 @@ class UnbalancedPosting(ValueError):
     pass
 
 
+TEST_SUFFIX = ".test"
+
+
+def owner(merchant_id: str, livemode: bool) -> str:
+    """Whose merchant accounts a payment moves: test-mode money lives in separate books ("mch_x.test")."""
+    return merchant_id if livemode else merchant_id + TEST_SUFFIX
+
+
+def for_mode(posting: "Posting", livemode: bool) -> "Posting":
+    """Test-mode postings touch test copies of the system accounts too (":test"), never the real ones."""
+    if livemode:
+        return posting
+    legs = tuple(leg if is_merchant_account(leg.account) or leg.account.endswith(":test")
+                 else Leg(leg.account + ":test", leg.amount, leg.currency) for leg in posting.legs)
+    return Posting(posting.id, posting.kind, legs, posting.ref, posting.merchant_id, posting.memo)
+
+
 def merchant_account(merchant_id: str, currency: str, bucket: str) -> str:
     if bucket not in ("pending", "available", "reserved"):
         raise ValueError(bucket)

@@ -47,6 +47,8 @@ def list_bindings(merchant_id: str) -> list[dict]:
 
 def delete_binding(merchant_id: str, binding_id: str) -> bool:
     """Stop alerts to this openid, including any not sent yet."""
+    if not isinstance(binding_id, str) or len(binding_id) > 64 or not binding_id.replace("_", "").isalnum():
+        return False
     gone = store.delete_binding(merchant_id, binding_id)
     if gone:
         log.info("alert_binding_deleted", merchant_id=merchant_id, binding_id=binding_id)

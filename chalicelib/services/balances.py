@@ -22,19 +22,21 @@ MAX_ATTEMPTS = 4
 
 
 # ---- reading balances ------------------------------------------------------------------------
-def balance_of(merchant: Merchant) -> dict:
-    """All three buckets for every currency the merchant holds money in (its settlement currency always)."""
+def balance_of(merchant: Merchant, livemode: bool = True) -> dict:
+    """All three buckets for every currency the merchant holds money in (its settlement currency always).
+    A test key sees the test-mode books, a live key the live ones."""
     from chalicelib.store import balances as store
 
+    who = ledger.owner(merchant.id, livemode)
     currencies = sorted(set(SETTLEMENT_CURRENCIES) | {merchant.settlement_currency})
-    accounts = [ledger.merchant_account(merchant.id, c, b) for c in currencies for b in BUCKETS]
+    accounts = [ledger.merchant_account(who, c, b) for c in currencies for b in BUCKETS]
     found = store.get_many(accounts)
     out = []
     for c in currencies:
-        row = {b: found[ledger.merchant_account(merchant.id, c, b)] for b in BUCKETS}
+        row = {b: found[ledger.merchant_account(who, c, b)] for b in BUCKETS}
         if c == merchant.settlement_currency or any(row.values()):
             out.append({"currency": c, **row})
-    return {"object": "balance", "merchant": merchant.id, "balances": out}
+    return {"object": "balance", "merchant": merchant.id, "livemode": livemode, "balances": out}
 
 
 def list_limit(query: dict) -> int:
@@ -45,7 +47,7 @@ def list_limit(query: dict) -> int:
     return int(raw)
 
 
-def transactions(merchant: Merchant, query: dict) -> dict:
+def transactions(merchant: Merchant, query: dict, livemode: bool = True) -> dict:
     """Entries of the merchant's accounts in one currency, newest first; `starting_after` pages on."""
     from chalicelib.store.models import EntryModel
 
@@ -57,7 +59,7 @@ def transactions(merchant: Merchant, query: dict) -> dict:
     cursor = _entry_key(query["starting_after"]) if query.get("starting_after") else None
     rows = []
     for bucket in BUCKETS:
-        account = ledger.merchant_account(merchant.id, currency, bucket)
+        account = ledger.merchant_account(ledger.owner(merchant.id, livemode), currency, bucket)
         cond = EntryModel.entry_key < cursor if cursor else None
         for e in EntryModel.query(account, cond, scan_index_forward=False, limit=limit + 1):
             rows.append((e.entry_key, bucket, e))
@@ -182,7 +184,8 @@ def _release_one(merchant: Merchant, payment_id: str, today: date, dry_run: bool
         raise LookupError("payment has no ledger posting")
     credits = [(a, d) for a, d in credited.merchant_deltas().items() if a.endswith(":pending")]
     currency = credits[0][0].split(":")[2] if credits else p.amount.currency
-    pending_account = ledger.merchant_account(merchant.id, currency, "pending")
+    who = ledger.owner(merchant.id, p.livemode)  # test-mode payments release within the test books
+    pending_account = ledger.merchant_account(who, currency, "pending")
     net = credits[0][1] if credits else 0
     for attempt in range(MAX_ATTEMPTS):
         drawn = store.pending_drawn_by_refunds(p.id)
@@ -191,7 +194,7 @@ def _release_one(merchant: Merchant, payment_id: str, today: date, dry_run: bool
             return "released", amount, currency
         unit = store.FundsUnit().mark_released(p.id)
         if amount:
-            unit.post(funds.release_posting(merchant.id, p.id, currency, amount), floors={pending_account: 0})
+            unit.post(funds.release_posting(who, p.id, currency, amount), floors={pending_account: 0})
         try:
             unit.commit()
         except Conflict:

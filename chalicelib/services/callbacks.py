@@ -41,6 +41,15 @@ def apply_notification(channel_name: str, note: Notification) -> bool:
     if payment is None or payment.channel != channel_name:
         log.warning("callback_unknown_order", channel=channel_name, channel_order_id=cp.channel_order_id[:64])
         return False
+    if cp.channel_order_id != payment.channel_order_id:
+        # Money for an order this payment replaced (its quote expired): never applied at the new
+        # quote's amount. Recorded for ops (refund or manual match) and acknowledged, so the
+        # channel stops resending what we already hold.
+        if cp.status in (ChannelStatus.PAID, ChannelStatus.REFUNDED):
+            _record_once(f"superseded:{cp.channel_order_id}", "superseded_order_paid", channel_name, payment.id,
+                         {"channel_order_id": cp.channel_order_id, "fields": cp.raw})
+            log.warning("superseded_order_paid", payment_id=payment.id, channel_order_id=cp.channel_order_id)
+        return True
     problem = mismatch(payment, cp)
     if problem:
         log.warning("callback_mismatch", channel=channel_name, payment_id=payment.id, problem=problem)
@@ -131,11 +140,13 @@ def _commit_transition(payment: Payment, target: PaymentStatus, cp: ChannelPayme
 
 def success_posting(payment: Payment) -> ledger.Posting:
     posting_id = f"payment:{payment.id}"
+    who = ledger.owner(payment.merchant_id, payment.livemode)
     if payment.channel_amount is not None and payment.channel_amount.currency != payment.amount.currency:
-        return ledger.quoted_payment_succeeded(posting_id, payment.merchant_id, payment.id, payment.channel,
-                                               payment.amount, payment.channel_amount, payment.fee)
-    return ledger.payment_succeeded(posting_id, payment.merchant_id, payment.id, payment.channel,
-                                    payment.amount, payment.fee)
+        posting = ledger.quoted_payment_succeeded(posting_id, who, payment.id, payment.channel,
+                                                  payment.amount, payment.channel_amount, payment.fee)
+    else:
+        posting = ledger.payment_succeeded(posting_id, who, payment.id, payment.channel, payment.amount, payment.fee)
+    return ledger.for_mode(posting, payment.livemode)
 
 
 def _digest(cp: ChannelPayment) -> str:

@@ -44,7 +44,10 @@ def start_upload(payment_id: str, filename: str, content_type: str, size: int) -
         ExpiresIn=UPLOAD_SECONDS)
     doc = {"id": doc_id, "filename": filename, "content_type": content_type, "size": size, "key": key,
            "created": clock.iso(clock.now())}
-    store.add_document(p.id, doc, MAX_DOCUMENTS)
+    try:
+        store.add_document(p.id, doc, MAX_DOCUMENTS)
+    except ValueError:
+        raise errors.conflict("documents_changed", "the payment's documents changed meanwhile; try again") from None
     log.info("document_upload_started", payment_id=p.id, document_id=doc_id, content_type=content_type, size=size)
     return {"document": public(doc), "upload": {"url": post["url"], "fields": post["fields"],
                                                 "expires_in": UPLOAD_SECONDS}}

@@ -29,6 +29,18 @@ class Completion:
         unit.complete_idempotency(self.key, status_code, self.body, clock.now() + timedelta(seconds=store.TTL_SECONDS))
         self.attached = True
 
+    def refresh(self, status_code: int, body: dict) -> None:
+        """Replace the stored reply once the use case learns more (e.g. the channel settled the refund)."""
+        self.status_code = status_code
+        self.body = json.dumps(body, sort_keys=True)
+        store.complete(self.key, status_code, self.body)
+
+
+def record_key(merchant_id: str, route: str, idem_key: str) -> str:
+    """Fixed length whatever the path and key (a DynamoDB hash key holds at most 2048 bytes)."""
+    digest = hashlib.sha256(f"{route}\n{idem_key}".encode("utf-8")).hexdigest()
+    return f"{merchant_id}#{digest}"
+
 
 def run(merchant_id: str, route: str, idem_key: str | None, raw_body: bytes,
         handler: Callable[[Completion | None], tuple[int, dict]]) -> tuple[int, dict]:
@@ -38,7 +50,7 @@ def run(merchant_id: str, route: str, idem_key: str | None, raw_body: bytes,
     if not idem_key or len(idem_key) > MAX_KEY_LENGTH or not idem_key.isprintable():
         raise errors.invalid("idempotency_key_invalid", "Idempotency-Key must be 1-255 printable characters",
                              "Idempotency-Key")
-    key = f"{merchant_id}#{route}#{idem_key}"
+    key = record_key(merchant_id, route, idem_key)
     request_hash = hashlib.sha256(raw_body).hexdigest()
     outcome = store.claim(key, request_hash)
     if outcome.kind == "replay":
@@ -56,9 +68,11 @@ def run(merchant_id: str, route: str, idem_key: str | None, raw_body: bytes,
         if exc.kind in ("channel", "unavailable"):
             store.release(key)  # nothing changed; the merchant may retry with the same key
         else:
-            store.complete(key, _status_of(exc), json.dumps(_error_body(exc), sort_keys=True))
+            store.complete(key, _status_of(exc), json.dumps(_error_body(exc), sort_keys=True), only_in_progress=True)
         raise
     except Exception:
+        # Releases only a claim still in progress: if the use case committed its reply with its change,
+        # the record is completed and a retry replays that reply instead of doing the work twice.
         store.release(key)
         raise
     if not completion.attached:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from chalicelib import clock, http, log, settings
+from chalicelib import clock, http, ids, log, settings
 from chalicelib.store import events as store
 from chalicelib.store import merchants as merchant_store
 from chalicelib.store.unit import DUE_SHARD
@@ -107,7 +107,7 @@ def _send(url: str, secret: str, body: str) -> tuple[bool, str]:
 
 def resend(merchant_id: str, event_id: str) -> dict | None:
     """Queue an event again for every endpoint (ops or the merchant asked), and try it now."""
-    item = store.get(event_id)
+    item = store.get(event_id) if ids.looks_like(event_id, "evt") else None
     if item is None or item.merchant_id != merchant_id:
         return None
     item.status = "pending"
@@ -127,7 +127,7 @@ def view(item) -> dict:
 
 
 def get_for(merchant_id: str, event_id: str) -> dict | None:
-    item = store.get(event_id)
+    item = store.get(event_id) if ids.looks_like(event_id, "evt") else None
     if item is None or item.merchant_id != merchant_id:
         return None
     return view(item)

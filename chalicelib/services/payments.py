@@ -89,7 +89,7 @@ def create(merchant: Merchant, livemode: bool, req: NewPayment, completion: Comp
         quote = fx.quote(req.amount, merchant.fx_markup_bps)
         charge = quote.cny
         check_limits(req.channel, charge)
-        expires_at = quote.expires_at
+        expires_at = max(expires_at, quote.expires_at)  # the payment outlives a quote: the payer may re-quote
     payment = Payment(
         id=payment_id, merchant_id=merchant.id, livemode=livemode, amount=req.amount, channel=req.channel,
         flow=req.flow, status=PaymentStatus.PENDING, channel_order_id=payment_id,
@@ -141,12 +141,25 @@ def requote(payment_id: str) -> Payment:
     old = Quote.from_dict(p.quote)
     if clock.now() < old.expires_at:
         return p
+    if clock.now() >= p.expires_at:
+        raise errors.conflict("payment_expired", "this payment has expired; ask the merchant for a new one")
+    channel = channels.get(p.channel)
+    try:  # paid at the bank just before the quote ran out? Then it is paid, not re-quoted.
+        answer = channel.query(OrderRef(p.channel_order_id, MerchantChannelConfig(dict(p.channel_merchant))))
+    except ChannelError:
+        raise errors.ServiceError("unavailable", "channel_unavailable",
+                                  f"{p.channel} did not answer; try again in a moment") from None
+    if answer.status not in (ChannelStatus.PENDING, ChannelStatus.NOT_FOUND, ChannelStatus.FAILED):
+        from chalicelib.services import callbacks
+
+        if callbacks.mismatch(p, answer) is None:
+            callbacks.apply_channel_payment(p, answer, source="requote")
+        raise errors.conflict("payment_not_pending", "the payment was completed at the bank; reload it")
     quote = fx.quote(p.amount, old.markup_bps)
     check_limits(p.channel, quote.cny)
     n = int(p.channel_order_id[PAYMENT_ID_LENGTH + 1:] or 1) + 1 if len(p.channel_order_id) > PAYMENT_ID_LENGTH else 2
-    fresh = replace(p, quote=quote.as_dict(), channel_amount=quote.cny, expires_at=quote.expires_at,
-                    channel_order_id=f"{p.id}_{n}")
-    result = _create_at_channel(channels.get(p.channel), fresh, {}, "127.0.0.1")
+    fresh = replace(p, quote=quote.as_dict(), channel_amount=quote.cny, channel_order_id=f"{p.id}_{n}")
+    result = _create_at_channel(channel, fresh, {}, "127.0.0.1")
     fresh = replace(fresh, next_action=_next_action(fresh, result.next_action))
     try:
         Unit().replace_pending_payment(fresh, expected_order=p.channel_order_id).commit()
@@ -157,7 +170,7 @@ def requote(payment_id: str) -> Payment:
 
 
 def get_for(merchant: Merchant, livemode: bool, payment_id: str) -> Payment:
-    p = store.get(payment_id) if payment_id.startswith("pay_") and len(payment_id) <= 64 else None
+    p = store.get(payment_id) if ids.looks_like(payment_id, "pay") else None
     if p is None or p.merchant_id != merchant.id or p.livemode != livemode:
         raise errors.not_found("payment", "id")
     return p
@@ -181,10 +194,17 @@ def close(merchant: Merchant, livemode: bool, payment_id: str) -> Payment:
     try:
         channel.close(ref)
     except ChannelError as exc:
-        if exc.code == "ORDERPAID":
-            # Paid meanwhile: learn the payment through the exactly-once path, then refuse the close.
-            callbacks.apply_channel_payment(p, channel.query(ref), source="close")
-            raise errors.conflict("payment_succeeded", "the payment was paid before it could be closed") from None
+        if exc.code in ("ORDERPAID", "TRADE_PAID"):
+            # Paid meanwhile: learn the payment through the verified exactly-once path, then refuse.
+            answer = channel.query(ref)
+            if callbacks.mismatch(p, answer) is None:
+                callbacks.apply_channel_payment(p, answer, source="close")
+            if (store.get(p.id) or p).status is PaymentStatus.SUCCEEDED:
+                raise errors.conflict("payment_succeeded", "the payment was paid before it could be closed") from None
+            raise errors.channel(exc.code, f"{p.channel} says the order is paid; we are checking it") from None
+        if exc.code == "NOT_SUPPORTED":
+            raise errors.conflict("close_not_supported",
+                                  f"{p.channel} cannot close an order; it lapses at expires_at") from None
         raise errors.channel(exc.code, f"{p.channel} could not close the payment: {exc.code}") from None
     return mark_closed(p, reason="merchant")
 

@@ -1,6 +1,8 @@
 """Refunds: reserve the amount and post the reversal first, then ask the channel, then settle."""
 from __future__ import annotations
 
+import random
+import time
 from dataclasses import replace
 from decimal import ROUND_FLOOR, Decimal
 
@@ -17,6 +19,7 @@ from chalicelib.store import balances
 from chalicelib.store import ledger as ledger_store
 from chalicelib.store import payments as store
 from chalicelib.store.unit import Conflict, Unit, new_event
+from chalicelib.services.idempotency import Completion
 
 
 def pro_rata(part_of: int, total: int, refunded_before: int, amount: int) -> int:
@@ -31,10 +34,11 @@ def fee_share(payment: Payment, refunded_before: int, amount: int) -> int:
     return pro_rata(payment.fee.amount, payment.amount.amount, refunded_before, amount)
 
 
-def plan_draw(merchant: Merchant, currency: str, net: int) -> dict[str, int]:
+def plan_draw(merchant: Merchant, livemode: bool, currency: str, net: int) -> dict[str, int]:
     """Take a refund from the available balance first, then pending (one round trip to read both)."""
-    acc_av = ledger.merchant_account(merchant.id, currency, "available")
-    acc_pe = ledger.merchant_account(merchant.id, currency, "pending")
+    who = ledger.owner(merchant.id, livemode)
+    acc_av = ledger.merchant_account(who, currency, "available")
+    acc_pe = ledger.merchant_account(who, currency, "pending")
     bal = balances.get_many([acc_av, acc_pe])
     from_available = max(0, min(net, bal[acc_av]))
     from_pending = net - from_available
@@ -47,7 +51,8 @@ def plan_draw(merchant: Merchant, currency: str, net: int) -> dict[str, int]:
 def refund_posting(posting_id: str, p: Payment, refund_id: str, amount: int, fee_back: int,
                    draw: dict[str, int], channel_amount: Money | None) -> ledger.Posting:
     cur = p.amount.currency
-    legs = [ledger.Leg(ledger.merchant_account(p.merchant_id, cur, bucket), part, cur)
+    who = ledger.owner(p.merchant_id, p.livemode)
+    legs = [ledger.Leg(ledger.merchant_account(who, cur, bucket), part, cur)
             for bucket, part in draw.items() if part]
     if fee_back:
         legs.append(ledger.Leg(ledger.fee_account(cur), fee_back, cur))
@@ -58,11 +63,37 @@ def refund_posting(posting_id: str, p: Payment, refund_id: str, amount: int, fee
         legs += [ledger.Leg(ledger.fx_account(cur), -amount, cur),
                  ledger.Leg(ledger.fx_account(ccy), channel_amount.amount, ccy),
                  ledger.Leg(ledger.receivable_account(p.channel, ccy), -channel_amount.amount, ccy)]
-    return ledger.Posting(posting_id, "refund", tuple(legs), refund_id, p.merchant_id)
+    return ledger.for_mode(ledger.Posting(posting_id, "refund", tuple(legs), refund_id, who), p.livemode)
 
 
-def create(merchant: Merchant, livemode: bool, payment_id: str, amount: int, reason: str) -> Refund:
-    p = payments.get_for(merchant, livemode, payment_id)
+RESERVE_ATTEMPTS = 5
+
+
+def create(merchant: Merchant, livemode: bool, payment_id: str, amount: int, reason: str,
+           completion: Completion | None = None) -> Refund:
+    """Reserve the amount and post the reversal (one transaction, with the idempotent reply), then ask
+    the channel. Whatever happens after the reservation, a retry with the same key replays it."""
+    for attempt in range(RESERVE_ATTEMPTS):
+        p = payments.get_for(merchant, livemode, payment_id)
+        refund, draw, posting, unit = _reservation(merchant, p, amount, reason)
+        if completion is not None:
+            completion.attach(unit, 201, views.refund(refund))
+        try:
+            unit.commit()
+            break
+        except Conflict as exc:  # another refund or a balance move got in first: price it again
+            log.info("refund_reservation_conflict", payment_id=p.id, reasons=exc.reasons, attempt=attempt)
+            time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+    else:
+        raise errors.ServiceError("unavailable", "busy", "the payment is changing; try again in a moment")
+    log.info("refund_reserved", refund_id=refund.id, payment_id=p.id, amount=amount)
+    refund = _ask_channel(p, refund, posting)
+    if completion is not None and refund.status is not RefundStatus.PROCESSING:
+        completion.refresh(201, views.refund(refund))
+    return refund
+
+
+def _reservation(merchant: Merchant, p: Payment, amount: int, reason: str):
     money = Money(amount, p.amount.currency)
     try:
         check_refund(p, money)
@@ -70,9 +101,10 @@ def create(merchant: Merchant, livemode: bool, payment_id: str, amount: int, rea
         kind = "conflict" if exc.code == "payment_not_succeeded" else "invalid"
         raise errors.ServiceError(kind, exc.code, exc.message, "amount") from None
     fee_back = fee_share(p, p.refunded, amount)
-    draw = plan_draw(merchant, p.amount.currency, amount - fee_back)
+    draw = plan_draw(merchant, p.livemode, p.amount.currency, amount - fee_back)
+    who = ledger.owner(merchant.id, p.livemode)
     floors = {} if merchant.allow_negative_balance else {
-        ledger.merchant_account(merchant.id, p.amount.currency, b): 0 for b in draw}
+        ledger.merchant_account(who, p.amount.currency, b): 0 for b in draw}
     channel_amount = None
     if p.channel_amount is not None and p.channel_amount.currency != p.amount.currency:
         channel_amount = Money(pro_rata(p.channel_amount.amount, p.amount.amount, p.refunded, amount),
@@ -82,19 +114,10 @@ def create(merchant: Merchant, livemode: bool, payment_id: str, amount: int, rea
                     status=RefundStatus.PROCESSING, channel_refund_id=refund_id, created_at=clock.now(),
                     channel_amount=channel_amount)
     posting = refund_posting(f"refund:{refund.id}", p, refund.id, amount, fee_back, draw, channel_amount)
-    try:
-        (Unit().reserve_refund(p.id, amount, p.amount.amount - amount)
-         .save_refund(store.refund_to_item(refund, draw), new=True)
-         .post(posting, floors=floors).commit())
-    except Conflict:
-        fresh = store.get(p.id)
-        if fresh and amount > fresh.refundable:
-            raise errors.invalid("amount_exceeds_refundable",
-                                 f"refund of {amount} exceeds the {fresh.refundable} still refundable", "amount")
-        raise errors.ServiceError("unprocessable", "insufficient_balance",
-                                  "the merchant's balance cannot cover this refund", "amount") from None
-    log.info("refund_reserved", refund_id=refund.id, payment_id=p.id, amount=amount)
-    return _ask_channel(p, refund, posting)
+    unit = (Unit().reserve_refund(p.id, amount, p.refunded, p.amount.amount)
+            .save_refund(store.refund_to_item(refund, draw), new=True)
+            .post(posting, floors=floors))
+    return refund, draw, posting, unit
 
 
 def posting_of(refund: Refund) -> ledger.Posting:
@@ -116,13 +139,18 @@ def _ask_channel(p: Payment, refund: Refund, posting: ledger.Posting) -> Refund:
     req = _request(p, refund)
     try:
         answer = channel.refund(req)
-        if answer.status is ChannelRefundStatus.PROCESSING:
-            answer = channel.refund_query(req)
     except ChannelError as exc:
         if exc.retryable:
             log.warning("refund_outcome_unknown", refund_id=refund.id, code=exc.code)
             return refund  # stays processing; the chase job asks the channel again
-        return fail(p, refund, posting, exc.code)
+        return fail(p, refund, posting, exc.code)  # the channel refused it: nothing left our hands
+    if answer.status is ChannelRefundStatus.PROCESSING:
+        try:
+            answer = channel.refund_query(req)
+        except ChannelError as exc:
+            # Accepted by the channel: only its explicit verdict may fail it now; the chase job asks later.
+            log.info("refund_query_deferred", refund_id=refund.id, code=exc.code)
+            return refund
     if answer.status is ChannelRefundStatus.SUCCEEDED:
         return succeed(refund, answer.channel_refund_ref)
     if answer.status is ChannelRefundStatus.FAILED:
@@ -159,7 +187,7 @@ def fail(p: Payment, refund: Refund, posting: ledger.Posting, code: str) -> Refu
 
 def get_for(merchant: Merchant, livemode: bool, payment_id: str, refund_id: str) -> Refund:
     payments.get_for(merchant, livemode, payment_id)
-    found = store.get_refund(refund_id)
+    found = store.get_refund(refund_id) if ids.looks_like(refund_id, "re") else None
     if found is None or found[0].payment_id != payment_id:
         raise errors.not_found("refund", "refund_id")
     return found[0]

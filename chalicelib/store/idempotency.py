@@ -45,13 +45,15 @@ def claim(key: str, request_hash: str) -> Outcome:
     return Outcome("in_progress")
 
 
-def complete(key: str, status_code: int, body: str) -> None:
-    IdempotencyModel(key).update(actions=[
+def complete(key: str, status_code: int, body: str, only_in_progress: bool = False) -> None:
+    """Store the reply. `only_in_progress`: unless a use case already committed its own reply."""
+    cond = (IdempotencyModel.status == "in_progress") if only_in_progress else None
+    applied(lambda: IdempotencyModel(key).update(condition=cond, actions=[
         IdempotencyModel.status.set("completed"),
         IdempotencyModel.response_status.set(status_code),
         IdempotencyModel.response_body.set(body),
         IdempotencyModel.expires.set(clock.now() + timedelta(seconds=TTL_SECONDS)),
-    ])
+    ]))
 
 
 def release(key: str) -> None:

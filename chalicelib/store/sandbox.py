@@ -68,12 +68,19 @@ def update(pk: str, change: Callable[[dict[str, Any]], dict[str, Any] | None], a
     raise RuntimeError(f"sandbox record {pk} kept changing under us")
 
 
-def schedule(pk: str, queue: str | None, due_at: int | None) -> None:
-    """Set (or clear, with None) when a record's next notification is due."""
-    rec = SandboxRecord.get(pk)
-    rec.queue = queue
-    rec.due_at = due_at
-    rec.save()
+def schedule(pk: str, queue: str | None, due_at: int | None, attempts: int = 5) -> None:
+    """Set (or clear, with None) when a record's next notification is due.
+
+    Versioned like every write here; a simulator request and the pump can touch the same record at
+    once (the local stack runs both), so a lost race is read again rather than raised.
+    """
+    for _ in range(attempts):
+        rec = SandboxRecord.get(pk)
+        rec.queue = queue
+        rec.due_at = due_at
+        if applied(rec.save):
+            return
+    raise RuntimeError(f"sandbox record {pk} kept changing under us")
 
 
 def due(queue: str, now_epoch: int, limit: int = 100) -> list[tuple[str, dict[str, Any]]]:

@@ -80,8 +80,9 @@ class Unit:
             attr = getattr(PaymentModel, name)
             value = getattr(item, name)
             actions.append(attr.remove() if value is None else attr.set(value))
-        self._ops.append(lambda tx: tx.update(PaymentModel(p.id), actions=actions,
-                                              condition=PaymentModel.status == from_status.value))
+        # The channel order the caller verified must still be the payment's (a re-quote replaces it).
+        cond = (PaymentModel.status == from_status.value) & (PaymentModel.channel_order_id == p.channel_order_id)
+        self._ops.append(lambda tx: tx.update(PaymentModel(p.id), actions=actions, condition=cond))
         return self
 
     def replace_pending_payment(self, p: Payment, expected_order: str) -> "Unit":
@@ -91,12 +92,16 @@ class Unit:
                                             & (PaymentModel.channel_order_id == expected_order)))
         return self
 
-    def reserve_refund(self, payment_id: str, amount: int, max_before: int) -> "Unit":
-        """Add `amount` to the payment's refunded total, only while the total stays within the payment."""
+    def reserve_refund(self, payment_id: str, amount: int, refunded_before: int, total: int) -> "Unit":
+        """Add `amount` to the refunded total, only if it is still the total the refund was priced on
+        (pro-rata fee and CNY shares depend on it) and stays within the payment."""
+        if refunded_before + amount > total:
+            raise ValueError("refund above the payment")
+
         def op(tx):
             tx.update(PaymentModel(payment_id), actions=[PaymentModel.refunded.add(amount)],
                       condition=(PaymentModel.status == PaymentStatus.SUCCEEDED.value)
-                      & (PaymentModel.refunded <= max_before))
+                      & (PaymentModel.refunded == refunded_before))
         self._ops.append(op)
         return self
 

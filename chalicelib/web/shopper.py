@@ -5,6 +5,7 @@ from chalice import Response
 
 from chalicelib import clock, settings
 from chalicelib.domain import views
+from chalicelib.domain.fx import Quote
 from chalicelib.services import errors, payments
 from chalicelib.store import payments as store
 from chalicelib.web import pages
@@ -28,7 +29,9 @@ def pay_page(payment_id: str) -> Response:
         return _html(pages.message("Not found", "There is no such payment."), 404)
     view = views.payment(p)
     view["next_action"] = p.next_action
-    expired = clock.now() >= p.expires_at
+    if p.status.value == "pending" and clock.now() >= p.expires_at:
+        return _html(pages.message("Payment expired", "This payment has expired; ask the school for a new one."), 410)
+    expired = clock.now() >= Quote.from_dict(p.quote).expires_at
     base = settings.get().public_base_url
     return _html(pages.quoted_payment(view, expired, f"{base}/pay/{p.id}/requote", f"{base}/pay/{p.id}/documents"))
 

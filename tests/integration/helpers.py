@@ -33,10 +33,13 @@ class MerchantApi:
         return self.post("/v1/payments", body)
 
 
-def new_merchant(client, name="Kiwi Honey Ltd", currency="NZD", sub_mch_id="20000100", **extra) -> MerchantApi:
+def new_merchant(client, name="Kiwi Honey Ltd", currency="NZD", sub_mch_id="20000100", live=True,
+                 **extra) -> MerchantApi:
+    """A merchant with a secret key. Live by default: the money tests look at the live books (in the
+    test stage every channel is its sandbox either way); test-mode books are tested on their own."""
     m = merchants.create_merchant(name, currency, fee_bps=200, channels={"wechat": {"sub_mch_id": sub_mch_id}},
                                   **extra)
-    key = merchants.issue_key(m.id)
+    key = merchants.issue_key(m.id, livemode=live)
     return MerchantApi(client, key, m)
 
 

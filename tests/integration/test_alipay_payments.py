@@ -21,7 +21,7 @@ ALIPAY_IDS = {"secondary_merchant_id": "NZSHOP0001", "secondary_merchant_name": 
 @pytest.fixture
 def shop(client):
     m = merchants.create_merchant("Kiwi Wool Shop", "NZD", fee_bps=250, channels={"alipay": ALIPAY_IDS})
-    return MerchantApi(client, merchants.issue_key(m.id), m)
+    return MerchantApi(client, merchants.issue_key(m.id, livemode=True), m)
 
 
 def create(shop, flow="web", **extra):

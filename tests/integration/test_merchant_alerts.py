@@ -36,7 +36,7 @@ def fresh_tokens():
 
 @pytest.fixture
 def merchant(client):
-    return new_merchant(client)
+    return new_merchant(client, live=False)  # test mode: alerts mark the reference TEST-
 
 
 def bind(merchant, openid, store_name="Ponsonby store"):

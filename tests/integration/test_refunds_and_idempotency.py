@@ -111,7 +111,9 @@ def test_concurrent_duplicate_is_409_and_creates_nothing(merchant):
     raw = json.dumps(body).encode()
     # The first request holds the claim (still talking to the channel) when its twin arrives.
     import hashlib
-    scope = f"{merchant.merchant.id}:test#POST /v1/payments#race-1"
+    from chalicelib.services.idempotency import record_key
+
+    scope = record_key(f"{merchant.merchant.id}:live", "POST /v1/payments", "race-1")
     assert idem_store.claim(scope, hashlib.sha256(raw).hexdigest()).kind == "claimed"
     r = merchant.post("/v1/payments", raw=raw, headers={"Idempotency-Key": "race-1"})
     assert r.status_code == 409 and r.json_body["error"]["code"] == "idempotency_request_in_progress"

@@ -102,7 +102,7 @@ def run(sequence, allow_negative: bool) -> Book:
             # The real planner, reading our in-memory book instead of DynamoDB.
             with mock.patch.object(refunds.balances, "get_many", balances_get_many):
                 try:
-                    draw = refunds.plan_draw(merchant, CUR, amount - fee_back)
+                    draw = refunds.plan_draw(merchant, True, CUR, amount - fee_back)
                 except errors.ServiceError as exc:
                     assert not allow_negative and exc.code == "insufficient_balance"
                     continue

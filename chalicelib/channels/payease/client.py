@@ -257,8 +257,10 @@ class PayEaseChannel:
             raw = {child.tag: (child.text or "").strip() for child in item if child.tag != "sign"}
             return ChannelRefund(channel_refund_id=req.channel_refund_id, status=status,
                                  channel_refund_ref=raw.get("refid") or None, amount=amount, raw=raw)
-        return ChannelRefund(channel_refund_id=req.channel_refund_id, status=RefundStatus.FAILED,
-                             raw={"reason": "not_found"})
+        # Not listed (yet): PayEase's list lags its refund desk, so this is no verdict. Kauri keeps the
+        # refund processing and asks again; only an explicit refstatus can fail it.
+        return ChannelRefund(channel_refund_id=req.channel_refund_id, status=RefundStatus.PROCESSING,
+                             raw={"reason": "not_listed"})
 
     # ---- callbacks --------------------------------------------------------------------------------
 
