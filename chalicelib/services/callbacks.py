@@ -114,6 +114,10 @@ def apply_channel_payment(payment: Payment, cp: ChannelPayment, source: str) -> 
             if any(r == "TransactionConflict" for r in exc.reasons):
                 time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
             payment = store.get(payment.id)
+            if payment.status is PaymentStatus.PENDING and mismatch(payment, cp):
+                # Changed under us (a re-quote replaced the order): what we verified no longer applies.
+                log.warning("payment_changed_before_transition", payment_id=payment.id)
+                return False
     log.error("payment_transition_gave_up", payment_id=payment.id)
     return False
 

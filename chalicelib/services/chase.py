@@ -16,6 +16,8 @@ from chalicelib.services import callbacks, payments, refunds
 from chalicelib.store import ops
 from chalicelib.store import payments as store
 
+# What a channel answers a refund query when it has never heard of the refund.
+REFUND_UNKNOWN_CODES = ("REFUNDNOTEXIST", "ORDER_NOT_FOUND", "NOT_FOUND", "REFUND_NOT_EXIST")
 PAYMENT_GRACE = timedelta(minutes=2)   # give the callback a chance first
 REFUND_GRACE = timedelta(seconds=5)
 
@@ -100,11 +102,29 @@ def chase_refunds(dry_run: bool = False, merchant_id: str | None = None, limit: 
         p = store.get(refund.payment_id)
         out["refunds_checked"] += 1
         req = refunds._request(p, refund)
+        channel = channels.get(p.channel)
         try:
-            answer = channels.get(p.channel).refund_query(req)
+            answer = channel.refund_query(req)
         except ChannelError as exc:
-            log.warning("chase_refund_query_failed", refund_id=refund.id, code=exc.code)
-            continue
+            if exc.retryable or exc.code not in REFUND_UNKNOWN_CODES:
+                log.warning("chase_refund_query_failed", refund_id=refund.id, code=exc.code)
+                continue
+            answer = None
+        if answer is None:
+            # The channel never saw it (our request was lost on the way): send it again under the same
+            # refund number, which the channels treat as the same refund, and take that answer.
+            if dry_run:
+                continue
+            try:
+                answer = channel.refund(req)
+                out["refunds_resubmitted"] = out.get("refunds_resubmitted", 0) + 1
+            except ChannelError as exc:
+                if exc.retryable:
+                    log.warning("chase_refund_resubmit_failed", refund_id=refund.id, code=exc.code)
+                    continue
+                refunds.fail(p, refund, refunds.posting_of(refund), exc.code)
+                out["refunds_failed"] += 1
+                continue
         if dry_run:
             continue
         if answer.status is ChannelRefundStatus.SUCCEEDED:

@@ -171,18 +171,31 @@ def succeed(refund: Refund, channel_ref: str | None) -> Refund:
 
 
 def fail(p: Payment, refund: Refund, posting: ledger.Posting, code: str) -> Refund:
-    """The channel refused: give the amount back to the payment and reverse the posting."""
+    """The channel refused: give the amount back to the payment and reverse the posting.
+
+    If release_funds has meanwhile moved the payment's funds to available, the pending share comes back
+    to available (nothing would ever release it from pending again)."""
     failed = replace(refund, status=RefundStatus.FAILED, failure_code=code)
     item = store.refund_to_item(failed, store.get_refund(refund.id)[1])
-    try:
-        (Unit().save_refund(item, new=False, from_status=RefundStatus.PROCESSING.value)
-         .release_refund(p.id, refund.amount.amount)
-         .post(posting.reversed(f"refund_reversal:{refund.id}", "refund_reversal", memo=code))
-         .emit(new_event(refund.merchant_id, "refund.failed", views.refund(failed))).commit())
-    except Conflict:
-        return store.get_refund(refund.id)[0]
-    log.warning("refund_failed", refund_id=refund.id, code=code)
-    return failed
+    for attempt in range(RESERVE_ATTEMPTS):
+        released = store.is_released(p.id)
+        reversal = posting.reversed(f"refund_reversal:{refund.id}", "refund_reversal", memo=code)
+        if released:
+            reversal = ledger.rebucket(reversal, "pending", "available")
+        try:
+            (Unit().save_refund(item, new=False, from_status=RefundStatus.PROCESSING.value)
+             .release_refund(p.id, refund.amount.amount, released=released)
+             .post(reversal)
+             .emit(new_event(refund.merchant_id, "refund.failed", views.refund(failed))).commit())
+        except Conflict:
+            current = store.get_refund(refund.id)[0]
+            if current.status is not RefundStatus.PROCESSING:
+                return current  # settled by someone else
+            time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))  # release_funds moved it: plan again
+            continue
+        log.warning("refund_failed", refund_id=refund.id, code=code, released=released)
+        return failed
+    raise errors.ServiceError("unavailable", "busy", "the refund is changing; try again in a moment")
 
 
 def get_for(merchant: Merchant, livemode: bool, payment_id: str, refund_id: str) -> Refund:

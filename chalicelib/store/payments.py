@@ -96,6 +96,11 @@ def add_document(payment_id: str, doc: dict, max_documents: int) -> None:
         raise ValueError("documents changed meanwhile") from None
 
 
+def is_released(payment_id: str) -> bool:
+    """Has release_funds moved this payment's net from pending to available?"""
+    return bool(PaymentModel.get(payment_id, consistent_read=True, attributes_to_get=["released"]).released)
+
+
 def get(payment_id: str) -> Payment | None:
     try:
         return from_item(PaymentModel.get(payment_id, consistent_read=True))

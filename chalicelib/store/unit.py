@@ -105,9 +105,12 @@ class Unit:
         self._ops.append(op)
         return self
 
-    def release_refund(self, payment_id: str, amount: int) -> "Unit":
-        self._ops.append(lambda tx: tx.update(PaymentModel(payment_id),
-                                              actions=[PaymentModel.refunded.add(-amount)]))
+    def release_refund(self, payment_id: str, amount: int, released: bool) -> "Unit":
+        """Give a failed refund's amount back to the payment, if the payment's funds are (or are not yet)
+        released as the caller planned for: the reversal's pending share goes where the money now is."""
+        cond = (PaymentModel.released == True) if released else PaymentModel.released.does_not_exist()  # noqa: E712
+        self._ops.append(lambda tx: tx.update(PaymentModel(payment_id), actions=[PaymentModel.refunded.add(-amount)],
+                                              condition=cond))
         return self
 
     def save_refund(self, item: RefundModel, new: bool, from_status: str | None = None) -> "Unit":

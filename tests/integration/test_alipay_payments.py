@@ -144,3 +144,10 @@ def test_refund_of_an_alipay_payment(shop, client):
     assert r.status_code == 201, r.body
     assert r.json_body["status"] in ("succeeded", "processing")
     assert PaymentModel.get(p["id"]).refunded == 3000
+
+
+def test_merchant_close_of_a_web_payment_is_refused_while_alipay_can_still_take_it(shop, client):
+    p = create(shop)
+    r = shop.post(f"/v1/payments/{p['id']}/close")
+    assert r.status_code == 409 and r.json_body["error"]["code"] == "close_not_supported"
+    assert PaymentModel.get(p["id"]).status == "pending"

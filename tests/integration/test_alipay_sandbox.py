@@ -244,10 +244,13 @@ def test_close_refuses_a_paid_order(client, alipay, receiver):
     assert alipay.query(_ref("NZQR0031")).status == ChannelStatus.PAID
 
 
-def test_close_of_an_online_order_lapses_by_timeout(client, alipay):
-    # Alipay has no close service for create_forex_trade (spec §5.3): nothing to call, no error.
+def test_close_of_an_online_order_is_refused_because_it_lapses_by_timeout(client, alipay):
+    # Alipay has no close service for create_forex_trade (spec §5.3): the trade stays payable until its
+    # timeout_rule, so "closed" would be a promise we cannot keep.
     alipay.create(_create("NZWEB0030"))
-    assert alipay.close(_ref("NZWEB0030")) is None
+    with pytest.raises(ChannelError) as exc:
+        alipay.close(_ref("NZWEB0030"))
+    assert exc.value.code == "NOT_SUPPORTED"
 
 
 # ---- notifications -------------------------------------------------------------------------------

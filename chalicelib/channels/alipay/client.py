@@ -325,12 +325,13 @@ class AlipayChannel:
             if online.status == ChannelStatus.PAID:
                 raise ChannelError("TRADE_PAID", "paid orders are refunded, not closed")
             if online.status != ChannelStatus.CLOSED:
-                log.info("alipay_close_lapses_by_timeout", channel_order_id=ref.channel_order_id)
+                # Still payable until timeout_rule: saying "closed" now would invite a payment we refuse.
+                raise ChannelError("NOT_SUPPORTED", "Alipay online trades lapse at their timeout_rule")
             return None
         instore = self._query_instore(ref)
         if instore is None:
-            log.info("alipay_close_lapses_by_timeout", channel_order_id=ref.channel_order_id)
-            return None
+            # Unknown to both: an online trade the shopper has not opened yet, still payable by its URL.
+            raise ChannelError("NOT_SUPPORTED", "Alipay online trades lapse at their timeout_rule")
         if instore.status == ChannelStatus.PAID:
             # acquire.cancel would refund a same-day payment: never do that as a "close".
             raise ChannelError("TRADE_PAID", "paid orders are refunded, not closed")
