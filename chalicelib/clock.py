@@ -39,8 +39,13 @@ def reset() -> None:
     _frozen = None
 
 
-def monotonic() -> float:
-    return _time.monotonic()
+def ticks() -> int:
+    """A monotonic reading in nanoseconds, for measuring how long something took."""
+    return _time.monotonic_ns()
+
+
+def ms_since(start_ticks: int) -> int:
+    return (_time.monotonic_ns() - start_ticks) // 1_000_000
 
 
 def iso(dt: datetime) -> str:

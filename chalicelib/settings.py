@@ -110,7 +110,7 @@ class Settings:
     wechat: WeChatSettings
     alipay: AlipaySettings
     payease: PayEaseSettings
-    http_timeout_seconds: float
+    http_timeout_seconds: int  # whole seconds (requests takes ints)
     log_level: str
     # channel -> currency -> (min, max) in minor units; max None = no ceiling
     channel_limits: dict = field(default_factory=dict)
@@ -176,7 +176,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
                             env.get("KAURI_PAYEASE_GATEWAY_URL", default_sandbox + "/payease")).rstrip("/"),
             refund_operator=env.get("KAURI_PAYEASE_REFUND_OPERATOR", "kauri"),
         ),
-        http_timeout_seconds=float(env.get("KAURI_HTTP_TIMEOUT_SECONDS", "10")),
+        http_timeout_seconds=int(env.get("KAURI_HTTP_TIMEOUT_SECONDS", "10")),
         log_level=env.get("KAURI_LOG_LEVEL", "INFO"),
         channel_limits=_limits(env.get("KAURI_CHANNEL_LIMITS")),
         release_requires_recon=_bool(env.get("KAURI_RELEASE_REQUIRES_RECON"), default=False),

@@ -280,7 +280,7 @@ class WeChatChannel:
             kwargs["cert"] = (cfg.cert_path, cfg.key_path)  # /secapi/ calls need mutual TLS
         import requests
 
-        started = clock.monotonic()
+        started = clock.ticks()
         try:
             resp = http.session().post(
                 cfg.base_url + path, data=wire.to_xml(params),
@@ -290,7 +290,7 @@ class WeChatChannel:
             log.warning("wechat_call_network_error", path=path, error=type(exc).__name__)
             raise ChannelError("NETWORK", type(exc).__name__, retryable=True) from None
         log.info("wechat_call", path=path, status=resp.status_code,
-                 ms=int((clock.monotonic() - started) * 1000))
+                 ms=clock.ms_since(started))
         if resp.status_code != 200:
             raise ChannelError(f"HTTP_{resp.status_code}", "unexpected HTTP status", retryable=resp.status_code >= 500)
         declared = resp.headers.get("Content-Length", "")

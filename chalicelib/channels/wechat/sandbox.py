@@ -670,7 +670,7 @@ def _deliver(pk: str, now: datetime) -> bool:
     try:
         resp = http.session().post(note["url"], data=wire.to_xml(note["fields"]),
                                    headers={"Content-Type": "text/xml"},
-                                   timeout=min(5.0, settings.get().http_timeout_seconds))
+                                   timeout=min(5, settings.get().http_timeout_seconds))
         status = str(resp.status_code)
         ok = resp.status_code == 200 and len(resp.content) <= wire.MAX_BODY_BYTES and _acknowledged(resp.content)
     except Exception as exc:  # the merchant's server being down is the normal case here

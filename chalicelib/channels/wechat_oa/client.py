@@ -89,7 +89,7 @@ class OfficialAccountClient:
         import requests
 
         cfg = self.config
-        started = clock.monotonic()
+        started = clock.ticks()
         try:
             resp = http.session().request(
                 method, cfg.base_url + path, params=query,
@@ -99,7 +99,7 @@ class OfficialAccountClient:
         except requests.RequestException as exc:
             log.warning("wechat_oa_network_error", path=path, error=type(exc).__name__)
             raise OAError("NETWORK", type(exc).__name__) from None
-        log.info("wechat_oa_call", path=path, status=resp.status_code, ms=int((clock.monotonic() - started) * 1000))
+        log.info("wechat_oa_call", path=path, status=resp.status_code, ms=clock.ms_since(started))
         if resp.status_code != 200:
             raise OAError(f"HTTP_{resp.status_code}", "unexpected HTTP status", retryable=resp.status_code >= 500
                           or resp.status_code == 429)
