@@ -1,6 +1,6 @@
 """Run every benchmark and print one summary table (what `make bench` runs). Prints; never asserts.
 
-    python -m bench.run_all [--runs 9] [--n 40]
+    python -m bench.run_all [--runs 9] [--n 40] [--statement-rows 100000]
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 
-from bench import import_time, roundtrips
+from bench import import_time, roundtrips, statements
 
 
 def _commit() -> str:
@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9, help="fresh interpreters per import measurement")
     parser.add_argument("--n", type=int, default=40, help="payments driven through the app")
+    parser.add_argument("--statement-rows", type=int, default=100_000,
+                        help="rows per synthetic statement file (python -m bench.statements defaults to 1,000,000)")
     args = parser.parse_args(argv)
 
     print(f"Kauri benchmarks  {datetime.now(timezone.utc):%Y-%m-%d %H:%M}Z  commit {_commit()}  "
@@ -37,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
 
     imports = {stage: import_time.measure(stage, args.runs) for stage in ("prod", "dev")}
     print(import_time.report(imports["prod"]))
+    print()
+    parses = statements.run(args.statement_rows)
+    print(statements.report(parses))
     print()
     # Last: it sets this process's environment and imports app.py under moto.
     trips = roundtrips.run(args.n)
@@ -50,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in roundtrips.rows(trips):
         summary.append((f"AWS calls per request, first/steady: {r['name']}", f"{r['first']} / {r['steady']}"
                         + (f"  (+{r['sandbox']} sandbox-side)" if r["sandbox"] not in ("", "0") else "")))
+    summary.extend(statements.summary_rows(parses))
     t = trips["timings"]
     for label, key in [("create", "create"), ("callback", "callback"), ("get", "get"), ("bare route", "bare")]:
         warm = (t.get(key) or [])[1:]
