@@ -364,9 +364,9 @@ def release_funds(event):
     return balances.release_funds_job(_event(event))
 
 
-# EventBridge cron is UTC only: fire at 04:00 and 05:00 UTC and act only in the one that is 17:00 in
-# Auckland (04:00 UTC under NZDT, 05:00 UTC under NZST); see services.withdrawals.job_day.
-@app.schedule(Cron(0, "4,5", "*", "*", "?", "*"), name="auto_withdraw")
+# EventBridge cron is UTC only and Auckland's offset moves: fire every hour and act only in the firing
+# that is settings.withdrawal_local_hour (default 17:00) in Auckland; see services.withdrawals.job_day.
+@app.schedule(Cron(0, "*", "*", "*", "?", "*"), name="auto_withdraw")
 def auto_withdraw(event):
     from chalicelib.services import withdrawals
 

@@ -87,12 +87,15 @@ def period_key(merchant_id: str, day: date) -> str:
     return f"{merchant_id}#{day.isoformat()}"
 
 
-def withdrawal_id(merchant_id: str, day: date) -> str:
-    """Derived from the idempotency key merchant#date, so a re-run finds the same withdrawal.
+def withdrawal_id(merchant_id: str, day: date, attempt: int = 0) -> str:
+    """A short id derived from merchant#date (and the attempt, after a clash).
 
-    12 characters in all: it is also the bank reference, and those fields hold 12.
+    12 characters in all: it is also the bank reference, and those fields hold 12. With ~46 bits two
+    merchant-days can clash; uniqueness per merchant and day is the period key's job (store), and a
+    clash with another merchant-day's id only means trying `attempt + 1`.
     """
-    n = int.from_bytes(hashlib.sha256(period_key(merchant_id, day).encode()).digest()[:8], "big")
+    seed = period_key(merchant_id, day) + (f"#{attempt}" if attempt else "")
+    n = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big")
     out = ""
     for _ in range(9):
         n, r = divmod(n, 36)
@@ -100,8 +103,10 @@ def withdrawal_id(merchant_id: str, day: date) -> str:
     return "wd_" + out
 
 
-def batch_id(day: date, currency: str) -> str:
-    return f"wdb_{day.strftime('%Y%m%d')}_{currency.lower()}"
+def batch_id(day: date, currency: str, merchant_id: str | None = None) -> str:
+    """The day's batch, or a hand run's own batch for one merchant (never the day's shared one)."""
+    base = f"wdb_{day.strftime('%Y%m%d')}_{currency.lower()}"
+    return f"{base}_{merchant_id}" if merchant_id else base
 
 
 def withdrawal_posting(w: Withdrawal) -> ledger.Posting:

@@ -8,6 +8,7 @@ from pynamodb.attributes import (
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
+    UnicodeSetAttribute,
     UTCDateTimeAttribute,
     VersionAttribute,
 )
@@ -284,7 +285,8 @@ class _WithdrawalsByBatch(GlobalSecondaryIndex):
 
 
 class WithdrawalModel(Model):
-    """A merchant payout: id derived from merchant#date, so each merchant gets at most one a day."""
+    """A merchant payout. At most one per merchant and NZ date: WithdrawalPeriodModel guards that, not
+    the id (a short derived string that is also the bank reference, and may need a second try)."""
     Meta = meta("withdrawals")
     withdrawal_id = UnicodeAttribute(hash_key=True)
     period_key = UnicodeAttribute()            # merchant_id#YYYY-MM-DD (NZ date)
@@ -302,17 +304,49 @@ class WithdrawalModel(Model):
     by_batch = _WithdrawalsByBatch()
 
 
+class WithdrawalPeriodModel(Model):
+    """The natural key of a withdrawal: one item per merchant and NZ date, written (attribute_not_exists)
+    in the same transaction as the withdrawal it points to."""
+    Meta = meta("withdrawal_periods")
+    period_key = UnicodeAttribute(hash_key=True)   # merchant_id#YYYY-MM-DD (NZ date)
+    withdrawal_id = UnicodeAttribute()
+    batch_id = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute()
+
+
+class _BatchesByStatus(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "by_status"
+        projection = KeysOnlyProjection()
+
+    status = UnicodeAttribute(hash_key=True)
+    period = UnicodeAttribute(range_key=True)
+
+
 class WithdrawalBatchModel(Model):
-    """One bank direct-credit file per auto_withdraw run (per NZ date and currency)."""
+    """One bank direct-credit file: the day's batch per NZ date and currency, or one hand run's.
+
+    open:   withdrawals join it, each in the transaction that reserves its funds (joined*).
+    filing: membership frozen (nothing joins), the file is being written; a run that died here is
+            finished by the next one.
+    filed:  the file is written; `members`, `count` and `total` are exactly what it pays.
+    paid:   the bank paid it; every member was booked paid (or had failed before).
+    """
     Meta = meta("withdrawal_batches")
     batch_id = UnicodeAttribute(hash_key=True)
     period = UnicodeAttribute()
     currency = UnicodeAttribute()
-    status = UnicodeAttribute()                # filed | paid
-    s3_key = UnicodeAttribute()
-    count = NumberAttribute()
-    total = NumberAttribute()
-    hash_total = UnicodeAttribute()
-    sha256 = UnicodeAttribute()
+    status = UnicodeAttribute()                # open | filing | filed | paid
+    joined = UnicodeSetAttribute(null=True)    # every withdrawal that reserved funds into this batch
+    joined_count = NumberAttribute(null=True)
+    joined_total = NumberAttribute(null=True)
+    members = ListAttribute(of=UnicodeAttribute, null=True)   # the withdrawals in the file, as filed
+    s3_key = UnicodeAttribute(null=True)       # None: every joined withdrawal failed before filing
+    count = NumberAttribute(null=True)
+    total = NumberAttribute(null=True)
+    hash_total = UnicodeAttribute(null=True)
+    sha256 = UnicodeAttribute(null=True)
     created_at = UTCDateTimeAttribute()
+    filed_at = UTCDateTimeAttribute(null=True)
     paid_at = UTCDateTimeAttribute(null=True)
+    by_status = _BatchesByStatus()

@@ -9,7 +9,7 @@ _MODELS = [
         "MerchantModel", "ApiKeyModel", "PaymentModel", "RefundModel", "IdempotencyModel",
         "PostingModel", "EntryModel", "BalanceModel", "EventModel", "WebhookEndpointModel",
         "OpsRecordModel",
-        "WithdrawalModel", "WithdrawalBatchModel",
+        "WithdrawalModel", "WithdrawalPeriodModel", "WithdrawalBatchModel",
     )
 ] + [
     ("chalicelib.store.fx", "FxSnapshotModel"),

@@ -1,19 +1,20 @@
 """Releases, withdrawals and bank batches: reads, and the transaction steps the money jobs add to a Unit."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from chalicelib import clock
 from chalicelib.domain.withdrawal import Withdrawal, WithdrawalStatus, period_key
-from chalicelib.store.base import is_conditional_failure
+from chalicelib.store.base import applied, is_conditional_failure
 from chalicelib.store.models import (
     MerchantModel,
     PaymentModel,
     RefundModel,
     WithdrawalBatchModel,
     WithdrawalModel,
+    WithdrawalPeriodModel,
 )
 from chalicelib.store.unit import Unit
 
@@ -28,8 +29,25 @@ class FundsUnit(Unit):
         return self
 
     def create_withdrawal(self, w: Withdrawal) -> "FundsUnit":
+        """The withdrawal, its merchant#day key (at most one per merchant and NZ date) and its place in
+        the open batch, together: a withdrawal exists only as a member of exactly one batch."""
         item = to_item(w)
+        guard = WithdrawalPeriodModel(item.period_key, withdrawal_id=w.id, batch_id=w.batch_id,
+                                      created_at=w.created_at)
+        batch_actions = [
+            WithdrawalBatchModel.status.set(WithdrawalBatchModel.status | "open"),
+            WithdrawalBatchModel.period.set(WithdrawalBatchModel.period | w.period),
+            WithdrawalBatchModel.currency.set(WithdrawalBatchModel.currency | w.currency),
+            WithdrawalBatchModel.created_at.set(WithdrawalBatchModel.created_at | w.created_at),
+            WithdrawalBatchModel.joined.add({w.id}),
+            WithdrawalBatchModel.joined_count.add(1),
+            WithdrawalBatchModel.joined_total.add(w.amount),
+        ]
+        batch_open = WithdrawalBatchModel.batch_id.does_not_exist() | (WithdrawalBatchModel.status == "open")
         self._ops.append(lambda tx: tx.save(item, condition=WithdrawalModel.withdrawal_id.does_not_exist()))
+        self._ops.append(lambda tx: tx.save(guard, condition=WithdrawalPeriodModel.period_key.does_not_exist()))
+        self._ops.append(lambda tx: tx.update(WithdrawalBatchModel(w.batch_id), actions=batch_actions,
+                                              condition=batch_open))
         return self
 
     def move_withdrawal(self, w: Withdrawal, from_status: WithdrawalStatus) -> "FundsUnit":
@@ -96,8 +114,19 @@ def get(withdrawal_id: str) -> Withdrawal | None:
         return None
 
 
-def of_batch(batch_id: str) -> list[Withdrawal]:
-    return [from_item(m) for m in WithdrawalModel.by_batch.query(batch_id)]
+def get_many(withdrawal_ids: list[str]) -> list[Withdrawal]:
+    """Consistent reads of exactly these withdrawals (those that exist), in the order asked."""
+    found = {m.withdrawal_id: from_item(m)
+             for m in WithdrawalModel.batch_get(list(dict.fromkeys(withdrawal_ids)), consistent_read=True)}
+    return [found[i] for i in withdrawal_ids if i in found]
+
+
+def of_period(merchant_id: str, day: date) -> WithdrawalPeriodModel | None:
+    """The merchant's withdrawal for this NZ date, if it has one (a consistent read of the natural key)."""
+    try:
+        return WithdrawalPeriodModel.get(period_key(merchant_id, day), consistent_read=True)
+    except DoesNotExist:
+        return None
 
 
 def of_merchant(merchant_id: str, limit: int = 100, newest_first: bool = True) -> list[Withdrawal]:
@@ -119,28 +148,35 @@ def get_batch(batch_id: str) -> WithdrawalBatchModel | None:
         return None
 
 
-def file_batch(batch_id: str, period: str, currency: str, s3_key: str, count: int, total: int,
-               hash_total: str, sha256: str) -> bool:
-    """Record (or re-record after a re-run) the batch file; never over a batch already paid."""
-    item = WithdrawalBatchModel(batch_id, period=period, currency=currency, status="filed", s3_key=s3_key,
-                                count=count, total=total, hash_total=hash_total, sha256=sha256,
-                                created_at=clock.now())
-    try:
-        item.save(condition=WithdrawalBatchModel.batch_id.does_not_exist() | (WithdrawalBatchModel.status == "filed"))
-        return True
-    except PutError as exc:
-        if is_conditional_failure(exc):
-            return False
-        raise
+def unfiled_batches(before_period: str) -> list[str]:
+    """Ids of batches with funds reserved but no file closed on them (open, or a filing that died),
+    for NZ dates before `before_period`."""
+    return [m.batch_id for status in ("open", "filing") for m in WithdrawalBatchModel.by_status.query(
+        status, WithdrawalBatchModel.period < before_period)]
+
+
+def freeze_batch(batch_id: str, joined_count: int) -> bool:
+    """open -> filing: no withdrawal joins from now on. False: not open, or one joined since it was read."""
+    return applied(lambda: WithdrawalBatchModel(batch_id).update(
+        actions=[WithdrawalBatchModel.status.set("filing")],
+        condition=(WithdrawalBatchModel.status == "open") & (WithdrawalBatchModel.joined_count == joined_count)))
+
+
+def file_batch(batch_id: str, s3_key: str | None, members: list[str], count: int, total: int,
+               hash_total: str | None, sha256: str | None) -> bool:
+    """filing -> filed, with exactly what the file pays. False: another run closed it first."""
+    actions = [WithdrawalBatchModel.status.set("filed"), WithdrawalBatchModel.members.set(members),
+               WithdrawalBatchModel.count.set(count), WithdrawalBatchModel.total.set(total),
+               WithdrawalBatchModel.filed_at.set(clock.now())]
+    for attr, value in ((WithdrawalBatchModel.s3_key, s3_key), (WithdrawalBatchModel.hash_total, hash_total),
+                        (WithdrawalBatchModel.sha256, sha256)):
+        if value is not None:
+            actions.append(attr.set(value))
+    return applied(lambda: WithdrawalBatchModel(batch_id).update(
+        actions=actions, condition=WithdrawalBatchModel.status == "filing"))
 
 
 def mark_batch_paid(batch_id: str) -> bool:
-    try:
-        WithdrawalBatchModel(batch_id).update(
-            actions=[WithdrawalBatchModel.status.set("paid"), WithdrawalBatchModel.paid_at.set(clock.now())],
-            condition=WithdrawalBatchModel.status == "filed")
-        return True
-    except UpdateError as exc:
-        if is_conditional_failure(exc):
-            return False
-        raise
+    return applied(lambda: WithdrawalBatchModel(batch_id).update(
+        actions=[WithdrawalBatchModel.status.set("paid"), WithdrawalBatchModel.paid_at.set(clock.now())],
+        condition=WithdrawalBatchModel.status == "filed"))

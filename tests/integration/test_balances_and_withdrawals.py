@@ -371,3 +371,228 @@ def test_random_flows_through_the_api_keep_the_books_straight(client, sequence, 
         assert held == -entries_total(account), bucket
         if bucket == "reserved" or not allow_negative:
             assert held >= 0, (bucket, held)
+
+
+# ---- review regressions: batches, hand runs, schedule, stranded days, id clashes --------------
+TUI = dict(name="Tui Cafe", sub_mch_id="20000101", bank_account="08-6523-1954512-001")
+
+
+def two_released_merchants(client):
+    """Two merchants, 9800 available each on Thu 19 Nov 2026."""
+    clock.freeze(THURSDAY)
+    a = new_merchant(client, bank_account=ACCOUNT, holding_days=0, min_payout=2000)
+    b = new_merchant(client, **TUI, holding_days=0, min_payout=2000)
+    pay(a, client, ref="a-1")
+    pay(b, client, ref="b-1")
+    invoke(client, "release_funds", {"date": "2026-11-19"})
+    assert balance(a) == balance(b) == (0, 9800, 0)
+    return a, b
+
+
+def batch_file(key):
+    return boto3.client("s3", region_name="ap-southeast-2").get_object(
+        Bucket=settings.get().bucket, Key=key)["Body"].read().decode()
+
+
+def credit_lines(key):
+    return [r for r in csv.reader(io.StringIO(batch_file(key))) if r and r[0] == "2"]
+
+
+def test_bank_file_and_batch_paid_do_not_depend_on_the_lagging_batch_index(client, monkeypatch):
+    from chalicelib.store.models import WithdrawalBatchModel
+    from chalicelib.store.withdrawals import from_item, to_item
+
+    a, b = two_released_merchants(client)
+    # The by_batch index lags: right after the writes it shows only the first withdrawal.
+    real_query = WithdrawalModel.by_batch.query
+    monkeypatch.setattr(WithdrawalModel.by_batch, "query",
+                        lambda *args, **kw: sorted(real_query(*args, **kw), key=lambda m: m.created_at)[:1])
+    out = invoke(client, "auto_withdraw", {"date": "2026-11-19"})
+    assert out["withdrawn"] == 2 and out["withdrawn_amount"] == 19600
+    assert len(credit_lines(out["file"])) == 2                     # both reservations are in the file
+    record = WithdrawalBatchModel.get(out["batch_id"])
+    ids = sorted(w["id"] for m in (a, b) for w in m.get("/v1/withdrawals").json_body["data"])
+    assert record.status == "filed" and sorted(record.members) == ids
+    assert int(record.count) == 2 and int(record.total) == 19600
+    monkeypatch.undo()
+    # A withdrawal that names the batch but is not in its file (what a late index row would show).
+    stray_item = to_item(from_item(WithdrawalModel.get(ids[0])))
+    stray_item.withdrawal_id = "wd_stray00000"
+    stray_item.save()
+    paid = invoke(client, "withdrawal_batch_paid", {"batch_id": out["batch_id"]})
+    assert paid["paid"] == 2 and paid["paid_amount"] == 19600      # exactly the file
+    assert WithdrawalModel.get("wd_stray00000").status == "filed"
+    assert balance(a) == balance(b) == (0, 0, 0)
+    assert_books_balance()
+
+
+def test_batch_paid_refuses_when_the_record_does_not_match_its_members(client):
+    from chalicelib.store.models import WithdrawalBatchModel
+
+    a, b = two_released_merchants(client)
+    out = invoke(client, "auto_withdraw", {"date": "2026-11-19"})
+    WithdrawalBatchModel(out["batch_id"]).update(actions=[WithdrawalBatchModel.total.set(9800)])
+    refused = invoke(client, "withdrawal_batch_paid", {"batch_id": out["batch_id"]})
+    assert "do not match" in refused["error"] and refused["paid"] == 0
+    assert balance(a) == balance(b) == (0, 0, 9800)                # nothing moved
+    assert WithdrawalBatchModel.get(out["batch_id"]).status == "filed"
+
+
+def test_a_hand_run_for_one_merchant_files_its_own_batch_and_the_day_still_pays_everyone(client):
+    a, b = two_released_merchants(client)
+    one = invoke(client, "auto_withdraw", {"date": "2026-11-19", "merchant_id": a.merchant.id})
+    assert one["withdrawn"] == 1 and one["batch_id"] == f"wdb_20261119_nzd_{a.merchant.id}"
+    assert [r[1] for r in credit_lines(one["file"])] == ["0109020068389000"]
+    daily = invoke(client, "auto_withdraw", {"date": "2026-11-19"})
+    assert "skipped" not in daily and daily["batch_id"] == "wdb_20261119_nzd"
+    assert daily["withdrawn"] == 1 and daily["already_withdrawn"] == 1 and daily["withdrawn_amount"] == 9800
+    assert [r[1] for r in credit_lines(daily["file"])] == ["0865231954512001"]
+    assert balance(a) == balance(b) == (0, 0, 9800)
+    assert invoke(client, "withdrawal_batch_paid", {"batch_id": daily["batch_id"]})["paid_amount"] == 9800
+    assert balance(a) == (0, 0, 9800) and balance(b) == (0, 0, 0)
+    assert invoke(client, "auto_withdraw", {"date": "2026-11-19", "merchant_id": "nope"})["error"]
+    assert_books_balance()
+
+
+def _fires_utc_hours() -> set[int]:
+    import app as app_module
+
+    [rule] = [e for e in app_module.app.event_sources if getattr(e, "name", None) == "auto_withdraw"]
+    hours = rule.schedule_expression.to_string()[len("cron("):-1].split()[1]
+    return set(range(24)) if hours == "*" else {int(h) for h in hours.split(",")}
+
+
+@pytest.mark.parametrize("hour", [9, 12, 16, 17, 18])
+@pytest.mark.parametrize("nz_day", [date(2026, 7, 15), date(2026, 11, 23), date(2027, 4, 4), date(2026, 9, 27)],
+                         ids=["NZST", "NZDT", "DST-ends", "DST-starts"])
+def test_the_schedule_acts_once_at_the_configured_auckland_hour_all_year(monkeypatch, hour, nz_day):
+    monkeypatch.setenv("KAURI_WITHDRAWAL_LOCAL_HOUR", str(hour))
+    settings.reset()
+    try:
+        acted = []
+        start = datetime.combine(nz_day, datetime.min.time(), timezone.utc) - timedelta(hours=14)
+        for k in range(48):
+            t = start + timedelta(hours=k)
+            if t.hour not in _fires_utc_hours():
+                continue
+            ev = {"detail-type": "Scheduled Event", "time": t.strftime("%Y-%m-%dT%H:%M:%SZ")}
+            day, _ = withdrawal_service.job_day(ev, t)
+            if day == nz_day:
+                acted.append(calendar_nz.local_time(t).hour)
+        assert acted == [hour]
+    finally:
+        settings.reset()
+
+
+def test_bad_payout_settings_reserve_nothing_and_say_why(client, monkeypatch):
+    clock.freeze(THURSDAY)
+    a = new_merchant(client, bank_account=ACCOUNT, holding_days=0, min_payout=2000)
+    pay(a, client, ref="a-1")
+    invoke(client, "release_funds", {"date": "2026-11-19"})
+    monkeypatch.setenv("KAURI_PAYOUT_SOURCE_ACCOUNT", "")
+    settings.reset()
+    try:
+        out = withdrawal_service.auto_withdraw(date(2026, 11, 19))
+        assert "KAURI_PAYOUT_SOURCE_ACCOUNT" in out["error"] and out["withdrawn"] == 0
+        assert balance(a) == (0, 9800, 0)                          # nothing reserved
+        assert len(list(WithdrawalModel.scan())) == 0
+    finally:
+        monkeypatch.delenv("KAURI_PAYOUT_SOURCE_ACCOUNT")
+        settings.reset()
+    again = invoke(client, "auto_withdraw", {"date": "2026-11-19"})
+    assert again["withdrawn"] == 1 and again["file"] and balance(a) == (0, 0, 9800)
+
+
+def test_a_day_whose_file_failed_is_filed_by_the_next_run_with_an_error_logged(client, monkeypatch, caplog):
+    import logging
+
+    import botocore.exceptions
+
+    a, b = two_released_merchants(client)
+    real_client = boto3.client
+
+    def s3_down(service, *args, **kw):
+        c = real_client(service, *args, **kw)
+        if service == "s3":
+            def put_object(**_):
+                raise botocore.exceptions.EndpointConnectionError(endpoint_url="https://s3.test")
+            c.put_object = put_object
+        return c
+    monkeypatch.setattr(boto3, "client", s3_down)
+    with pytest.raises(botocore.exceptions.EndpointConnectionError):
+        withdrawal_service.auto_withdraw(date(2026, 11, 19))
+    monkeypatch.undo()
+    assert balance(a) == balance(b) == (0, 0, 9800)                # reserved, in no file yet
+    caplog.set_level(logging.INFO)
+    clock.advance(timedelta(days=1))
+    pay(a, client, ref="a-2")
+    invoke(client, "release_funds", {"date": "2026-11-20"})
+    nxt = invoke(client, "auto_withdraw", {"date": "2026-11-20"})
+    assert nxt["refiled"] == ["wdb_20261119_nzd"]
+    assert nxt["open_withdrawal"] == 2 and nxt["file"] is None      # yesterday's withdrawals still with the bank
+    unfiled = [r for r in caplog.records if "withdrawal_batch_unfiled" in r.getMessage()]
+    assert unfiled and all(r.levelno == logging.ERROR for r in unfiled)
+    assert len(credit_lines("withdrawals/2026-11-19/batch-wdb_20261119_nzd.csv")) == 2
+    paid = invoke(client, "withdrawal_batch_paid", {"batch_id": "wdb_20261119_nzd"})
+    assert paid["paid"] == 2 and paid["paid_amount"] == 19600
+    assert invoke(client, "auto_withdraw", {"date": "2026-11-21"})["refiled"] == []
+    assert_books_balance()
+
+
+def test_a_run_that_died_while_filing_is_finished_by_a_rerun_and_nothing_joins_meanwhile(client, monkeypatch):
+    import botocore.exceptions
+
+    from chalicelib.store.models import WithdrawalBatchModel
+
+    a, b = two_released_merchants(client)
+    real_client = boto3.client
+
+    def s3_down(service, *args, **kw):
+        c = real_client(service, *args, **kw)
+        if service == "s3":
+            def put_object(**_):
+                raise botocore.exceptions.EndpointConnectionError(endpoint_url="https://s3.test")
+            c.put_object = put_object
+        return c
+    monkeypatch.setattr(boto3, "client", s3_down)
+    with pytest.raises(botocore.exceptions.EndpointConnectionError):
+        withdrawal_service.auto_withdraw(date(2026, 11, 19))
+    monkeypatch.undo()
+    assert WithdrawalBatchModel.get("wdb_20261119_nzd").status == "filing"
+    assert "not closed" in invoke(client, "withdrawal_batch_paid", {"batch_id": "wdb_20261119_nzd"})["error"]
+    late = new_merchant(client, name="Late Shop", sub_mch_id="20000102", bank_account=ACCOUNT, holding_days=0,
+                        min_payout=2000)
+    pay(late, client, ref="late-1")
+    invoke(client, "release_funds", {"date": "2026-11-19"})
+    again = invoke(client, "auto_withdraw", {"date": "2026-11-19"})
+    assert again["skipped"] == "batch already filed" and again["withdrawn"] == 2
+    assert len(credit_lines(again["file"])) == 2
+    assert balance(late) == (0, 9800, 0)                            # waits for tomorrow's batch
+    assert invoke(client, "withdrawal_batch_paid", {"batch_id": "wdb_20261119_nzd"})["paid_amount"] == 19600
+    assert_books_balance()
+
+
+def test_a_withdrawal_id_clash_does_not_skip_the_second_merchant(client, monkeypatch):
+    from chalicelib.domain import withdrawal as funds
+
+    a, b = two_released_merchants(client)
+    real = funds.withdrawal_id
+
+    def clashing(merchant_id, day, *attempt):
+        # B's first derived id is A's: the ~46-bit id clashes; uniqueness must come from merchant#day.
+        if merchant_id == b.merchant.id and not any(attempt):
+            return real(a.merchant.id, day)
+        return real(merchant_id, day, *attempt)
+    monkeypatch.setattr(funds, "withdrawal_id", clashing)
+    out = invoke(client, "auto_withdraw", {"date": "2026-11-19"})
+    assert out["withdrawn"] == 2 and out["already_withdrawn"] == 0
+    assert balance(a) == balance(b) == (0, 0, 9800)
+    [wa] = a.get("/v1/withdrawals").json_body["data"]
+    [wb] = b.get("/v1/withdrawals").json_body["data"]
+    # Whichever merchant ran first kept the clashing id; the other moved on to its next derived id.
+    assert wa["id"] != wb["id"] and real(a.merchant.id, date(2026, 11, 19)) in (wa["id"], wb["id"])
+    assert len(wa["id"]) == len(wb["id"]) == 12 and sorted(r[5] for r in credit_lines(out["file"])) == sorted(
+        i.replace("_", "-") for i in (wa["id"], wb["id"]))
+    again = invoke(client, "auto_withdraw", {"date": "2026-11-19", "merchant_id": b.merchant.id})
+    assert again["already_withdrawn"] == 1 and again["withdrawn"] == 0
+    assert_books_balance()
