@@ -20,18 +20,16 @@ def record(rate: Rate) -> None:
 
 
 def usable_rate(currency: str) -> Rate:
-    """The newest snapshot no older than the configured age; never a guess."""
+    """The preferred channel's latest snapshot (RATE_SOURCES order) among those no older than the
+    configured age; the next channel only when the preferred one has nothing fresh. Never a guess."""
     max_age = timedelta(seconds=settings.get().fx_max_age_seconds)
     now = clock.now()
-    best = None
     for channel in RATE_SOURCES:
         r = store.latest(channel, currency)
-        if r is not None and now - r.fetched_at <= max_age and (best is None or r.fetched_at > best.fetched_at):
-            best = r
-    if best is None:
-        raise errors.ServiceError("unavailable", "rate_unavailable",
-                                  f"no {currency}/CNY rate newer than {int(max_age.total_seconds())} s; try again later")
-    return best
+        if r is not None and now - r.fetched_at <= max_age:
+            return r
+    raise errors.ServiceError("unavailable", "rate_unavailable",
+                              f"no {currency}/CNY rate newer than {int(max_age.total_seconds())} s; try again later")
 
 
 def quote(amount: Money, markup_bps: int) -> Quote:

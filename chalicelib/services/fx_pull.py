@@ -49,10 +49,9 @@ def pull(day: date | None = None, dry_run: bool = False, force: bool = False,
         return todo
 
     wechat = channels.get("wechat")
-    published = datetime.combine(day, WECHAT_PUBLISHES_AT, BEIJING).astimezone(timezone.utc)
     for ccy in wanted("wechat"):
         try:
-            value = wechat.exchange_rate(ccy, day)
+            value, published = _wechat_rate(wechat, ccy, day)
         except Exception as exc:  # any failure: keep the last good rate
             _failed(out, "wechat", ccy, _reason(exc), last)
             continue
@@ -73,6 +72,43 @@ def pull(day: date | None = None, dry_run: bool = False, force: bool = False,
                 continue
             _keep(out, Rate("alipay", ccy, row["rate"], clock.parse_iso(row["at"]), now), last, dry_run)
     return out
+
+
+def _wechat_rate(wechat, currency: str, day: date) -> tuple[Decimal, datetime]:
+    """WeChat's rate for `day`, and its source time: the rate date WeChat reports (`rate_time`), so a
+    feed that keeps answering an old date is seen as stale; the day asked for only if it reports none.
+
+    The channel client's exchange_rate() returns the rate alone, so this makes the same signed call
+    and the same checks itself (keep the two in step).
+    """
+    from chalicelib.channels.base import ChannelError
+    from chalicelib.money import rate_from_e8
+
+    fields = wechat._call("/pay/queryexchagerate",
+                          {"sub_mch_id": "", "fee_type": currency, "date": day.strftime("%Y%m%d")}, with_nonce=False)
+    value = fields.get("rate", "")
+    if fields.get("fee_type", "") not in ("", currency) or not value.isdigit() or int(value) == 0:
+        raise ChannelError("BAD_RESPONSE", "queryexchagerate answered without a usable rate", retryable=True)
+    return rate_from_e8(value), wechat_source_time(fields.get("rate_time"), day)
+
+
+def wechat_source_time(rate_time: str | None, asked: date) -> datetime:
+    """`rate_time` as UTC: yyyyMMdd (the GMT+8 day, published 10:00) or yyyyMMddHHmmss (GMT+8)."""
+    from chalicelib.channels.base import ChannelError
+
+    digits = "".join(ch for ch in (rate_time or "") if ch.isdigit())
+    try:
+        if not rate_time:
+            local = datetime.combine(asked, WECHAT_PUBLISHES_AT, BEIJING)
+        elif len(digits) == 8:
+            local = datetime.combine(datetime.strptime(digits, "%Y%m%d").date(), WECHAT_PUBLISHES_AT, BEIJING)
+        elif len(digits) == 14:
+            local = datetime.strptime(digits, "%Y%m%d%H%M%S").replace(tzinfo=BEIJING)
+        else:
+            raise ValueError(rate_time)
+    except ValueError:
+        raise ChannelError("BAD_RESPONSE", "queryexchagerate answered an unreadable rate_time") from None
+    return local.astimezone(timezone.utc)
 
 
 def _keep(out: dict, rate: Rate, last: dict, dry_run: bool, check_age: bool = True) -> None:

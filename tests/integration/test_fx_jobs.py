@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 
 from chalicelib import channels, clock, http, settings
+from chalicelib.money import Money
 from chalicelib.services import merchants
 from chalicelib.store.fx import FxSnapshotModel
 from tests.integration.helpers import MerchantApi, new_merchant
@@ -204,3 +205,53 @@ def test_a_run_that_died_half_way_is_taken_over_and_fetches_only_what_is_missing
     assert out["outcome"] == "ok" and out["period"] == "2026-11-25T02:00:00Z"
     assert out["skipped"] == 2 and out["recorded"] == 2                  # WeChat was already done
     assert [len(snapshots(ch, c)) for ch in ("wechat", "alipay") for c in ("NZD", "AUD")] == [1, 1, 1, 1]
+
+
+def test_quotes_prefer_wechat_while_its_rate_is_fresh_then_fall_back_to_alipay(client, frozen):
+    from chalicelib.services import fx
+
+    scheduled(client, "fx_pull")
+    clock.advance(timedelta(minutes=30))
+    # WeChat is down for a while; Alipay keeps adding newer snapshots.
+    down = FakeReceiver()
+    down.down = True
+    break_channel("/sandbox/wechat", down)
+    assert scheduled(client, "fx_pull")["recorded"] == 2
+    rate = fx.usable_rate("NZD")
+    assert rate.channel == "wechat" and rate.fetched_at == T0          # preferred, though Alipay's is newer
+    assert Decimal(fx.quote(Money(10000, "NZD"), 0).base_rate) == Decimal("4.3")
+    # Once WeChat's last snapshot is past the configured age, Alipay's (fresh) one is used.
+    clock.advance(timedelta(seconds=settings.get().fx_max_age_seconds - 30 * 60 + 1))
+    assert scheduled(client, "fx_pull")["recorded"] == 2
+    assert fx.usable_rate("NZD").channel == "alipay"
+
+
+def test_a_wechat_rate_date_that_stopped_moving_is_not_recorded_as_fresh(client, frozen, caplog, monkeypatch):
+    caplog.set_level(logging.INFO)
+    wechat = channels.get("wechat")
+    real_call = wechat._call
+
+    def old_rate_time(path, params, *args, **kw):
+        fields = real_call(path, params, *args, **kw)
+        return {**fields, "rate_time": "20261101"} if path == "/pay/queryexchagerate" else fields
+    monkeypatch.setattr(wechat, "_call", old_rate_time)
+    out = scheduled(client, "fx_pull")
+    assert out["recorded"] == 2 and out["failed"] == 2                # Alipay's two only
+    failures = events(caplog, "fx_pull_failed")
+    assert {(f["channel"], f["currency"]) for f in failures} == {("wechat", "NZD"), ("wechat", "AUD")}
+    assert all("2026-11-01" in f["reason"] for f in failures)
+    assert snapshots("wechat", "NZD") == []
+
+
+def test_wechat_source_time_is_the_rate_date_it_reports():
+    from datetime import date
+
+    from chalicelib.channels.base import ChannelError
+    from chalicelib.services.fx_pull import wechat_source_time
+
+    asked = date(2026, 11, 25)
+    assert wechat_source_time("20261120", asked) == datetime(2026, 11, 20, 2, 0, tzinfo=timezone.utc)
+    assert wechat_source_time("20261125093000", asked) == datetime(2026, 11, 25, 1, 30, tzinfo=timezone.utc)
+    assert wechat_source_time(None, asked) == datetime(2026, 11, 25, 2, 0, tzinfo=timezone.utc)
+    with pytest.raises(ChannelError):
+        wechat_source_time("yesterday", asked)
