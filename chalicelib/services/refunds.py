@@ -75,7 +75,14 @@ def create(merchant: Merchant, livemode: bool, payment_id: str, amount: int, rea
     the channel. Whatever happens after the reservation, a retry with the same key replays it."""
     for attempt in range(RESERVE_ATTEMPTS):
         p = payments.get_for(merchant, livemode, payment_id)
-        refund, draw, posting, unit = _reservation(merchant, p, amount, reason)
+        try:
+            refund, draw, posting, unit = _reservation(merchant, p, amount, reason)
+        except errors.ServiceError as exc:
+            # Balances read after another refund of this payment committed, the payment before it:
+            # price it again on one consistent view rather than refuse.
+            if exc.code == "insufficient_balance" and payments.get_for(merchant, livemode, payment_id).refunded != p.refunded:
+                continue
+            raise
         if completion is not None:
             completion.attach(unit, 201, views.refund(refund))
         try:
