@@ -99,3 +99,25 @@ def bps_of(money: Money, bps: int, rounding: str = "HALF_UP") -> Money:
     """A basis-point share of an amount (fees: ROUND_HALF_UP, the Chinese-channel convention)."""
     raw = Decimal(money.amount) * Decimal(bps) / Decimal(10000)
     return Money(int(raw.to_integral_value(rounding=ROUNDINGS[rounding])), money.currency)
+
+
+def minor_from_major(text: str, currency: str) -> int:
+    """`Money.from_major(text, currency).amount`, with a fast path for the plain amounts statements carry.
+
+    The fast path takes only a 2-decimal currency and text of the shape `[-]D[.F]`: D 1-13 ASCII
+    digits, F 1-2 ASCII digits, nothing else (no spaces, '+', exponent, '_' or other digits), and
+    does exact integer arithmetic on the digits. Everything else goes to `Money.from_major` itself,
+    so the value, and the error for anything that is not an exact amount, are the same as from_major's.
+    """
+    if EXPONENTS.get(currency) == 2 and isinstance(text, str):
+        whole, dot, frac = text.partition(".")
+        negative = whole[:1] == "-"
+        if negative:
+            whole = whole[1:]
+        places = len(frac)
+        digits = whole + frac
+        if (0 < len(whole) <= 13 and (places == 1 or places == 2 or not dot)
+                and digits.isascii() and digits.isdigit()):
+            minor = int(digits) * (1 if places == 2 else 10 if places == 1 else 100)
+            return -minor if negative else minor
+    return Money.from_major(text, currency).amount

@@ -9,11 +9,13 @@ Remarks), settlement_minor, settlement_time, rate (Decimal text), file_status (t
 from __future__ import annotations
 
 import re
+from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Iterable, Iterator
 
 from chalicelib.channels.alipay import BEIJING, parse_beijing
-from chalicelib.money import Money, MoneyError
+from chalicelib.money import MoneyError, minor_from_major
 
 MAX_LINE_CHARS = 4096
 MAX_RATE_LINES = 500
@@ -51,26 +53,69 @@ def _money(no: int, text: str, currency: str) -> int:
     if text == "":
         return 0
     try:
-        return Money.from_major(text, currency).amount
+        return minor_from_major(text, currency)
     except MoneyError as exc:
         raise StatementFormatError(no, str(exc)) from None
+
+
+_DASHED_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}").fullmatch
+_COMPACT_TIME = re.compile(r"[0-9]{14}").fullmatch
+
+
+@lru_cache(maxsize=64)
+def _day_and_before(year: str, month: str, day: str) -> tuple[str, str] | None:
+    """Digit strings -> ('YYYY-MM-DD', the day before it); None when no date or before 1001 (strptime decides)."""
+    try:
+        d = date(int(year), int(month), int(day))
+    except ValueError:
+        return None
+    return (d.isoformat(), (d - timedelta(days=1)).isoformat()) if d.year > 1000 else None
+
+
+def _times(text: str) -> tuple[str, str] | None:
+    """A Beijing time -> (Beijing date 'YYYY-MM-DD', UTC 'YYYY-MM-DDTHH:MM:SSZ'); None where parse_beijing
+    gives None. Exactly parse_beijing(text.strip()) with .astimezone(BEIJING).strftime("%Y-%m-%d")
+    and .strftime("%Y-%m-%dT%H:%M:%SZ"), what _bill_date and _iso returned before.
+
+    A zero-padded valid time in either format is read by slicing: Beijing is UTC+8 all year, so UTC
+    has the same minutes and seconds, the hour 8 less, on the day before when the Beijing hour is
+    before 8. Anything else (single digits, an invalid field, years before 1001) goes through
+    parse_beijing (strptime).
+    """
+    text = (text or "").strip()
+    if _DASHED_TIME(text) is not None:
+        days, hh, mm, ss = _day_and_before(text[:4], text[5:7], text[8:10]), text[11:13], text[14:16], text[17:19]
+    elif _COMPACT_TIME(text) is not None:
+        days, hh, mm, ss = _day_and_before(text[:4], text[4:6], text[6:8]), text[8:10], text[10:12], text[12:14]
+    else:
+        days = None
+    if days is not None:
+        hour = int(hh)
+        if hour < 24 and mm < "60" and ss < "60":
+            if hour >= 8:
+                return days[0], f"{days[0]}T{hour - 8:02d}:{mm}:{ss}Z"
+            return days[0], f"{days[1]}T{hour + 16:02d}:{mm}:{ss}Z"
+    dt = parse_beijing(text)
+    if dt is None:
+        return None
+    return dt.astimezone(BEIJING).strftime("%Y-%m-%d"), dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _iso(no: int, text: str) -> str | None:
     text = (text or "").strip()
     if not text:
         return None
-    dt = parse_beijing(text)
-    if dt is None:
+    times = _times(text)
+    if times is None:
         raise StatementFormatError(no, f"bad time {text!r}")
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return times[1]
 
 
 def _bill_date(no: int, text: str) -> str:
-    dt = parse_beijing((text or "").strip())
-    if dt is None:
+    times = _times(text)
+    if times is None:
         raise StatementFormatError(no, f"bad time {text!r}")
-    return dt.astimezone(BEIJING).strftime("%Y-%m-%d")
+    return times[0]
 
 
 def _norm(name: str) -> str:
@@ -84,58 +129,98 @@ def parse_compare_file(source: Iterable[str | bytes] | str | bytes) -> Iterator[
     otherwise the V2013 positional layout (9 columns, no header).
     """
     header: list[str] | None = None
+    columns: _Columns | None = None
     for no, line in _lines(source):
         if not line.strip():
             continue
         cells = line.split("|")
         if header is None and _norm(cells[0]) == "partner_transaction_id":
             header = [_norm(c) for c in cells]
+            columns = _Columns(header)
             continue
-        if line.startswith("<") or line.lower().startswith("file download failed"):
+        if line[0] == "<" or (line[0] in "fF" and line.lower().startswith("file download failed")):
             raise StatementFormatError(no, "not a statement (error answer)")
-        if header is not None:
-            if len(cells) < len(header):
-                raise StatementFormatError(no, f"{len(cells)} columns, header has {len(header)}")
-            yield _from_header(no, dict(zip(header, cells)))
+        if columns is not None:
+            if len(cells) < columns.width:
+                raise StatementFormatError(no, f"{len(cells)} columns, header has {columns.width}")
+            if columns.pad:
+                cells.append("")
+            yield _from_cells(no, cells, columns)
         else:
             yield _from_v2013(no, cells)
 
 
-def _from_header(no: int, row: dict[str, str]) -> dict:
-    currency = row.get("currency", "").strip().upper()
-    if not _CURRENCY.match(currency):
-        raise StatementFormatError(no, f"bad currency {currency!r}")
-    kind = _TYPES.get(row.get("type", "").strip().upper())
+class _Columns:
+    """Where each column the records use sits in a header row (dict(zip(header, cells)): the LAST
+    cell of a repeated name wins); a column the header lacks reads as "", from index -1 (the ""
+    parse_compare_file appends to each row when `pad`). Valid currency and rate texts are remembered
+    (a few hundred at most), so each is checked once, and so is the last Payment_time's _times()
+    (rows of one second sit together)."""
+
+    _NAMES = ("currency", "type", "partner_transaction_id", "status", "payment_time", "rate", "settlement",
+              "remarks", "transaction_id", "amount", "fee", "settlement_time")
+    REMEMBER = 256
+
+    def __init__(self, header: list[str]):
+        index = {name: pos for pos, name in enumerate(header)}
+        self.width = len(header)
+        self.has_type = "type" in index
+        self.pad = any(name not in index for name in self._NAMES)
+        (self.currency, self.type, self.partner_transaction_id, self.status, self.payment_time, self.rate,
+         self.settlement, self.remarks, self.transaction_id, self.amount, self.fee, self.settlement_time) = (
+            index.get(name, -1) for name in self._NAMES)
+        self.currencies: set[str] = set()
+        self.rates: set[str] = set()
+        self.last_payment_time: str | None = None
+        self.last_payment_times: tuple[str, str] | None = None
+
+
+def _from_cells(no: int, cells: list[str], col: _Columns) -> dict:
+    """One header-driven row -> a record: the checks, values and errors of the per-row dict this replaced."""
+    currency = cells[col.currency].strip().upper()
+    if currency not in col.currencies:
+        if not _CURRENCY.match(currency):
+            raise StatementFormatError(no, f"bad currency {currency!r}")
+        if len(col.currencies) < col.REMEMBER:
+            col.currencies.add(currency)
+    kind = _TYPES.get(cells[col.type].strip().upper())
     if kind is None:
-        raise StatementFormatError(no, f"bad type {row.get('type')!r}")
-    our_no = row.get("partner_transaction_id", "").strip()
+        raise StatementFormatError(no, f"bad type {(cells[col.type] if col.has_type else None)!r}")
+    our_no = cells[col.partner_transaction_id].strip()
     if not our_no:
         raise StatementFormatError(no, "missing Partner_transaction_id")
-    letter = row.get("status", "").strip().upper()
-    payment_time = row.get("payment_time", "")
-    rate = row.get("rate", "").strip()
-    if rate:
+    letter = cells[col.status].strip().upper()
+    rate = cells[col.rate].strip()
+    if rate and rate not in col.rates:
         try:
             Decimal(rate)
         except InvalidOperation:
             raise StatementFormatError(no, f"bad rate {rate!r}") from None
-    settlement = row.get("settlement", "")
-    remarks = row.get("remarks", "").strip()
+        if len(col.rates) < col.REMEMBER:
+            col.rates.add(rate)
+    payment_time = cells[col.payment_time]
+    if payment_time != col.last_payment_time:
+        col.last_payment_times, col.last_payment_time = _times(payment_time), payment_time
+    payment_times = col.last_payment_times
+    if payment_times is None:
+        raise StatementFormatError(no, f"bad time {payment_time!r}")
+    settlement = cells[col.settlement]
+    remarks = cells[col.remarks].strip()
     return {
         "channel": "alipay",
-        "bill_date": _bill_date(no, payment_time),
+        "bill_date": payment_times[0],
         "record_type": kind,
         "our_no": our_no,
-        "channel_no": row.get("transaction_id", "").strip() or None,
+        "channel_no": cells[col.transaction_id].strip() or None,
         "status": _STATUS.get(letter, letter or "SUCCESS"),
-        "amount_minor": abs(_money(no, row.get("amount", ""), currency)),
+        "amount_minor": abs(_money(no, cells[col.amount], currency)),
         "currency": currency,
-        "fee_minor": abs(_money(no, row.get("fee", ""), currency)),
-        "channel_time": _iso(no, payment_time),
+        "fee_minor": abs(_money(no, cells[col.fee], currency)),
+        "channel_time": payment_times[1],
         "raw_line_no": no,
         "original_our_no": remarks if kind == "REFUND" and remarks else None,
         "settlement_minor": _money(no, settlement, currency) if settlement.strip() else None,
-        "settlement_time": _iso(no, row.get("settlement_time", "")),
+        "settlement_time": _iso(no, cells[col.settlement_time]),
         "rate": rate or None,
         "file_status": letter or None,
     }

@@ -19,13 +19,14 @@ field names, in the pipe-separated text Chinese gateways commonly use for 对账
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Iterable, Iterator
 
 from chalicelib import clock
 from chalicelib.channels.payease.client import CHINA_TZ
 from chalicelib.channels.payease.notify import AMOUNT_RE, MONEYTYPE_CURRENCY, OID_RE, decode_text
-from chalicelib.money import Money, MoneyError
+from chalicelib.money import MoneyError, minor_from_major
 
 CHANNEL = "payease"
 REQUIRED_COLUMNS = ("type", "oid", "pstatus", "amount", "moneytype", "time")
@@ -53,77 +54,163 @@ def _money(text: str, currency: str, line_no: int, what: str) -> int:
     if not AMOUNT_RE.match(text):
         raise StatementError(line_no, f"bad {what} {text!r}")
     try:
-        return Money.from_major(text, currency).amount
+        return minor_from_major(text, currency)
     except MoneyError:
         raise StatementError(line_no, f"bad {what} {text!r}") from None
+
+
+_PLAIN_TIME = re.compile(r"[0-9]{14}").fullmatch
+
+
+@lru_cache(maxsize=64)
+def _day_and_before(yyyymmdd: str) -> tuple[str, str] | None:
+    """'YYYYMMDD' -> ('YYYY-MM-DD', the day before it); None when no date or before 1001 (strptime decides)."""
+    try:
+        d = date(int(yyyymmdd[:4]), int(yyyymmdd[4:6]), int(yyyymmdd[6:8]))
+    except ValueError:
+        return None
+    return (d.isoformat(), (d - timedelta(days=1)).isoformat()) if d.year > 1000 else None
+
+
+def _times(text: str) -> tuple[str, str | None]:
+    """A `time` (yyyymmddHHMMSS, Beijing) -> (Beijing date 'YYYY-MM-DD', channel_time in UTC).
+
+    Exactly what strptime(text, "%Y%m%d%H%M%S") in CHINA_TZ, strftime("%Y-%m-%d") and clock.iso give,
+    and ValueError where strptime raises it. Fourteen digits of a valid time are read by slicing:
+    Beijing is UTC+8 all year, so UTC has the same minutes and seconds, the hour 8 less, on the day
+    before when the Beijing hour is before 8. Anything else (fewer digits, an invalid field, years
+    before 1001) goes through strptime. channel_time is None where clock.iso overflows (1 Jan of
+    year 1 before 08:00): _channel_time raises that OverflowError where the record takes it, as before.
+    """
+    if _PLAIN_TIME(text) is not None:
+        days = _day_and_before(text[:8])
+        hour = int(text[8:10])
+        if days is not None and hour < 24 and text[10:12] < "60" and text[12:14] < "60":
+            if hour >= 8:
+                return days[0], f"{days[0]}T{hour - 8:02d}:{text[10:12]}:{text[12:14]}Z"
+            return days[0], f"{days[1]}T{hour + 16:02d}:{text[10:12]}:{text[12:14]}Z"
+    local = datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=CHINA_TZ)
+    try:
+        return local.strftime("%Y-%m-%d"), clock.iso(local)
+    except OverflowError:
+        return local.strftime("%Y-%m-%d"), None
+
+
+def _channel_time(text: str) -> str:
+    return clock.iso(datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=CHINA_TZ))
+
+
+def _decode(raw: bytes | bytearray) -> str:
+    """decode_text(raw), without the UnicodeDecodeError its UTF-8 attempt raises on every GBK line.
+
+    'replace' marks each invalid UTF-8 sequence with U+FFFD. No U+FFFD: valid UTF-8, decode_text's
+    first answer. U+FFFD while raw holds no encoded U+FFFD (EF BF BD): not UTF-8, so decode_text's
+    answer is its strict GB18030 one when there is one. Otherwise decode_text decides.
+    """
+    text = raw.decode("utf-8", "replace")
+    if "\ufffd" not in text:
+        return text
+    if b"\xef\xbf\xbd" not in raw:
+        try:
+            return raw.decode("gb18030")
+        except UnicodeDecodeError:
+            pass
+    return decode_text(raw)
+
+
+class _Columns:
+    """Where each column sits in the header (dict(zip(columns, cells)): the LAST cell of a repeated
+    name wins). The optional fee, refid and refreason read as "" when the header lacks them: index
+    -1, the "" parse appends to each row when `pad`."""
+
+    def __init__(self, columns: list[str]):
+        index = {name: pos for pos, name in enumerate(columns)}
+        self.width = len(columns)
+        (self.type, self.oid, self.pstatus, self.amount, self.moneytype, self.time) = (
+            index[name] for name in ("type", "oid", "pstatus", "amount", "moneytype", "time"))
+        self.fee, self.refid, self.refreason = (index.get(name, -1) for name in ("fee", "refid", "refreason"))
+        self.pad = -1 in (self.fee, self.refid, self.refreason)
+        self.last_time: str | None = None  # the last row's time and its _times(): rows of a second sit together
+        self.last_times: tuple[str, str | None] = ("", None)
 
 
 def parse(lines: Iterable[bytes | str], bill_date: str | None = None) -> Iterator[dict]:
     """Yield one standard record per data line. Raises StatementError (with the line number)."""
     fixed_date = _norm_date(bill_date) if bill_date else None
     columns: list[str] | None = None
+    col: _Columns | None = None
     for line_no, line in enumerate(lines, start=1):
-        text = decode_text(line) if isinstance(line, (bytes, bytearray)) else line
+        text = _decode(line) if isinstance(line, (bytes, bytearray)) else line
         text = text.lstrip("\ufeff").rstrip("\r\n")
         if len(text) > MAX_LINE_CHARS:
             raise StatementError(line_no, "line too long")
         if not text.strip() or text.lstrip().startswith("#"):
             continue
-        cells = [c.strip() for c in text.split("|")]
+        cells = text.split("|")
         if columns is None:
-            columns = [c.lower() for c in cells]
+            columns = [c.strip().lower() for c in cells]
             missing = [c for c in REQUIRED_COLUMNS if c not in columns]
             if missing:
                 raise StatementError(line_no, "header lacks " + ",".join(missing))
+            col = _Columns(columns)
             continue
-        if len(cells) != len(columns):
-            raise StatementError(line_no, f"{len(cells)} cells, header has {len(columns)}")
-        row = dict(zip(columns, cells))
-        yield _record(row, line_no, fixed_date)
+        if len(cells) != col.width:
+            raise StatementError(line_no, f"{len(cells)} cells, header has {col.width}")
+        if col.pad:
+            cells.append("")
+        yield _record(cells, col, line_no, fixed_date)
     if columns is None:
         raise StatementError(0, "no header line")
 
 
-def _record(row: dict[str, str], line_no: int, fixed_date: str | None) -> dict:
-    kind = row["type"].upper()
+def _record(cells: list[str], col: _Columns, line_no: int, fixed_date: str | None) -> dict:
+    """One data row -> a record: the checks, values and errors of the per-row dict this replaced."""
+    raw_type = cells[col.type].strip()
+    kind = raw_type.upper()
     if kind not in ("PAY", "REF"):
-        raise StatementError(line_no, f"unknown type {row['type']!r}")
-    oid = row["oid"]
+        raise StatementError(line_no, f"unknown type {raw_type!r}")
+    oid = cells[col.oid].strip()
     m = OID_RE.match(oid)
     if not m:
         raise StatementError(line_no, "bad oid")
     serial = m.group(3)
-    currency = MONEYTYPE_CURRENCY.get(row["moneytype"])
+    moneytype = cells[col.moneytype].strip()
+    currency = MONEYTYPE_CURRENCY.get(moneytype)
     if currency is None:
-        raise StatementError(line_no, f"unsupported moneytype {row['moneytype']!r}")
+        raise StatementError(line_no, f"unsupported moneytype {moneytype!r}")
     statuses = PAY_STATUS if kind == "PAY" else REFUND_STATUS
-    status = statuses.get(row["pstatus"])
+    pstatus = cells[col.pstatus].strip()
+    status = statuses.get(pstatus)
     if status is None:
-        raise StatementError(line_no, f"unknown pstatus {row['pstatus']!r}")
-    try:
-        local = datetime.strptime(row["time"], "%Y%m%d%H%M%S").replace(tzinfo=CHINA_TZ)
-    except ValueError:
-        raise StatementError(line_no, f"bad time {row['time']!r}") from None
-    fee_text = row.get("fee", "") or "0"
+        raise StatementError(line_no, f"unknown pstatus {pstatus!r}")
+    time_text = cells[col.time].strip()
+    if time_text != col.last_time:
+        try:
+            col.last_times = _times(time_text)
+        except ValueError:
+            raise StatementError(line_no, f"bad time {time_text!r}") from None
+        col.last_time = time_text
+    day, channel_time = col.last_times
+    fee_text = cells[col.fee].strip() or "0"
     if kind == "PAY":
         our_no, channel_no = serial, oid
     else:
-        channel_no = row.get("refid", "")
+        channel_no = cells[col.refid].strip()
         if not channel_no:
             raise StatementError(line_no, "refund without refid")
-        reason_word = (row.get("refreason", "") or "").split(" ", 1)[0]
+        reason_word = cells[col.refreason].strip().split(" ", 1)[0]
         our_no = reason_word or serial
     return {
         "channel": CHANNEL,
-        "bill_date": fixed_date or local.strftime("%Y-%m-%d"),
+        "bill_date": fixed_date or day,
         "record_type": "payment" if kind == "PAY" else "refund",
         "our_no": our_no,
         "channel_no": channel_no,
         "status": status,
-        "amount_minor": _money(row["amount"], currency, line_no, "amount"),
+        "amount_minor": _money(cells[col.amount].strip(), currency, line_no, "amount"),
         "currency": currency,
         "fee_minor": _money(fee_text, currency, line_no, "fee"),
-        "channel_time": clock.iso(local),
+        "channel_time": channel_time or _channel_time(time_text),
         "raw_line_no": line_no,
     }
 

@@ -6,12 +6,14 @@ columns do not matter. Data rows carry a backtick before every value; header row
 from __future__ import annotations
 
 import io
-from datetime import datetime
+import re
+from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Iterable, Iterator
 
 from chalicelib import clock
 from chalicelib.channels.wechat import wire
-from chalicelib.money import Money, MoneyError
+from chalicelib.money import MoneyError, minor_from_major
 
 CHANNEL = "wechat"
 MAX_LINE_CHARS = 16 * 1024
@@ -87,9 +89,52 @@ def _lines(source: str | bytes | Iterable[str] | Iterable[bytes]) -> Iterator[st
 
 def _minor(text: str, currency: str, line_no: int) -> int:
     try:
-        return Money.from_major(text or "0", currency).amount
+        return minor_from_major(text or "0", currency)
     except MoneyError as exc:
         raise StatementError(str(exc), line_no) from None
+
+
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+_PLAIN_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}").fullmatch
+
+
+@lru_cache(maxsize=64)
+def _day_before(day: str) -> str | None:
+    """'YYYY-MM-DD' -> the day before it, ISO; None when it is no date or before 1001 (strptime decides)."""
+    try:
+        d = date(int(day[:4]), int(day[5:7]), int(day[8:10]))
+    except ValueError:
+        return None
+    return (d - timedelta(days=1)).isoformat() if d.year > 1000 else None
+
+
+def _times(text: str) -> tuple[str, str | None]:
+    """A transaction time -> (its China date 'YYYY-MM-DD', channel_time 'YYYY-MM-DDTHH:MM:SSZ' in UTC).
+
+    Exactly what strptime(text, _TIME_FORMAT) in CHINA_TZ, .date().isoformat() and clock.iso give, and
+    ValueError where strptime raises it. A zero-padded valid time is read by slicing: China is UTC+8
+    all year, so UTC has the same minutes and seconds, the hour 8 less, on the day before when the
+    China hour is before 8. Anything else (single digits, extra spaces, an invalid field, years
+    before 1001) goes through strptime. channel_time is None where clock.iso overflows (1 Jan of
+    year 1 before 08:00): _channel_time raises that OverflowError where the record takes it, as before.
+    """
+    if _PLAIN_TIME(text) is not None:
+        day = text[:10]
+        day_before = _day_before(day)
+        hour = int(text[11:13])
+        if day_before is not None and hour < 24 and text[14:16] < "60" and text[17:19] < "60":
+            if hour >= 8:
+                return day, f"{day}T{hour - 8:02d}{text[13:19]}Z"
+            return day, f"{day_before}T{hour + 16:02d}{text[13:19]}Z"
+    at = datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=wire.CHINA_TZ)
+    try:
+        return at.date().isoformat(), clock.iso(at)
+    except OverflowError:
+        return at.date().isoformat(), None
+
+
+def _channel_time(text: str) -> str:
+    return clock.iso(datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=wire.CHINA_TZ))
 
 
 def parse(source: str | bytes | Iterable[str] | Iterable[bytes], bill_date: str | None = None) -> Iterator[dict]:
@@ -100,6 +145,7 @@ def parse(source: str | bytes | Iterable[str] | Iterable[bytes], bill_date: str 
     columns: dict[str, int] | None = None
     width = 0
     in_summary = False
+    last_time = day = channel_time = None
     for line_no, line in enumerate(_lines(source), start=1):
         if not line.strip():
             continue
@@ -109,6 +155,13 @@ def parse(source: str | bytes | Iterable[str] | Iterable[bytes], bill_date: str 
             if columns is None:
                 width = len(line.split(","))
                 columns = _header_map(line.split(","), line_no)
+                # A column the header lacks reads as "": its index is -1, the "" appended to each row.
+                pad = any(key not in columns for key in _COLUMNS)
+                (i_time, i_transaction_id, i_out_trade_no, i_trade_status, i_currency, i_total,
+                 i_refund_id, i_out_refund_no, i_refund_amount, i_refund_status, i_fee) = (
+                    columns.get(key, -1) for key in (
+                        "time", "transaction_id", "out_trade_no", "trade_status", "currency", "total",
+                        "refund_id", "out_refund_no", "refund_amount", "refund_status", "fee"))
             else:
                 in_summary = True  # the second header introduces the summary row
             continue
@@ -117,44 +170,42 @@ def parse(source: str | bytes | Iterable[str] | Iterable[bytes], bill_date: str 
         if in_summary:
             continue
         # Every value starts with a backtick, so ",`" splits cells even if a product name has a comma.
-        values = [v.strip() for v in line[1:].split(",`")]
+        values = line[1:].split(",`")
         if len(values) < width:
             raise StatementError("row has fewer columns than the header", line_no)
-        yield _record(columns, values, line_no, bill_date)
+        if pad:
+            values.append("")
+        time_text = values[i_time].strip()
+        if time_text != last_time:  # rows of one second sit together: parse each time once
+            try:
+                day, channel_time = _times(time_text)
+            except ValueError:
+                raise StatementError("bad transaction time", line_no) from None
+            last_time = time_text
+        currency = values[i_currency].strip()
+        refund_no = values[i_out_refund_no].strip()
+        trade_status = values[i_trade_status].strip()
+        is_refund = trade_status == "REFUND" or (refund_no not in ("", "0"))
+        if is_refund:
+            our_no, channel_no = refund_no, values[i_refund_id].strip()
+            status = values[i_refund_status].strip() or trade_status
+            amount = _minor(values[i_refund_amount].strip(), currency, line_no)
+        else:
+            our_no, channel_no = values[i_out_trade_no].strip(), values[i_transaction_id].strip()
+            status = trade_status
+            amount = _minor(values[i_total].strip(), currency, line_no)
+        yield {
+            "channel": CHANNEL,
+            "bill_date": bill_date or day,
+            "record_type": "REFUND" if is_refund else "PAY",
+            "our_no": our_no,
+            "channel_no": channel_no,
+            "status": status,
+            "amount_minor": amount,
+            "currency": currency,
+            "fee_minor": _minor(values[i_fee].strip(), currency, line_no),
+            "channel_time": channel_time or _channel_time(time_text),
+            "raw_line_no": line_no,
+        }
     if columns is None:
         raise StatementError("no bill header found")
-
-
-def _record(columns: dict[str, int], values: list[str], line_no: int, bill_date: str | None) -> dict:
-    def col(key: str) -> str:
-        pos = columns.get(key)
-        return values[pos] if pos is not None else ""
-
-    try:
-        at = datetime.strptime(col("time"), "%Y-%m-%d %H:%M:%S").replace(tzinfo=wire.CHINA_TZ)
-    except ValueError:
-        raise StatementError("bad transaction time", line_no) from None
-    currency = col("currency")
-    refund_no = col("out_refund_no")
-    is_refund = col("trade_status") == "REFUND" or (refund_no not in ("", "0"))
-    if is_refund:
-        our_no, channel_no = refund_no, col("refund_id")
-        status = col("refund_status") or col("trade_status")
-        amount = _minor(col("refund_amount"), currency, line_no)
-    else:
-        our_no, channel_no = col("out_trade_no"), col("transaction_id")
-        status = col("trade_status")
-        amount = _minor(col("total"), currency, line_no)
-    return {
-        "channel": CHANNEL,
-        "bill_date": bill_date or at.date().isoformat(),
-        "record_type": "REFUND" if is_refund else "PAY",
-        "our_no": our_no,
-        "channel_no": channel_no,
-        "status": status,
-        "amount_minor": amount,
-        "currency": currency,
-        "fee_minor": _minor(col("fee"), currency, line_no),
-        "channel_time": clock.iso(at),
-        "raw_line_no": line_no,
-    }
