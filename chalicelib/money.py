@@ -1,6 +1,7 @@
 """Money: integer minor units with an ISO 4217 code. Rates are Decimal. Every rounding is named."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 
@@ -11,6 +12,9 @@ EXPONENTS: dict[str, int] = {
 }
 SETTLEMENT_CURRENCIES = ("NZD", "AUD")
 RATE_SCALE = Decimal(10) ** 8  # WeChat and our storage: rate x 10^8 as an integer
+
+
+_AMOUNT_TEXT = re.compile(r"-?\d{1,15}(\.\d{1,12})?")
 
 
 class MoneyError(ValueError):
@@ -62,12 +66,14 @@ class Money:
     def from_major(cls, text: str, currency: str) -> "Money":
         """Parse '12.50' exactly. More decimals than the currency has is an error, not a rounding."""
         exp = exponent(currency)
+        if not isinstance(text, str) or not _AMOUNT_TEXT.fullmatch(text.strip()):
+            # Plain decimal notation only: no exponents ("1e3"), no NaN/Infinity, and at most 15 whole
+            # digits, so Decimal's 28-digit context can never round an amount behind our back.
+            raise MoneyError(f"not an amount: {text!r}")
         try:
             d = Decimal(text.strip())
-        except (InvalidOperation, AttributeError):
+        except InvalidOperation:
             raise MoneyError(f"not an amount: {text!r}") from None
-        if not d.is_finite():
-            raise MoneyError(f"not an amount: {text!r}")
         minor = d.scaleb(exp)
         if minor != minor.to_integral_value():
             raise MoneyError(f"{text!r} has more decimals than {currency} allows")

@@ -37,3 +37,15 @@ def test_wechat_style_conversion_names_its_rounding():
 def test_fee_half_up():
     assert bps_of(Money(1025, "NZD"), 200) == Money(21, "NZD")  # 20.5 -> 21 (half-even would give 20)
     assert bps_of(Money(10000, "NZD"), 200) == Money(200, "NZD")
+
+
+@pytest.mark.parametrize("text", ["1e3", "1E+2", "NaN", "Infinity", "0x10", "1" * 30, "12.", ".5", "1,000.00", ""])
+def test_only_plain_decimal_amounts_are_read(text):
+    with pytest.raises(MoneyError):
+        Money.from_major(text, "NZD")
+
+
+def test_negative_and_padded_amounts_are_still_read_exactly():
+    assert Money.from_major("-0.50", "NZD") == Money(-50, "NZD")
+    assert Money.from_major(" 12.50 ", "NZD") == Money(1250, "NZD")
+    assert Money.from_major("999999999999999.99", "NZD").amount == 99999999999999999

@@ -57,13 +57,15 @@ def test_refusals_are_from_majors():
         minor_from_major("1.5", "JPY")
 
 
-def test_from_major_quirks_are_kept_not_fixed():
-    # from_major accepts exponents, signs and surrounding whitespace; so does the helper (the same
-    # answer, never a float). Callers that want a stricter shape check it first (PayEase: AMOUNT_RE).
-    assert minor_from_major("1e3", "NZD") == Money.from_major("1e3", "NZD").amount == 100000
+def test_exponents_and_plus_signs_are_refused_like_from_major():
+    # Outside amounts are plain decimals: "1e3" or "+1.00" in a statement is a broken file, not 1000.
+    for text in ("1e3", "+1.00", "1" * 30):
+        with pytest.raises(MoneyError):
+            minor_from_major(text, "NZD")
+        with pytest.raises(MoneyError):
+            Money.from_major(text, "NZD")
     assert minor_from_major("-0.5", "NZD") == -50
     assert minor_from_major(" 12.50", "NZD") == minor_from_major("12.50 ", "NZD") == 1250
-    assert minor_from_major("+1.00", "NZD") == 100
 
 
 def test_non_strings_go_to_from_major():
