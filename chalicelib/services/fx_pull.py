@@ -76,20 +76,9 @@ def pull(day: date | None = None, dry_run: bool = False, force: bool = False,
 
 def _wechat_rate(wechat, currency: str, day: date) -> tuple[Decimal, datetime]:
     """WeChat's rate for `day`, and its source time: the rate date WeChat reports (`rate_time`), so a
-    feed that keeps answering an old date is seen as stale; the day asked for only if it reports none.
-
-    The channel client's exchange_rate() returns the rate alone, so this makes the same signed call
-    and the same checks itself (keep the two in step).
-    """
-    from chalicelib.channels.base import ChannelError
-    from chalicelib.money import rate_from_e8
-
-    fields = wechat._call("/pay/queryexchagerate",
-                          {"sub_mch_id": "", "fee_type": currency, "date": day.strftime("%Y%m%d")}, with_nonce=False)
-    value = fields.get("rate", "")
-    if fields.get("fee_type", "") not in ("", currency) or not value.isdigit() or int(value) == 0:
-        raise ChannelError("BAD_RESPONSE", "queryexchagerate answered without a usable rate", retryable=True)
-    return rate_from_e8(value), wechat_source_time(fields.get("rate_time"), day)
+    feed that keeps answering an old date is seen as stale; the day asked for only if it reports none."""
+    rate, rate_time = wechat.exchange_rate_with_time(currency, day)
+    return rate, wechat_source_time(rate_time, day)
 
 
 def wechat_source_time(rate_time: str | None, asked: date) -> datetime:

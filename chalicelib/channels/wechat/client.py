@@ -211,13 +211,18 @@ class WeChatChannel:
 
     def exchange_rate(self, currency: str, date: date_type, sub_mch_id: str | None = None) -> Decimal:
         """The indicative rate (CNY per one unit of `currency`) WeChat publishes for a UTC+8 day."""
+        return self.exchange_rate_with_time(currency, date, sub_mch_id)[0]
+
+    def exchange_rate_with_time(self, currency: str, date: date_type,
+                                sub_mch_id: str | None = None) -> tuple[Decimal, str | None]:
+        """The rate and the `rate_time` WeChat reports for it (yyyyMMdd or yyyyMMddHHmmss, UTC+8), if any."""
         params = {"sub_mch_id": sub_mch_id or "", "fee_type": currency, "date": date.strftime(wire.DATE_FORMAT)}
         # The documented request has neither nonce_str nor sign_type: it is signed with MD5 (V5).
         fields = self._call("/pay/queryexchagerate", params, with_nonce=False)
         value = fields.get("rate", "")
         if fields.get("fee_type", "") not in ("", currency) or not value.isdigit() or int(value) == 0:
             raise ChannelError("BAD_RESPONSE", "queryexchagerate answered without a usable rate", retryable=True)
-        return rate_from_e8(value)
+        return rate_from_e8(value), fields.get("rate_time") or None
 
     def download_bill(self, date: date_type, sub_mch_id: str | None = None, bill_type: str = "ALL") -> str:
         """The day's bill as text (spec §9); a FAIL XML answer (e.g. No Bill Exist) raises ChannelError."""
