@@ -101,7 +101,7 @@ def chase_refunds(dry_run: bool = False, merchant_id: str | None = None, limit: 
             continue
         p = store.get(refund.payment_id)
         out["refunds_checked"] += 1
-        req = refunds._request(p, refund)
+        req = refunds.channel_request(p, refund)
         channel = channels.get(p.channel)
         try:
             answer = channel.refund_query(req)

@@ -132,7 +132,7 @@ def posting_of(refund: Refund) -> ledger.Posting:
     return ledger_store.get(f"refund:{refund.id}")
 
 
-def _request(p: Payment, refund: Refund) -> RefundRequest:
+def channel_request(p: Payment, refund: Refund) -> RefundRequest:
     return RefundRequest(
         refund_id=refund.id, channel_refund_id=refund.channel_refund_id,
         payment=OrderRef(p.channel_order_id, MerchantChannelConfig(dict(p.channel_merchant)),
@@ -143,7 +143,7 @@ def _request(p: Payment, refund: Refund) -> RefundRequest:
 
 def _ask_channel(p: Payment, refund: Refund, posting: ledger.Posting) -> Refund:
     channel = channels.get(p.channel)
-    req = _request(p, refund)
+    req = channel_request(p, refund)
     try:
         answer = channel.refund(req)
     except ChannelError as exc:
