@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from requests.adapters import BaseAdapter
@@ -19,6 +19,13 @@ from tests.support.jobs import by_hand, scheduled
 from tests.support.transport import ChaliceAdapter, FakeReceiver
 
 BASE = "http://kauri.test"
+
+
+@pytest.fixture(autouse=True)
+def _period_aligned_clock(aws):
+    """Job periods are wall-clock slots: start 5 s into a 5-minute slot, so 'the same period' is certain
+    (on the real clock a run near a slot boundary crossed into the next one now and then)."""
+    clock.freeze(datetime(2026, 11, 25, 2, 0, 5, tzinfo=timezone.utc))
 
 
 @pytest.fixture

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
+
+import pytest
 
 from chalicelib import clock, http
 from chalicelib.services import notifications
@@ -15,6 +17,13 @@ from tests.support.transport import FakeReceiver
 
 HOOK = "https://hooks.kiwi-honey.test"
 TICK = timedelta(minutes=10)   # EventBridge fires every minute; the test samples every tenth
+
+
+@pytest.fixture(autouse=True)
+def _period_aligned_clock(aws):
+    """Job periods are wall-clock slots: start 5 s into a slot, so 'the same minute' is certain (on the
+    real clock a run near a slot boundary crossed into the next one now and then)."""
+    clock.freeze(datetime(2026, 11, 25, 2, 0, 5, tzinfo=timezone.utc))
 
 
 def event_id(request) -> str:
