@@ -6,10 +6,10 @@ this app imports this module on cold start.
 from __future__ import annotations
 
 from chalice import Chalice, Cron, Rate, Response
-from chalice.app import CloudWatchEvent
 
 from chalicelib import channels, settings
 from chalicelib.api import http as api
+from chalicelib.api.jobs import hand_runnable
 
 app = Chalice(app_name="kauri", configure_logs=False)  # chalicelib.log writes our structured lines
 _settings = settings.get()
@@ -338,30 +338,13 @@ def merchant_alerts(event):
     return jobs.run(jobs.MERCHANT_ALERTS, event.to_dict())
 
 
-def _event(event) -> dict:
-    return event.to_dict() if hasattr(event, "to_dict") else dict(event or {})
-
-
-class _HandRunnable(CloudWatchEvent):
-    """A schedule's event as EventBridge sends it, or as ops type it by hand ({"date": ...}).
-
-    Chalice's CloudWatchEvent insists on every EventBridge field; absent ones read as empty here,
-    and `to_dict()` still returns exactly what was sent.
-    """
-    _BLANK = {"version": "0", "account": "", "region": "", "detail": {}, "detail-type": "", "source": "",
-              "time": "", "id": "", "resources": []}
-
-    def _extract_attributes(self, event_dict):
-        super()._extract_attributes({**self._BLANK, **(event_dict or {})})
-
-
 # Daily at 03:30 UTC = 16:30 NZDT / 15:30 NZST: always before the 17:00 local auto_withdraw.
 # Hand-run: {"date": "2026-11-25", "merchant_id": "mch_...", "dry_run": true} (all optional).
 @app.schedule(Cron(30, 3, "*", "*", "?", "*"), name="release_funds")
 def release_funds(event):
     from chalicelib.services import balances
 
-    return balances.release_funds_job(_event(event))
+    return balances.release_funds_job(event.to_dict())
 
 
 # EventBridge cron is UTC only and Auckland's offset moves: fire every hour and act only in the firing
@@ -370,13 +353,10 @@ def release_funds(event):
 def auto_withdraw(event):
     from chalicelib.services import withdrawals
 
-    return withdrawals.auto_withdraw_job(_event(event))
+    return withdrawals.auto_withdraw_job(event.to_dict())
 
 
-for _job in (release_funds, auto_withdraw):
-    _job.event_class = _HandRunnable
-for _job in (retry_webhooks, chase_payments, fx_pull, merchant_alerts):
-    _job.event_class = _HandRunnable
+hand_runnable(retry_webhooks, chase_payments, fx_pull, merchant_alerts, release_funds, auto_withdraw)
 
 
 # Ops actions, invoked by hand: {"batch_id": "wdb_20261125_nzd"} / {"withdrawal_id": "wd_...", "reason": "..."}

@@ -15,6 +15,9 @@ def _ensure_output() -> None:
     global _ready
     if _ready:
         return
+    from chalicelib import settings
+
+    _logger.setLevel(settings.get().log_level.upper())
     if not logging.getLogger().handlers and not _logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))

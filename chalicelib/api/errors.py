@@ -29,11 +29,3 @@ def not_found(what: str, param: str | None = None) -> ApiError:
 
 def conflict(code: str, message: str) -> ApiError:
     return ApiError(409, "invalid_request_error", code, message)
-
-
-def unprocessable(code: str, message: str, param: str | None = None) -> ApiError:
-    return ApiError(422, "invalid_request_error", code, message, param)
-
-
-def channel_error(code: str, message: str) -> ApiError:
-    return ApiError(502, "channel_error", code, message)

@@ -53,8 +53,3 @@ def quote_cny(amount: Money, base_rate: Decimal, markup_bps: int) -> tuple[Decim
     """The payer's CNY for an invoice: rate with markup, ROUND_CEILING to the fen (never short-charge)."""
     rate = marked_up(base_rate, markup_bps)
     return rate, convert(amount, "CNY", rate, "CEILING")
-
-
-def booked_amount(cny_received: Money, quote: Quote) -> Money:
-    """Merchant currency the payer's CNY is worth at the quote's locked rate (ROUND_FLOOR)."""
-    return convert(cny_received, quote.amount.currency, Decimal(1) / quote.rate, "FLOOR")

@@ -25,13 +25,6 @@ TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     PaymentStatus.CLOSED: frozenset(),
 }
 
-FLOWS = {
-    "wechat": ("native", "jsapi", "h5"),
-    "alipay": ("web", "wap", "qr"),
-    "payease": ("bank",),
-}
-
-
 class InvalidTransition(Exception):
     def __init__(self, current: PaymentStatus, target: PaymentStatus):
         super().__init__(f"payment cannot move from {current.value} to {target.value}")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from chalicelib.domain.payment import Payment, PaymentStatus
@@ -35,6 +35,7 @@ class Refund:
     channel_refund_ref: str | None = None
     failure_code: str | None = None
     channel_amount: Money | None = None   # what the channel returns, when it charged another currency
+    draw: dict = field(default_factory=dict)  # merchant buckets the refund was taken from {"available": n, ...}
 
 
 def check_refund(payment: Payment, amount: Money) -> None:

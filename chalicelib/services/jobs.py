@@ -161,7 +161,3 @@ CHASE_PAYMENTS = Job("chase_payments", 300, _chase_payments, frozenset({"dry_run
 RETRY_WEBHOOKS = Job("retry_webhooks", 60, _retry_webhooks, frozenset({"dry_run", "force", "merchant_id"}))
 MERCHANT_ALERTS = Job("merchant_alerts", 60, _merchant_alerts, frozenset({"dry_run", "force", "merchant_id"}))
 JOBS = {j.name: j for j in (FX_PULL, CHASE_PAYMENTS, RETRY_WEBHOOKS, MERCHANT_ALERTS)}
-
-
-def run_named(name: str, raw_event: Any) -> dict:
-    return run(JOBS[name], raw_event)

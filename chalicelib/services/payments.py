@@ -221,7 +221,3 @@ def mark_closed(p: Payment, reason: str) -> Payment:
         return current
     log.info("payment_closed", payment_id=p.id, reason=reason)
     return closed
-
-
-def channel_says_paid(status: ChannelStatus) -> bool:
-    return status in (ChannelStatus.PAID, ChannelStatus.REFUNDED)

@@ -119,10 +119,10 @@ def _reservation(merchant: Merchant, p: Payment, amount: int, reason: str):
     refund_id = ids.new("re")
     refund = Refund(id=refund_id, payment_id=p.id, merchant_id=merchant.id, amount=money, reason=reason,
                     status=RefundStatus.PROCESSING, channel_refund_id=refund_id, created_at=clock.now(),
-                    channel_amount=channel_amount)
+                    channel_amount=channel_amount, draw=draw)
     posting = refund_posting(f"refund:{refund.id}", p, refund.id, amount, fee_back, draw, channel_amount)
     unit = (Unit().reserve_refund(p.id, amount, p.refunded, p.amount.amount)
-            .save_refund(store.refund_to_item(refund, draw), new=True)
+            .save_refund(store.refund_to_item(refund), new=True)
             .post(posting, floors=floors))
     return refund, draw, posting, unit
 
@@ -167,7 +167,7 @@ def _ask_channel(p: Payment, refund: Refund, posting: ledger.Posting) -> Refund:
 
 def succeed(refund: Refund, channel_ref: str | None) -> Refund:
     done = replace(refund, status=RefundStatus.SUCCEEDED, channel_refund_ref=channel_ref)
-    item = store.refund_to_item(done, store.get_refund(refund.id)[1])
+    item = store.refund_to_item(done)
     try:
         (Unit().save_refund(item, new=False, from_status=RefundStatus.PROCESSING.value)
          .emit(new_event(refund.merchant_id, "refund.succeeded", views.refund(done))).commit())
@@ -183,7 +183,7 @@ def fail(p: Payment, refund: Refund, posting: ledger.Posting, code: str) -> Refu
     If release_funds has meanwhile moved the payment's funds to available, the pending share comes back
     to available (nothing would ever release it from pending again)."""
     failed = replace(refund, status=RefundStatus.FAILED, failure_code=code)
-    item = store.refund_to_item(failed, store.get_refund(refund.id)[1])
+    item = store.refund_to_item(failed)
     for attempt in range(RESERVE_ATTEMPTS):
         released = store.is_released(p.id)
         reversal = posting.reversed(f"refund_reversal:{refund.id}", "refund_reversal", memo=code)

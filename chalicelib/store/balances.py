@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pynamodb.exceptions import DoesNotExist
 
-from chalicelib.store.models import BalanceModel, EntryModel
+from chalicelib.store.models import BalanceModel
 
 
 def get_many(accounts: list[str]) -> dict[str, int]:
@@ -19,7 +19,3 @@ def get(account: str) -> int:
         return int(BalanceModel.get(account, consistent_read=True).balance or 0)
     except DoesNotExist:
         return 0
-
-
-def entries(account: str, limit: int = 100, newest_first: bool = True) -> list[EntryModel]:
-    return list(EntryModel.query(account, scan_index_forward=not newest_first, limit=limit))

@@ -1,7 +1,6 @@
 """FX rate snapshots: every one kept, newest read first."""
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 
 from pynamodb.attributes import UnicodeAttribute, UTCDateTimeAttribute
@@ -30,9 +29,3 @@ def latest(channel: str, currency: str) -> Rate | None:
     for item in FxSnapshotModel.query(f"{channel}#{currency}", scan_index_forward=False, limit=1):
         return Rate(item.channel, item.currency, Decimal(item.rate), item.source_time, item.fetched_at)
     return None
-
-
-def history(channel: str, currency: str, since: datetime, limit: int = 500) -> list[Rate]:
-    return [Rate(i.channel, i.currency, Decimal(i.rate), i.source_time, i.fetched_at)
-            for i in FxSnapshotModel.query(f"{channel}#{currency}", FxSnapshotModel.fetched_at >= since,
-                                           scan_index_forward=False, limit=limit)]

@@ -63,13 +63,6 @@ def _found(future):
         return None
 
 
-def get_key(key_hash: str) -> ApiKeyModel | None:
-    try:
-        return ApiKeyModel.get(key_hash)
-    except DoesNotExist:
-        return None
-
-
 def add_endpoint(merchant_id: str, endpoint_id: str, url: str, secret: str) -> WebhookEndpointModel:
     item = WebhookEndpointModel(merchant_id, endpoint_id, url=url, secret=secret, enabled=True,
                                 created_at=clock.now())

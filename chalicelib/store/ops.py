@@ -11,10 +11,3 @@ def record_once(record_id: str, kind: str, channel: str, ref: str | None, detail
     """Write the record unless one with this id exists. True if this call wrote it."""
     item = OpsRecordModel(record_id[:512], kind=kind, channel=channel, ref=ref, detail=detail, created_at=clock.now())
     return applied(lambda: item.save(condition=OpsRecordModel.record_id.does_not_exist()))
-
-
-def list_open(kind: str | None = None, limit: int = 100) -> list[OpsRecordModel]:
-    cond = OpsRecordModel.status == "open"
-    if kind:
-        cond = cond & (OpsRecordModel.kind == kind)
-    return list(OpsRecordModel.scan(cond, limit=limit))

@@ -119,7 +119,7 @@ def pending_created_before(before, limit: int = 500) -> list[str]:
         PENDING_SHARD, PaymentModel.created_at < before, limit=limit)]
 
 
-def refund_to_item(r: Refund, draw: dict[str, int] | None = None) -> RefundModel:
+def refund_to_item(r: Refund) -> RefundModel:
     return RefundModel(
         r.id,
         payment_id=r.payment_id,
@@ -133,7 +133,7 @@ def refund_to_item(r: Refund, draw: dict[str, int] | None = None) -> RefundModel
         failure_code=r.failure_code,
         channel_amount=r.channel_amount.amount if r.channel_amount else None,
         channel_currency=r.channel_amount.currency if r.channel_amount else None,
-        draw=draw or {},
+        draw=dict(r.draw),
         created_at=r.created_at,
         processing_shard=PENDING_SHARD if r.status is RefundStatus.PROCESSING else None,
     )
@@ -152,6 +152,7 @@ def refund_from_item(m: RefundModel) -> Refund:
         channel_refund_ref=m.channel_refund_ref,
         failure_code=m.failure_code,
         channel_amount=Money(int(m.channel_amount), m.channel_currency) if m.channel_amount is not None else None,
+        draw=dict(m.draw or {}),
     )
 
 

@@ -24,7 +24,6 @@ from chalicelib.store.models import (
     EntryModel,
     EventModel,
     IdempotencyModel,
-    OpsRecordModel,
     PaymentModel,
     PostingModel,
     RefundModel,
@@ -161,11 +160,6 @@ class Unit:
         """Any other new item that must be written with this change (e.g. a staff alert), once, never replaced."""
         first_write = type(item)._hash_key_attribute().does_not_exist()
         self._ops.append(lambda tx: tx.save(item, condition=first_write))
-        return self
-
-    def ops_record(self, record_id: str, kind: str, channel: str, ref: str | None, detail: dict) -> "Unit":
-        item = OpsRecordModel(record_id, kind=kind, channel=channel, ref=ref, detail=detail, created_at=clock.now())
-        self._ops.append(lambda tx: tx.save(item))
         return self
 
     def complete_idempotency(self, key: str, status_code: int, body: str, expires: datetime) -> "Unit":

@@ -1,7 +1,6 @@
 """Regression tests for money-safety defects found in review: each failed before its fix."""
 from __future__ import annotations
 
-import json
 import threading
 from datetime import timedelta
 from decimal import Decimal
