@@ -5,18 +5,17 @@
 
 It reads .local/stack.json (written by `make run`), points this process at that stack's embedded AWS
 and API before importing app.py, invokes the function the way Lambda would (with the function's
-own environment from .chalice/config.json) and prints its result as JSON. A scheduled function's
-event is wrapped in a real-looking EventBridge "Scheduled Event" (your fields kept at the top level).
+own environment from .chalice/config.json) and prints its result as JSON. The event goes in as typed,
+like a hand invocation in AWS, so `{"dry_run": true}` reaches the job.
 """
 from __future__ import annotations
 
 import json
 import socket
 import sys
-from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
-from infra.local import PROJECT_DIR, STAGE, apply_environment, scheduled_event, stack_environment, stack_file
+from infra.local import PROJECT_DIR, STAGE, apply_environment, stack_environment, stack_file
 
 
 class JobError(Exception):
@@ -60,19 +59,25 @@ def run(name: str, event: object) -> object:
     if str(PROJECT_DIR) not in sys.path:
         sys.path.insert(0, str(PROJECT_DIR))
 
-    from chalice.test import Client
-
     import app as app_module
 
-    functions = invokable(app_module.app)
+    return invoke(app_module.app, name, event)
+
+
+def invoke(chalice_app, name: str, event: object) -> object:
+    """Invoke `name` with `event` exactly as given, as ops do with `aws lambda invoke --payload`.
+
+    The event is never wrapped in an EventBridge envelope: every schedule reads hand-typed fields from
+    the top level (chalicelib.api.jobs.HandRunnableEvent), while an envelope makes the jobs read only its
+    `detail`, so `{"dry_run": true}` would be dropped and the job would run for real.
+    """
+    from chalice.test import Client
+
+    functions = invokable(chalice_app)
     if name not in functions:
         known = ", ".join(sorted(functions)) or "(none defined yet)"
         raise JobError(f"unknown function {name!r}. app.py defines: {known}")
-    if functions[name] == "scheduled" and isinstance(event, dict) and "detail-type" not in event:
-        # Wrap the given fields in a real EventBridge envelope (chalice's CloudWatchEvent needs one);
-        # they stay at the top level, where the handler's event.to_dict() finds them.
-        event = {**scheduled_event(name, datetime.now(timezone.utc), facts.get("region", "ap-southeast-2")), **event}
-    with Client(app_module.app, stage_name=STAGE, project_dir=str(PROJECT_DIR)) as client:
+    with Client(chalice_app, stage_name=STAGE, project_dir=str(PROJECT_DIR)) as client:
         return client.lambda_.invoke(name, event).payload
 
 

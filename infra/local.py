@@ -393,6 +393,8 @@ class Stack:
         serve = threading.Thread(target=self.server.server.serve_forever, name="kauri-api", daemon=True)
         serve.start()
         self.threads.append(serve)
+        first = self._first_rates(chalice_app)
+        self.facts["fx_pull_at_start"] = first.get("outcome") if isinstance(first, dict) else "failed"
 
         speedup = float(os.environ.get("KAURI_CLOCK_SPEEDUP", "1") or 1)
         interval = float(os.environ.get("KAURI_PUMP_INTERVAL", "1") or 1)
@@ -409,6 +411,16 @@ class Stack:
 
         write_stack_file(self.facts)
         return self.facts
+
+    def _first_rates(self, chalice_app) -> Any:
+        """Pull FX rates once before anyone calls: quoted (tuition) payments need them in the first minute,
+        not after the scheduler's first 30-minute tick. A failure is logged and the scheduler tries again."""
+        from chalicelib import clock
+
+        result = _QuietErrors().run(
+            "fx_pull at start", lambda: invoke_handler(chalice_app, "fx_pull", scheduled_event("fx_pull", clock.now())))
+        log.info("fx_pull at start -> %s", _short(result))
+        return result
 
     def _seed(self) -> dict[str, Any]:
         seed = _lookup("chalicelib.services.merchants", "seed_demo")

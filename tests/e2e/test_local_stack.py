@@ -122,3 +122,19 @@ def test_local_scheduler_reads_rates_and_eventbridge_crons():
     daily = parse_schedule("release_funds", "cron(0 14 * * ? *)")
     assert daily.due(tue_0230) is False
     assert daily.next_at == datetime(2026, 11, 24, 14, 0, tzinfo=timezone.utc)
+
+
+def test_tuition_payment_works_in_the_first_minute_of_make_run(stack):
+    """`make run` pulls FX rates as it starts: a quoted PayEase payment needs no 30-minute wait."""
+    api, key = stack["api_url"], stack["api_key"]
+    http = requests.Session()
+    http.trust_env = False
+    auth = {"Authorization": f"Bearer {key}"}
+    created = http.post(f"{api}/v1/payments", timeout=10, headers={**auth, "Idempotency-Key": uuid.uuid4().hex},
+                        json={"amount": 250000, "currency": "NZD", "channel": "payease", "flow": "bank",
+                              "merchant_reference": "e2e-tuition-1", "description": "Semester 1 tuition",
+                              "return_url": "https://school.example/paid"})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["channel_amount"]["currency"] == "CNY" and body["channel_amount"]["amount"] > 250000
+    assert body["quote"]
