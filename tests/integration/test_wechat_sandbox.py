@@ -172,6 +172,22 @@ def test_a_validation_refusal_is_signed_and_names_the_field(client):
     assert signing.verify(answer, cfg.api_key)
 
 
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "text/plain",
+                                          "text/plain; charset=utf-8", "application/octet-stream"])
+def test_xml_sent_without_an_xml_content_type_is_read_as_xml_like_wechat_does(client, wechat, content_type):
+    wechat.create(order("NZCT00000001"))
+    cfg = settings.get().wechat
+    fields = {"appid": cfg.appid, "mch_id": cfg.mch_id, "sub_mch_id": "20000100", "nonce_str": "ct1",
+              "out_trade_no": "NZCT00000001"}
+    fields["sign"] = signing.sign(fields, cfg.api_key)
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    resp = client.http.post("/sandbox/wechat/pay/orderquery", headers=headers, body=wire.to_xml(fields))
+    assert resp.status_code == 200, resp.body
+    answer = wire.from_xml(resp.body)
+    assert answer["result_code"] == "SUCCESS" and answer["trade_state"] == "NOTPAY"
+    assert signing.verify(answer, cfg.api_key)
+
+
 # ---- query / close ---------------------------------------------------------------------------
 
 def test_query_before_and_after_payment(client, wechat, receiver):

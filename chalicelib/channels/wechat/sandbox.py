@@ -23,7 +23,10 @@ from chalicelib.money import Money, bps_of, convert, rate_from_e8
 
 blueprint = Blueprint(__name__)
 
-XML_TYPES = ["text/xml", "application/xml"]
+# WeChat reads every API body as XML whatever the Content-Type says, and popular clients send none
+# (chalice then assumes application/json) or a form/plain one: accept all of them, as WeChat does.
+REQUEST_TYPES = ["text/xml", "application/xml", "application/json", "application/x-www-form-urlencoded",
+             "text/plain", "application/octet-stream"]
 NOTIFY_QUEUE = "wechat#notify"
 # Notification retry intervals after the first attempt (spec §8, current wording: 24h4m in total).
 RETRY_SCHEDULE = (15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600)
@@ -577,7 +580,7 @@ def _view(handler: Callable[[dict[str, str]], Any], need_nonce: bool, result: bo
 
 
 for _path, (_handler, _nonce, _result) in _API.items():
-    blueprint.route(_path, methods=["POST"], content_types=XML_TYPES, name=_handler.__name__.lstrip("_"))(
+    blueprint.route(_path, methods=["POST"], content_types=REQUEST_TYPES, name=_handler.__name__.lstrip("_"))(
         _view(_handler, _nonce, _result))
 
 
