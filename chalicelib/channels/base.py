@@ -118,6 +118,12 @@ class ChannelRefund:
     channel_refund_ref: str | None = None     # the channel's own refund id
     amount: Money | None = None
     raw: dict[str, str] = field(default_factory=dict)
+    # What a refund notification says it belongs to, checked against our refund before it is applied.
+    # Minor units of the order's currency (WeChat's refund notification does not name the currency).
+    channel_order_id: str | None = None
+    channel_transaction_id: str | None = None
+    refund_minor: int | None = None
+    order_total_minor: int | None = None
 
 
 @dataclass(frozen=True)

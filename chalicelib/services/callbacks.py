@@ -5,8 +5,9 @@ import hashlib
 import random
 import time
 
-from chalicelib import channels, clock, log
-from chalicelib.channels.base import Ack, ChannelPayment, ChannelStatus, InvalidNotification, Notification
+from chalicelib import channels, clock, ids, log
+from chalicelib.channels.base import Ack, ChannelPayment, ChannelRefund, ChannelStatus, InvalidNotification, Notification
+from chalicelib.channels.base import RefundStatus as ChannelRefundStatus
 from chalicelib.domain import ledger, views
 from chalicelib.domain.payment import Payment, PaymentStatus
 from chalicelib.services.payments import payment_id_of
@@ -27,11 +28,17 @@ def handle(channel_name: str, body: bytes, headers: dict[str, str]) -> Ack:
         return channel.ack(False, "invalid notification")
     ok = True
     for n in (note, *note.more):
-        ok = apply_notification(channel_name, n) and ok
+        try:
+            ok = apply_notification(channel_name, n) and ok
+        except Exception as exc:  # never a 500: the channel's FAIL makes it resend, and we look at the log
+            log.error("callback_apply_error", channel=channel_name, kind=n.kind, error=type(exc).__name__)
+            ok = False
     return channel.ack(ok, "" if ok else "not applied")
 
 
 def apply_notification(channel_name: str, note: Notification) -> bool:
+    if note.kind == "refund" and note.refund is not None:
+        return apply_refund_notification(channel_name, note.refund)
     if note.kind != "payment" or note.payment is None:
         log.info("callback_ignored", channel=channel_name, kind=note.kind)
         return True
@@ -57,6 +64,56 @@ def apply_notification(channel_name: str, note: Notification) -> bool:
                      {"problem": problem, "fields": cp.raw})
         return False
     return apply_channel_payment(payment, cp, source="callback")
+
+
+def apply_refund_notification(channel_name: str, cr: ChannelRefund) -> bool:
+    """A channel's verdict on a refund: applied once, like a refund query's answer, if it is one of ours.
+
+    True (acknowledge) once the verdict is applied or was already; False (the channel resends) for a
+    refund we do not know or whose ids/amounts are not ours."""
+    from chalicelib.domain.refund import RefundStatus
+    from chalicelib.services import refunds
+
+    found = store.get_refund(cr.channel_refund_id) if ids.looks_like(cr.channel_refund_id, "re") else None
+    payment = store.get(found[0].payment_id) if found else None
+    if found is None or payment is None or payment.channel != channel_name:
+        log.warning("refund_notify_unknown", channel=channel_name, channel_refund_id=cr.channel_refund_id[:64])
+        return False
+    refund = found[0]
+    problem = refund_mismatch(payment, refund, cr)
+    if problem:
+        log.warning("refund_notify_mismatch", refund_id=refund.id, problem=problem)
+        _record_once(f"refund_mismatch:{refund.id}:{cr.status.value}", "refund_notify_mismatch", channel_name,
+                     refund.id, {"problem": problem, "fields": cr.raw})
+        return False
+    if refund.status is RefundStatus.PROCESSING:
+        if cr.status is ChannelRefundStatus.SUCCEEDED:
+            refund = refunds.succeed(refund, cr.channel_refund_ref)
+        elif cr.status is ChannelRefundStatus.FAILED:
+            refund = refunds.fail(payment, refund, refunds.posting_of(refund), "channel_refund_failed")
+        else:
+            return False  # not a verdict yet: let the channel tell us again
+    if refund.status.value != cr.status.value:
+        # We settled it the other way (e.g. failed it and returned the money): a person must look.
+        _record_once(f"refund_verdict_conflict:{refund.id}", "refund_verdict_conflict", channel_name, refund.id,
+                     {"ours": refund.status.value, "channel": cr.status.value, "fields": cr.raw})
+        log.error("refund_verdict_conflict", refund_id=refund.id, ours=refund.status.value, channel=cr.status.value)
+    return True
+
+
+def refund_mismatch(payment: Payment, refund, cr: ChannelRefund) -> str | None:
+    """Why a decrypted refund notification does not belong to this refund (order, amounts)."""
+    if cr.channel_order_id is not None and cr.channel_order_id != payment.channel_order_id:
+        return "order id does not match the refund's payment"
+    asked = refund.channel_amount or refund.amount
+    if cr.refund_minor is not None and cr.refund_minor != asked.amount:
+        return f"refund amount {cr.refund_minor} != {asked.amount}"
+    total = payment.channel_amount or payment.amount
+    if cr.order_total_minor is not None and cr.order_total_minor != total.amount:
+        return f"order total {cr.order_total_minor} != {total.amount}"
+    if payment.channel_transaction_id and cr.channel_transaction_id not in (None, payment.channel_transaction_id):
+        return "transaction id does not match the refund's payment"
+    return None
 
 
 def mismatch(payment: Payment, cp: ChannelPayment) -> str | None:

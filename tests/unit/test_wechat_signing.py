@@ -151,3 +151,32 @@ def _cfg():
 
     return WeChatSettings(appid=APPID, mch_id=MCH, api_key=KEY, base_url="http://x", sign_type="MD5",
                           cert_path="", key_path="")
+
+
+# req_info of a refund result notification. Vector made with the openssl CLI, independent of our code:
+#   printf '%s' "$PLAIN" | openssl enc -aes-256-ecb -K <hex of md5hex(key)> -nosalt | base64 -w0
+REQ_INFO_KEY = "192006250b4c09247ec02edce69f6a2d"
+REQ_INFO_PLAIN = (b"<root><out_refund_no><![CDATA[re_0001]]></out_refund_no>"
+                  b"<refund_status><![CDATA[SUCCESS]]></refund_status></root>")
+REQ_INFO_VECTOR = ("WBzGpzQuNpcFxIlFjUUD9Bvm52FmMclIn5y2Vn+VZvD77zdBY9bRLJ9aLudmB1M4nnTcLS/xSYHKrfc9f+CF8BASaFCraSflIz4+"
+                   "GGf+RSjxhIafwPjdps6+q3UFM+qAJ8sZLOWzhw85opoArYLyYUkNM1N4ZQpIKyd1tOZsUxE=")
+
+
+def test_req_info_key_is_the_lowercase_hex_md5_of_the_api_key():
+    assert signing.req_info_key(REQ_INFO_KEY) == b"d96eb16afdd491fa1e705096edbc2205"
+
+
+def test_req_info_decrypts_the_openssl_vector_and_encrypts_back_to_it():
+    assert signing.decrypt_req_info(REQ_INFO_VECTOR, REQ_INFO_KEY) == REQ_INFO_PLAIN
+    assert signing.encrypt_req_info(REQ_INFO_PLAIN, REQ_INFO_KEY) == REQ_INFO_VECTOR
+
+
+@pytest.mark.parametrize("text", ["", "not base64!", "QUJD", REQ_INFO_VECTOR[:-4] + "AAA="])
+def test_req_info_that_is_not_ours_raises(text):
+    with pytest.raises(signing.ReqInfoError):
+        signing.decrypt_req_info(text, REQ_INFO_KEY)
+
+
+def test_req_info_under_another_key_does_not_decrypt():
+    with pytest.raises(signing.ReqInfoError):
+        signing.decrypt_req_info(REQ_INFO_VECTOR, "0" * 32)

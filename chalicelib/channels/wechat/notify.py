@@ -10,11 +10,20 @@ import re
 from typing import Mapping
 
 from chalicelib import log, settings
-from chalicelib.channels.base import ChannelPayment, ChannelStatus, InvalidNotification, Notification
+from chalicelib.channels.base import (
+    ChannelPayment, ChannelRefund, ChannelStatus, InvalidNotification, Notification, RefundStatus,
+)
 from chalicelib.channels.wechat import signing, wire
 from chalicelib.money import Money, MoneyError, rate_from_e8
 
 _INT = re.compile(r"-?[0-9]{1,18}")
+# refund_status of refund queries and refund notifications (spec §7).
+REFUND_STATES = {
+    "SUCCESS": RefundStatus.SUCCEEDED,
+    "PROCESSING": RefundStatus.PROCESSING,
+    "REFUNDCLOSE": RefundStatus.FAILED,
+    "CHANGE": RefundStatus.FAILED,
+}
 _UINT = re.compile(r"[0-9]{1,18}")
 
 
@@ -67,6 +76,10 @@ def verify(body: bytes, config: settings.WeChatSettings | None = None) -> dict[s
         fields = wire.from_xml(body)
     except wire.WireError as exc:
         raise InvalidNotification(f"bad XML: {exc}") from None
+    return _verified(fields, cfg)
+
+
+def _verified(fields: Mapping[str, str], cfg: settings.WeChatSettings) -> dict[str, str]:
     if not fields.get("sign"):
         raise InvalidNotification("missing sign")
     # Notifications are signed like the order request was; without sign_type, infer from length.
@@ -84,8 +97,15 @@ def verify(body: bytes, config: settings.WeChatSettings | None = None) -> dict[s
 
 def parse(body: bytes, headers: Mapping[str, str] | None = None,
           config: settings.WeChatSettings | None = None) -> Notification:
-    """Verify and map a payment notification. Raises InvalidNotification on anything wrong."""
-    fields = verify(body, config)
+    """Verify and map a payment or refund notification. Raises InvalidNotification on anything wrong."""
+    cfg = config or settings.get().wechat
+    try:
+        outer = wire.from_xml(body)
+    except wire.WireError as exc:
+        raise InvalidNotification(f"bad XML: {exc}") from None
+    if "req_info" in outer and "sign" not in outer:
+        return parse_refund(outer, cfg)
+    fields = _verified(outer, cfg)
     status = ChannelStatus.PAID if fields.get("result_code") == "SUCCESS" else ChannelStatus.FAILED
     if status is ChannelStatus.PAID and not (fields.get("total_fee") and fields.get("fee_type")):
         raise InvalidNotification("paid notification without total_fee/fee_type")
@@ -94,3 +114,39 @@ def parse(body: bytes, headers: Mapping[str, str] | None = None,
     except FieldError as exc:
         raise InvalidNotification(f"bad field: {exc}") from None
     return Notification(kind="payment", payment=payment)
+
+
+def parse_refund(outer: Mapping[str, str], cfg: settings.WeChatSettings) -> Notification:
+    """A refund result notification: unsigned, its result AES-encrypted in `req_info` under our key.
+
+    Decrypting it proves it came from someone holding our API key; whether it belongs to a refund of
+    ours (ids and amounts) is for the service that owns refunds to check.
+    """
+    if outer.get("return_code") != "SUCCESS":
+        raise InvalidNotification("return_code is not SUCCESS")
+    if outer.get("appid") != cfg.appid or outer.get("mch_id") != cfg.mch_id:
+        raise InvalidNotification("appid/mch_id are not ours")
+    try:
+        plain = signing.decrypt_req_info(outer.get("req_info", ""), cfg.api_key)
+        fields = wire.from_xml(plain, root_tag="root")
+    except signing.ReqInfoError as exc:
+        log.warning("wechat_refund_notify_undecryptable", reason=str(exc))
+        raise InvalidNotification(f"req_info: {exc}") from None
+    except wire.WireError as exc:
+        raise InvalidNotification(f"req_info is not a flat <root> document: {exc}") from None
+    status = REFUND_STATES.get(fields.get("refund_status", ""))
+    if status is None or status is RefundStatus.PROCESSING:
+        raise InvalidNotification("refund_status is not a final result")
+    if not fields.get("out_refund_no") or not fields.get("out_trade_no"):
+        raise InvalidNotification("missing out_refund_no/out_trade_no")
+    try:
+        refund_minor, total_minor = _int(fields, "refund_fee"), _int(fields, "total_fee")
+    except FieldError as exc:
+        raise InvalidNotification(f"bad field: {exc}") from None
+    if outer.get("sub_mch_id"):
+        fields = {**fields, "sub_mch_id": outer["sub_mch_id"]}
+    return Notification(kind="refund", refund=ChannelRefund(
+        channel_refund_id=fields["out_refund_no"], status=status,
+        channel_refund_ref=fields.get("refund_id") or None, raw=dict(fields),
+        channel_order_id=fields["out_trade_no"], channel_transaction_id=fields.get("transaction_id") or None,
+        refund_minor=refund_minor, order_total_minor=total_minor))

@@ -28,6 +28,7 @@ blueprint = Blueprint(__name__)
 REQUEST_TYPES = ["text/xml", "application/xml", "application/json", "application/x-www-form-urlencoded",
              "text/plain", "application/octet-stream"]
 NOTIFY_QUEUE = "wechat#notify"
+REFUND_NOTIFY_QUEUE = "wechat#refund_notify"   # refund result notifications, sent once a refund is final
 # Notification retry intervals after the first attempt (spec §8, current wording: 24h4m in total).
 RETRY_SCHEDULE = (15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600)
 # The sandbox's daily rates: CNY per one unit of the pricing currency, x 10^8.
@@ -412,10 +413,16 @@ def _refund(req: dict[str, str]) -> dict[str, Any]:
         cash = convert(Money(refund_fee, o["fee_type"]), "CNY", rate_from_e8(o["rate"]), "HALF_UP").amount
         return {**o, "trade_state": "REFUND", "refunds": o["refunds"] + [{**new, "cash_refund_fee": cash}]}
 
+    notify_url = req.get("notify_url") or ""
+    _check(not notify_url or _notify_url_ok(notify_url), "invalid notify_url")
     order = store.update(pk, apply)
     refund = next(r for r in order["refunds"] if r["out_refund_no"] == out_refund_no)
     if refund["refund_id"] == new["refund_id"]:
-        store.create(_pk("refund", out_refund_no), {"out_trade_no": order["out_trade_no"]})
+        link = {"out_trade_no": order["out_trade_no"]}
+        if notify_url:  # WeChat tells notify_url the result once the refund is final
+            link["notify"] = {"url": notify_url, "attempts": 0, "delivered": False, "history": []}
+        store.create(_pk("refund", out_refund_no), link, REFUND_NOTIFY_QUEUE if notify_url else None,
+                     refund["success_at"] if notify_url else None)
         store.create(_pk("refundid", refund["refund_id"]), {"out_trade_no": order["out_trade_no"]})
         _add_to_day(wire.china_date(now), "refunds", [order["out_trade_no"], out_refund_no])
     return {
@@ -660,24 +667,20 @@ def _acknowledged(body: bytes) -> bool:
         return False
 
 
-def _deliver(pk: str, now: datetime) -> bool:
-    """One delivery attempt of the order's notification; reschedules on WeChat's timetable."""
-    store = _store()
-    order = store.get(pk)
-    note = (order or {}).get("notify")
-    if not note or note["delivered"] or note.get("given_up"):
-        if order is not None:
-            store.schedule(pk, None, None)
-        return False
-    ok, status = False, ""
+def _post(url: str, fields: dict[str, Any]) -> tuple[bool, str]:
+    """One notification POST as WeChat makes it; (acknowledged, what happened)."""
     try:
-        resp = http.session().post(note["url"], data=wire.to_xml(note["fields"]),
-                                   headers={"Content-Type": "text/xml"},
+        resp = http.session().post(url, data=wire.to_xml(fields), headers={"Content-Type": "text/xml"},
                                    timeout=min(5, settings.get().http_timeout_seconds))
-        status = str(resp.status_code)
         ok = resp.status_code == 200 and len(resp.content) <= wire.MAX_BODY_BYTES and _acknowledged(resp.content)
+        return ok, str(resp.status_code)
     except Exception as exc:  # the merchant's server being down is the normal case here
-        status = type(exc).__name__
+        return False, type(exc).__name__
+
+
+def _record_attempt(pk: str, queue: str, note: dict[str, Any], ok: bool, status: str, now: datetime) -> int:
+    """Write down one delivery attempt on the item's `notify` and reschedule on WeChat's timetable."""
+    store = _store()
     attempts = note["attempts"] + 1
     given_up = not ok and attempts > len(RETRY_SCHEDULE)
     next_due = None if ok or given_up else _epoch(now) + RETRY_SCHEDULE[attempts - 1]
@@ -689,8 +692,62 @@ def _deliver(pk: str, now: datetime) -> bool:
         return {**o, "notify": n}
 
     store.update(pk, record)
-    store.schedule(pk, NOTIFY_QUEUE if next_due else None, next_due)
+    store.schedule(pk, queue if next_due else None, next_due)
+    return attempts
+
+
+def _deliver(pk: str, now: datetime) -> bool:
+    """One delivery attempt of the order's notification; reschedules on WeChat's timetable."""
+    store = _store()
+    order = store.get(pk)
+    note = (order or {}).get("notify")
+    if not note or note["delivered"] or note.get("given_up"):
+        if order is not None:
+            store.schedule(pk, None, None)
+        return False
+    ok, status = _post(note["url"], note["fields"])
+    attempts = _record_attempt(pk, NOTIFY_QUEUE, note, ok, status, now)
     log.info("wechat_sandbox_notify", out_trade_no=order["out_trade_no"], attempt=attempts, ok=ok, status=status)
+    return True
+
+
+def _refund_notification(order: dict[str, Any], refund: dict[str, Any], status: str) -> dict[str, Any]:
+    """The refund result notification: no sign; the result AES-encrypted in req_info under our key."""
+    cfg = _cfg()
+    inner: dict[str, Any] = {
+        "transaction_id": order["transaction_id"], "out_trade_no": order["out_trade_no"],
+        "refund_id": refund["refund_id"], "out_refund_no": refund["out_refund_no"],
+        "total_fee": order["total_fee"], "refund_fee": refund["refund_fee"],
+        "settlement_refund_fee": refund["refund_fee"] if status == "SUCCESS" else 0,
+        "refund_status": status, "refund_recv_accout": "支付用户零钱",
+        "refund_account": "REFUND_SOURCE_UNSETTLED_FUNDS", "refund_request_source": "API",
+    }
+    if status == "SUCCESS":
+        inner["success_time"] = datetime.fromtimestamp(refund["success_at"], wire.CHINA_TZ).strftime("%Y-%m-%d %H:%M:%S")
+    return {"return_code": "SUCCESS", "appid": cfg.appid, "mch_id": cfg.mch_id, "sub_mch_id": order["sub_mch_id"],
+            "nonce_str": _alnum(16),
+            "req_info": signing.encrypt_req_info(wire.to_xml(inner, root_tag="root"), cfg.api_key)}
+
+
+def _deliver_refund(pk: str, now: datetime) -> bool:
+    """One delivery attempt of a refund's result notification, once the refund is final."""
+    store = _store()
+    link = store.get(pk)
+    note = (link or {}).get("notify")
+    order = store.get(_pk("order", link["out_trade_no"])) if link else None
+    refund = next((r for r in (order or {}).get("refunds", []) if _pk("refund", r["out_refund_no"]) == pk), None)
+    if not note or note["delivered"] or note.get("given_up") or refund is None:
+        if link is not None:
+            store.schedule(pk, None, None)
+        return False
+    status = _refund_status(refund, now)
+    if status == "PROCESSING":
+        store.schedule(pk, REFUND_NOTIFY_QUEUE, refund["success_at"])
+        return False
+    ok, answer = _post(note["url"], _refund_notification(order, refund, status))
+    attempts = _record_attempt(pk, REFUND_NOTIFY_QUEUE, note, ok, answer, now)
+    log.info("wechat_sandbox_refund_notify", out_refund_no=refund["out_refund_no"], attempt=attempts, ok=ok,
+             status=answer)
     return True
 
 
@@ -698,15 +755,18 @@ def pump(now: datetime | None = None) -> int:
     """Deliver every notification that is due; returns how many deliveries were tried."""
     store = _store()
     now = now or clock.now()
-    tried, seen = 0, set()
-    while True:
-        batch = [pk for pk, _ in store.due(NOTIFY_QUEUE, _epoch(now)) if pk not in seen]
-        if not batch:
-            return tried
-        for pk in batch:
-            seen.add(pk)
-            if _deliver(pk, now):
-                tried += 1
+    tried = 0
+    for queue, deliver in ((NOTIFY_QUEUE, _deliver), (REFUND_NOTIFY_QUEUE, _deliver_refund)):
+        seen: set[str] = set()
+        while True:
+            batch = [pk for pk, _ in store.due(queue, _epoch(now)) if pk not in seen]
+            if not batch:
+                break
+            for pk in batch:
+                seen.add(pk)
+                if deliver(pk, now):
+                    tried += 1
+    return tried
 
 
 @blueprint.route("/simulate/pay", methods=["POST"], content_types=["application/json"])
@@ -740,6 +800,45 @@ def simulate_pay():
     except Exception as exc:
         log.error("wechat_sandbox_error", error=type(exc).__name__)
         return _json(503, {"error": "SYSTEMERROR", "message": "sandbox error"})
+
+
+@blueprint.route("/simulate/refund", methods=["POST"], content_types=["application/json"])
+def simulate_refund():
+    """WeChat closes a processing refund (REFUNDCLOSE, e.g. the payer's account is gone): its query
+    answers REFUNDCLOSE and its result notification goes out now. Body: {"out_refund_no": ...}."""
+    raw = blueprint.current_request.raw_body or b""
+    try:
+        try:
+            body = json.loads(raw) if len(raw) <= MAX_JSON_BYTES else None
+        except ValueError:
+            body = None
+        out_refund_no = body.get("out_refund_no") if isinstance(body, dict) else None
+        if not isinstance(out_refund_no, str) or not _OUT_REFUND_NO.fullmatch(out_refund_no):
+            raise _SimError(400, "BAD_OUT_REFUND_NO", "body must be {\"out_refund_no\": ...}")
+        store, now = _store(), clock.now()
+        link_pk = _pk("refund", out_refund_no)
+        link = store.get(link_pk)
+        if link is None:
+            raise _SimError(404, "REFUNDNOTEXIST", "no such out_refund_no")
+
+        def close(o: dict[str, Any]) -> dict[str, Any]:
+            refunds = []
+            for r in o["refunds"]:
+                if r["out_refund_no"] == out_refund_no:
+                    if _refund_status(r, now) != "PROCESSING":
+                        raise _SimError(409, "REFUND_FINAL", "the refund is no longer processing")
+                    r = {**r, "forced_status": "REFUNDCLOSE"}
+                refunds.append(r)
+            return {**o, "refunds": refunds}
+
+        store.update(_pk("order", link["out_trade_no"]), close)
+        if link.get("notify"):
+            store.schedule(link_pk, REFUND_NOTIFY_QUEUE, _epoch(now))
+            _deliver_refund(link_pk, now)
+        return _json(200, {"out_refund_no": out_refund_no, "refund_status": "REFUNDCLOSE",
+                           "notify": (store.get(link_pk) or {}).get("notify")})
+    except _SimError as err:
+        return _json(err.status, {"error": err.code, "message": err.message})
 
 
 @blueprint.route("/simulate/pump", methods=["POST"])

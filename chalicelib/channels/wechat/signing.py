@@ -72,3 +72,57 @@ def verify(params: Mapping[str, Any], key: str, default_sign_type: str | None = 
     except (TypeError, ValueError):
         return False
     return hmac.compare_digest(expected.encode("ascii"), received.upper().encode("utf-8"))
+
+
+# ---- refund result notifications: `req_info` (AES-256-ECB, PKCS#7, base64) ----------------------
+# The notification carries no `sign`; knowing the API key is what authenticates it. The AES key is the
+# 32 ASCII characters of the lowercase hex MD5 of the API key (WeChat's refund notification page).
+
+class ReqInfoError(ValueError):
+    """`req_info` that is not base64, not whole AES blocks, or not padded under our key."""
+
+
+def req_info_key(api_key: str) -> bytes:
+    if not api_key:
+        raise ValueError("WeChat API key is not configured")
+    return hashlib.md5(api_key.encode("utf-8")).hexdigest().lower().encode("ascii")
+
+
+def _ecb(api_key: str):
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    return Cipher(algorithms.AES(req_info_key(api_key)), modes.ECB())  # ECB: WeChat's choice, not ours
+
+
+def encrypt_req_info(plaintext: bytes, api_key: str) -> str:
+    """What WeChat puts in `req_info` (used by the sandbox)."""
+    import base64
+
+    from cryptography.hazmat.primitives import padding
+
+    padder = padding.PKCS7(128).padder()
+    data = padder.update(plaintext) + padder.finalize()
+    enc = _ecb(api_key).encryptor()
+    return base64.b64encode(enc.update(data) + enc.finalize()).decode("ascii")
+
+
+def decrypt_req_info(text: str, api_key: str) -> bytes:
+    """The plaintext XML inside `req_info`; ReqInfoError if it is not ours or not well formed."""
+    import base64
+    import binascii
+
+    from cryptography.hazmat.primitives import padding
+
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ReqInfoError("req_info is not base64") from None
+    if not raw or len(raw) % 16:
+        raise ReqInfoError("req_info is not whole AES blocks")
+    dec = _ecb(api_key).decryptor()
+    data = dec.update(raw) + dec.finalize()
+    unpadder = padding.PKCS7(128).unpadder()
+    try:
+        return unpadder.update(data) + unpadder.finalize()
+    except ValueError:
+        raise ReqInfoError("req_info does not decrypt under our key") from None

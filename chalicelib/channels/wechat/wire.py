@@ -24,9 +24,9 @@ def _cdata(text: str) -> str:
     return "<![CDATA[" + text.replace("]]>", "]]]]><![CDATA[>") + "]]>"
 
 
-def to_xml(params: Mapping[str, Any]) -> bytes:
+def to_xml(params: Mapping[str, Any], root_tag: str = "xml") -> bytes:
     """`<xml><k><![CDATA[v]]></k>...</xml>` as UTF-8; ints are written bare, strings in CDATA."""
-    parts = ["<xml>"]
+    parts = [f"<{root_tag}>"]
     for name, value in params.items():
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise WireError(f"bad element name {name!r}")
@@ -42,12 +42,13 @@ def to_xml(params: Mapping[str, Any]) -> bytes:
             parts.append(f"<{name}>{_cdata(value)}</{name}>")
         else:
             raise WireError(f"{name}: unsupported value type {type(value).__name__}")
-    parts.append("</xml>")
+    parts.append(f"</{root_tag}>")
     return "".join(parts).encode("utf-8")
 
 
-def from_xml(body: bytes | str, max_bytes: int = MAX_BODY_BYTES) -> dict[str, str]:
-    """Parse a flat `<xml>` document. Raises WireError on anything else (DTDs/entities included)."""
+def from_xml(body: bytes | str, max_bytes: int = MAX_BODY_BYTES, root_tag: str = "xml") -> dict[str, str]:
+    """Parse a flat `<xml>` document (`<root>` inside a refund notification's req_info).
+    Raises WireError on anything else (DTDs/entities included)."""
     if isinstance(body, str):
         body = body.encode("utf-8")
     if not isinstance(body, (bytes, bytearray)):
@@ -75,8 +76,8 @@ def from_xml(body: bytes | str, max_bytes: int = MAX_BODY_BYTES) -> dict[str, st
         raise WireError(f"forbidden XML construct: {type(exc).__name__}") from None
     except (ParseError, ValueError) as exc:
         raise WireError(f"malformed XML: {exc}") from None
-    if root.tag != "xml":
-        raise WireError("root element must be <xml>")
+    if root.tag != root_tag:
+        raise WireError(f"root element must be <{root_tag}>")
     fields: dict[str, str] = {}
     for child in root:
         if not isinstance(child.tag, str) or len(child):
