@@ -25,6 +25,11 @@ TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     PaymentStatus.CLOSED: frozenset(),
 }
 
+# The one way back from an ended payment: money the channel verifiably took for a payment Kauri had
+# closed or failed is applied (services.callbacks documents the rule). Never from succeeded.
+LATE_SUCCESS_FROM = frozenset({PaymentStatus.CLOSED, PaymentStatus.FAILED})
+
+
 class InvalidTransition(Exception):
     def __init__(self, current: PaymentStatus, target: PaymentStatus):
         super().__init__(f"payment cannot move from {current.value} to {target.value}")
@@ -63,13 +68,27 @@ class Payment:
     refunded: int = 0                           # minor units of `amount.currency` refunded or in flight
     paid_at: datetime | None = None
     closed_at: datetime | None = None
-    failure_code: str | None = None
+    failure_code: str | None = None             # why it failed; on a pending payment, why the last attempt did
     documents: tuple = ()                       # supporting documents (dicts: id, filename, key, ...)
+    closed_by: str | None = None                # who ended it: "merchant", "clock" (expired) or "channel"
 
     def transition(self, target: PaymentStatus, **changes) -> "Payment":
         if not can_transition(self.status, target):
             raise InvalidTransition(self.status, target)
         return replace(self, status=target, **changes)
+
+    def ended(self, by: str, at: datetime) -> "Payment":
+        """Nobody can pay it any more: `failed` if its last attempt failed (the reason was kept while it
+        stayed payable), else `closed`. `by`: merchant | clock | channel."""
+        if self.failure_code and by != "merchant":
+            return self.transition(PaymentStatus.FAILED, closed_at=at, closed_by=by)
+        return self.transition(PaymentStatus.CLOSED, closed_at=at, failure_code=None, closed_by=by)
+
+    def late_success(self, **changes) -> "Payment":
+        """Succeeded after all: the channel took the money for a payment we had closed or failed."""
+        if self.status not in LATE_SUCCESS_FROM:
+            raise InvalidTransition(self.status, PaymentStatus.SUCCEEDED)
+        return replace(self, status=PaymentStatus.SUCCEEDED, **changes)
 
     @property
     def refundable(self) -> int:

@@ -9,7 +9,7 @@ from chalicelib import channels, clock, ids, log
 from chalicelib.channels.base import Ack, ChannelPayment, ChannelRefund, ChannelStatus, InvalidNotification, Notification
 from chalicelib.channels.base import RefundStatus as ChannelRefundStatus
 from chalicelib.domain import ledger, views
-from chalicelib.domain.payment import Payment, PaymentStatus
+from chalicelib.domain.payment import LATE_SUCCESS_FROM, Payment, PaymentStatus
 from chalicelib.services.payments import payment_id_of
 from chalicelib.store import ops
 from chalicelib.store import payments as store
@@ -154,15 +154,14 @@ def apply_channel_payment(payment: Payment, cp: ChannelPayment, source: str) -> 
                 _record_once(f"second_txn:{payment.id}:{cp.channel_transaction_id}", "second_transaction",
                              payment.channel, payment.id, {"fields": cp.raw})
             return True  # a duplicate: already applied
-        if payment.status is not PaymentStatus.PENDING:
-            if target is PaymentStatus.SUCCEEDED:
-                # Money arrived for a payment we closed or failed: never applied backwards; ops decides.
-                _record_once(f"late_success:{payment.id}:{cp.channel_transaction_id}", "late_success_callback",
-                             payment.channel, payment.id, {"status": payment.status.value, "source": source,
-                                                           "fields": cp.raw})
-                log.warning("late_success_callback", payment_id=payment.id, status=payment.status.value)
-            return True
         try:
+            if payment.status is not PaymentStatus.PENDING:
+                if target is PaymentStatus.SUCCEEDED and payment.status in LATE_SUCCESS_FROM:
+                    _commit_late_success(payment, cp, source)
+                return True
+            if target is PaymentStatus.FAILED and still_payable(payment):
+                _note_failed_attempt(payment, cp)
+                return True
             _commit_transition(payment, target, cp)
             log.info("payment_" + target.value, payment_id=payment.id, source=source)
             return True
@@ -179,24 +178,78 @@ def apply_channel_payment(payment: Payment, cp: ChannelPayment, source: str) -> 
     return False
 
 
+def still_payable(payment: Payment) -> bool:
+    """Can the shopper still pay this channel order after a failed attempt? (WeChat: yes, until it expires;
+    a PayEase bank order that failed is finished.)"""
+    channel = channels.get(payment.channel)
+    return bool(getattr(channel, "payable_after_failed_attempt", False)) and clock.now() < payment.expires_at
+
+
+def _note_failed_attempt(payment: Payment, cp: ChannelPayment) -> None:
+    code = _failure_code(cp)
+    if payment.failure_code == code:
+        return  # the same news again
+    Unit().note_failed_attempt(payment, code).commit()
+    log.info("payment_attempt_failed", payment_id=payment.id, failure_code=code)
+
+
+def _failure_code(cp: ChannelPayment) -> str:
+    return (cp.raw.get("err_code") or "channel_failed")[:64]
+
+
+def _commit_late_success(payment: Payment, cp: ChannelPayment, source: str) -> None:
+    """The rule for money a channel took for a payment Kauri had already ended (closed or failed):
+    it is applied, never parked. The payment succeeds and the merchant is credited as for any payment
+    (a payment only Kauri's clock ended was still payable at the channel, so it was paid). If the merchant
+    had closed it, it is then refunded in full to the payer, since the merchant no longer sells it."""
+    new = payment.late_success(channel_transaction_id=cp.channel_transaction_id, payer_amount=cp.payer_amount,
+                               rate=cp.rate, paid_at=cp.paid_at or clock.now())
+    unit = _credit(Unit().move_payment(new, payment.status), payment, new)
+    unit.emit(new_event(payment.merchant_id, "payment.succeeded", views.payment(new)))
+    unit.commit()
+    log.warning("payment_succeeded_after_end", payment_id=payment.id, was=payment.status.value,
+                closed_by=payment.closed_by, source=source)
+    if payment.closed_by == "merchant":
+        _refund_closed_payment(new)
+
+
+def _refund_closed_payment(payment: Payment) -> None:
+    from chalicelib.services import refunds
+    from chalicelib.store import merchants as merchant_store
+
+    merchant = merchant_store.get(payment.merchant_id)
+    try:
+        refunds.create(merchant, payment.livemode, payment.id, payment.amount.amount, "paid after the merchant closed it")
+    except Exception as exc:  # the payment stands; a person refunds it
+        _record_once(f"late_refund:{payment.id}", "refund_after_close_failed", payment.channel, payment.id,
+                     {"error": type(exc).__name__})
+        log.error("refund_after_close_failed", payment_id=payment.id, error=type(exc).__name__)
+
+
 def _commit_transition(payment: Payment, target: PaymentStatus, cp: ChannelPayment) -> None:
     now = clock.now()
     if target is PaymentStatus.SUCCEEDED:
         new = payment.transition(target, channel_transaction_id=cp.channel_transaction_id,
                                  payer_amount=cp.payer_amount, rate=cp.rate, paid_at=cp.paid_at or now)
     elif target is PaymentStatus.FAILED:
-        new = payment.transition(target, failure_code=cp.raw.get("err_code") or "channel_failed")
+        new = payment.transition(target, failure_code=_failure_code(cp))
     else:
-        new = payment.transition(target, closed_at=now)
+        new = payment.ended("channel", now)
     unit = Unit().move_payment(new, PaymentStatus.PENDING)
     if target is PaymentStatus.SUCCEEDED:
-        unit.post(success_posting(payment))
-        from chalicelib.services import alerts  # staff WeChat alerts ride in this transaction
-
-        for alert in alerts.outbox_items(new):
-            unit.put_new(alert)
-    unit.emit(new_event(payment.merchant_id, f"payment.{target.value}", views.payment(new)))
+        _credit(unit, payment, new)
+    unit.emit(new_event(payment.merchant_id, f"payment.{new.status.value}", views.payment(new)))
     unit.commit()
+
+
+def _credit(unit: Unit, payment: Payment, new: Payment) -> Unit:
+    """The success posting, and the staff WeChat alerts riding in the same transaction."""
+    from chalicelib.services import alerts
+
+    unit.post(success_posting(payment))
+    for alert in alerts.outbox_items(new):
+        unit.put_new(alert)
+    return unit
 
 
 def success_posting(payment: Payment) -> ledger.Posting:

@@ -210,11 +210,12 @@ def close(merchant: Merchant, livemode: bool, payment_id: str) -> Payment:
 
 
 def mark_closed(p: Payment, reason: str) -> Payment:
-    """Move a pending payment to closed (once), with its payment.closed event."""
-    closed = p.transition(PaymentStatus.CLOSED, closed_at=clock.now(), failure_code=None)
+    """Move a pending payment to closed (once), with its payment.closed event. One whose last attempt
+    failed (failure_code kept while it stayed payable) ends as failed instead, with payment.failed."""
+    closed = p.ended("merchant" if reason == "merchant" else "clock", clock.now())
     try:
         Unit().move_payment(closed, PaymentStatus.PENDING).emit(
-            new_event(p.merchant_id, "payment.closed", views.payment(closed))).commit()
+            new_event(p.merchant_id, f"payment.{closed.status.value}", views.payment(closed))).commit()
     except Conflict:  # someone else moved it first: report what it is now
         current = store.get(p.id)
         log.info("payment_close_lost_race", payment_id=p.id, status=current.status.value if current else None)

@@ -116,6 +116,7 @@ class PaymentModel(Model):
     paid_at = UTCDateTimeAttribute(null=True)
     closed_at = UTCDateTimeAttribute(null=True)
     failure_code = UnicodeAttribute(null=True)
+    closed_by = UnicodeAttribute(null=True)     # merchant | clock | channel
     pending_shard = UnicodeAttribute(null=True)
     released = BooleanAttribute(null=True)
     documents = JSONAttribute(null=True)

@@ -44,6 +44,7 @@ def to_item(p: Payment) -> PaymentModel:
         paid_at=p.paid_at,
         closed_at=p.closed_at,
         failure_code=p.failure_code,
+        closed_by=p.closed_by,
         pending_shard=PENDING_SHARD if p.status is PaymentStatus.PENDING else None,
         documents=list(p.documents) or None,
     )
@@ -78,6 +79,7 @@ def from_item(m: PaymentModel) -> Payment:
         closed_at=m.closed_at,
         failure_code=m.failure_code,
         documents=tuple(m.documents or ()),
+        closed_by=m.closed_by,
     )
 
 

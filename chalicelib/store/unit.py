@@ -69,7 +69,7 @@ class Unit:
 
     # The attributes a state transition may change; everything else (documents, refunds) is left alone.
     _TRANSITION_FIELDS = ("status", "channel_transaction_id", "payer_amount", "payer_currency", "rate", "paid_at",
-                          "closed_at", "failure_code", "pending_shard")
+                          "closed_at", "failure_code", "closed_by", "pending_shard")
 
     def move_payment(self, p: Payment, from_status: PaymentStatus) -> "Unit":
         """Write the payment's new state, only if it is still in `from_status`."""
@@ -82,6 +82,13 @@ class Unit:
         # The channel order the caller verified must still be the payment's (a re-quote replaces it).
         cond = (PaymentModel.status == from_status.value) & (PaymentModel.channel_order_id == p.channel_order_id)
         self._ops.append(lambda tx: tx.update(PaymentModel(p.id), actions=actions, condition=cond))
+        return self
+
+    def note_failed_attempt(self, p: Payment, failure_code: str) -> "Unit":
+        """Write why the last attempt failed on a payment that stays open for the next one."""
+        cond = (PaymentModel.status == PaymentStatus.PENDING.value) & (PaymentModel.channel_order_id == p.channel_order_id)
+        self._ops.append(lambda tx: tx.update(PaymentModel(p.id), actions=[PaymentModel.failure_code.set(failure_code)],
+                                              condition=cond))
         return self
 
     def replace_pending_payment(self, p: Payment, expected_order: str) -> "Unit":

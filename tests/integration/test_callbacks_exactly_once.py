@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 
+from chalicelib import clock, http
+from chalicelib.channels.wechat import sandbox as wechat_sandbox
 from chalicelib.channels.wechat import signing, wire
-from chalicelib.services import callbacks
+from chalicelib.services import callbacks, chase, payments
 from chalicelib.store.models import BalanceModel, EntryModel, EventModel, OpsRecordModel, PaymentModel, PostingModel
 from tests.integration.helpers import new_merchant, shopper_pays
+from tests.support.transport import ChaliceAdapter, FakeReceiver
+
+BASE = "http://kauri.test"
 
 KEY = "192006250b4c09247ec02edce69f6a2d"
 
@@ -133,25 +139,79 @@ def test_unknown_order_and_garbage_are_refused(client):
     assert b"FAIL" in post_callback(client, b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><xml>&e;</xml>').body
 
 
-def test_success_callback_for_a_closed_payment_is_recorded_not_applied(merchant, client):
+def paid_behind_our_back(client, merchant) -> dict:
+    """The shopper pays at WeChat, but the notification is not delivered yet (our edge was down)."""
     p = merchant.create_payment(amount=10000).json_body
-    assert merchant.post(f"/v1/payments/{p['id']}/close").json_body["status"] == "closed"
-    body = notification(p)
-    for _ in range(2):
-        r = post_callback(client, body)
-        assert b"SUCCESS" in r.body  # received and handed to ops; WeChat need not retry
+    dead = FakeReceiver()
+    dead.down = True
+    http.mount(BASE + "/callbacks", dead)
+    shopper_pays(client, p)
+    http.mount(BASE + "/callbacks", ChaliceAdapter(client))
+    return p
+
+
+def sandbox_notification(p: dict) -> bytes:
+    """The very notification the WeChat sandbox sent for this payment (to send it once more)."""
+    return wire.to_xml(wechat_sandbox._store().get(f"wechat#order#10000100#{p['channel_order_id']}")["notify"]["fields"])
+
+
+def test_success_for_a_payment_only_our_clock_closed_is_applied_and_credited_once(merchant, client):
+    p = paid_behind_our_back(client, merchant)
+    payments.mark_closed(payments.get_for(merchant.merchant, True, p["id"]), reason="expired")
     assert PaymentModel.get(p["id"]).status == "closed"
-    assert counts(p["id"])["postings"] == 0
-    assert [o.kind for o in OpsRecordModel.scan()] == ["late_success_callback"]
+    clock.advance(timedelta(seconds=20))
+    assert wechat_sandbox.pump() == 1          # WeChat retries its notification
+    assert merchant.get(f"/v1/payments/{p['id']}").json_body["status"] == "succeeded"
+    assert BalanceModel.get(f"M:{merchant.merchant.id}:NZD:pending").balance == 9800
+    assert b"SUCCESS" in post_callback(client, sandbox_notification(p)).body   # a duplicate: no second effect
+    assert counts(p["id"])["postings"] == 1
+    assert sorted(e.type for e in EventModel.scan() if p["id"] in e.payload) == ["payment.closed", "payment.succeeded"]
+    assert list(OpsRecordModel.scan()) == []   # applied by the rule, not parked in a list
 
 
-def test_failed_payment_moves_to_failed_once_with_its_event(merchant, client):
+def test_success_for_a_payment_the_merchant_closed_is_applied_then_refunded_in_full(merchant, client):
+    p = paid_behind_our_back(client, merchant)
+    payments.mark_closed(payments.get_for(merchant.merchant, True, p["id"]), reason="merchant")
+    clock.advance(timedelta(seconds=20))
+    wechat_sandbox.pump()
+    assert b"SUCCESS" in post_callback(client, sandbox_notification(p)).body   # WeChat resends
+    assert PaymentModel.get(p["id"]).status == "succeeded"
+    refunds = merchant.get(f"/v1/payments/{p['id']}/refunds").json_body["data"]
+    assert [(r["amount"], r["reason"]) for r in refunds] == [(10000, "paid after the merchant closed it")]
+    assert BalanceModel.get(f"M:{merchant.merchant.id}:NZD:pending").balance == 0
+    assert sorted(pp.posting_id.split(":")[0] for pp in PostingModel.scan()) == ["payment", "refund"]
+    assert list(OpsRecordModel.scan()) == []
+
+
+def test_failed_wechat_attempt_leaves_the_payment_open_and_a_later_success_is_applied(merchant, client):
+    p = merchant.create_payment(amount=10000).json_body
+    shopper_pays(client, p, outcome="fail")          # NOTENOUGH: the shopper can try again
+    got = merchant.get(f"/v1/payments/{p['id']}").json_body
+    assert got["status"] == "pending" and got["failure_code"] == "NOTENOUGH"
+    assert [e.type for e in EventModel.scan()] == []
+    shopper_pays(client, p)                          # ...and does, with another card
+    got = merchant.get(f"/v1/payments/{p['id']}").json_body
+    assert got["status"] == "succeeded"
+    assert [e.type for e in EventModel.scan()] == ["payment.succeeded"]
+    assert counts(p["id"])["postings"] == 1
+    assert list(OpsRecordModel.scan()) == []
+
+
+def test_failed_attempt_ends_the_payment_as_failed_once_nobody_can_pay_it(merchant, client):
     p = merchant.create_payment(amount=10000).json_body
     shopper_pays(client, p, outcome="fail")
+    clock.advance(timedelta(minutes=31))             # past expires_at: WeChat's order is closed too
+    assert chase.chase_payments()["failed"] == 1
     got = merchant.get(f"/v1/payments/{p['id']}").json_body
-    assert got["status"] == "failed" and got["failure_code"]
+    assert got["status"] == "failed" and got["failure_code"] == "NOTENOUGH"
     assert [e.type for e in EventModel.scan()] == ["payment.failed"]
     assert counts(p["id"])["postings"] == 0
-    assert b"SUCCESS" in post_callback(client, notification(p)).body  # a later success is recorded, not applied
+
+
+def test_failed_notification_after_expiry_fails_the_payment_at_once(merchant, client):
+    p = merchant.create_payment(amount=10000).json_body
+    clock.advance(timedelta(minutes=31))
+    body = notification(p, result_code="FAIL", err_code="NOTENOUGH", err_code_des="x")
+    assert b"SUCCESS" in post_callback(client, body).body
     assert merchant.get(f"/v1/payments/{p['id']}").json_body["status"] == "failed"
-    assert [o.kind for o in OpsRecordModel.scan()] == ["late_success_callback"]
+    assert [e.type for e in EventModel.scan()] == ["payment.failed"]

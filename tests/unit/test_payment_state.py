@@ -39,3 +39,24 @@ def test_refund_only_of_succeeded_payments_and_never_above_the_payment():
     assert e.value.code == "amount_exceeds_refundable"
     with pytest.raises(RefundNotAllowed):
         check_refund(paid, Money(100, "AUD"))
+
+
+@pytest.mark.parametrize("ended", [PaymentStatus.CLOSED, PaymentStatus.FAILED])
+def test_money_taken_for_an_ended_payment_makes_it_succeed_once(ended):
+    late = make(ended).late_success(paid_at=NOW)
+    assert late.status is PaymentStatus.SUCCEEDED
+    with pytest.raises(InvalidTransition):
+        late.late_success(paid_at=NOW)
+    with pytest.raises(InvalidTransition):
+        make().late_success(paid_at=NOW)
+
+
+def test_an_ended_payment_whose_last_attempt_failed_is_failed_unless_the_merchant_closed_it():
+    from dataclasses import replace
+
+    tried = replace(make(), failure_code="NOTENOUGH")
+    assert tried.ended("clock", NOW).status is PaymentStatus.FAILED
+    assert tried.ended("channel", NOW).failure_code == "NOTENOUGH"
+    by_merchant = tried.ended("merchant", NOW)
+    assert by_merchant.status is PaymentStatus.CLOSED and by_merchant.failure_code is None
+    assert make().ended("clock", NOW).status is PaymentStatus.CLOSED and make().ended("clock", NOW).closed_by == "clock"

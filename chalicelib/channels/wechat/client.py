@@ -46,6 +46,8 @@ class WeChatChannel:
     name = "wechat"
     flows = ("native", "jsapi", "h5")
     charge_currency: str | None = None  # WeChat charges in the pricing currency (NZD, AUD, ...)
+    # After PAYERROR (e.g. NOTENOUGH) the shopper can pay the same order again until it expires.
+    payable_after_failed_attempt = True
 
     def __init__(self, config: settings.WeChatSettings | None = None):
         self._config = config
