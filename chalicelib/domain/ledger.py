@@ -136,6 +136,18 @@ def quoted_payment_succeeded(posting_id: str, merchant_id: str, payment_id: str,
     return Posting(posting_id, "payment", legs, payment_id, merchant_id)
 
 
+def suspense_account(currency: str) -> str:
+    return f"S:suspense:{currency}"
+
+
+def unapplied_receipt(posting_id: str, merchant_id: str, ref: str, channel: str, received: Money) -> Posting:
+    """Money a channel took that is credited to nobody (e.g. paid at an expired quote): Dr channel
+    receivable, Cr suspense until it is returned to the payer (the reversal)."""
+    legs = (Leg(receivable_account(channel, received.currency), received.amount, received.currency),
+            Leg(suspense_account(received.currency), -received.amount, received.currency))
+    return Posting(posting_id, "unapplied_receipt", legs, ref, merchant_id)
+
+
 def refund(posting_id: str, merchant_id: str, refund_id: str, channel: str, amount: Money,
            draw: dict[str, int]) -> Posting:
     """Dr merchant buckets (as `draw` says, e.g. {"available": 300, "pending": 200}); Cr channel receivable."""

@@ -10,6 +10,7 @@ from chalicelib.channels.base import Ack, ChannelPayment, ChannelRefund, Channel
 from chalicelib.channels.base import RefundStatus as ChannelRefundStatus
 from chalicelib.domain import ledger, views
 from chalicelib.domain.payment import LATE_SUCCESS_FROM, Payment, PaymentStatus
+from chalicelib.services import unapplied
 from chalicelib.services.payments import payment_id_of
 from chalicelib.store import ops
 from chalicelib.store import payments as store
@@ -50,12 +51,9 @@ def apply_notification(channel_name: str, note: Notification) -> bool:
         return False
     if cp.channel_order_id != payment.channel_order_id:
         # Money for an order this payment replaced (its quote expired): never applied at the new
-        # quote's amount. Recorded for ops (refund or manual match) and acknowledged, so the
-        # channel stops resending what we already hold.
+        # quote's amount, nor at the lapsed one: booked to suspense and returned to the payer.
         if cp.status in (ChannelStatus.PAID, ChannelStatus.REFUNDED):
-            _record_once(f"superseded:{cp.channel_order_id}", "superseded_order_paid", channel_name, payment.id,
-                         {"channel_order_id": cp.channel_order_id, "fields": cp.raw})
-            log.warning("superseded_order_paid", payment_id=payment.id, channel_order_id=cp.channel_order_id)
+            return unapplied.hold_and_return(payment, cp, "superseded_quote")
         return True
     problem = mismatch(payment, cp)
     if problem:
@@ -154,6 +152,9 @@ def apply_channel_payment(payment: Payment, cp: ChannelPayment, source: str) -> 
                 _record_once(f"second_txn:{payment.id}:{cp.channel_transaction_id}", "second_transaction",
                              payment.channel, payment.id, {"fields": cp.raw})
             return True  # a duplicate: already applied
+        if target is PaymentStatus.SUCCEEDED and \
+                unapplied.quote_lapsed(payment, cp.paid_at or clock.now()):
+            return unapplied.hold_and_return(payment, cp, "quote_expired")  # never credited at a lapsed rate
         try:
             if payment.status is not PaymentStatus.PENDING:
                 if target is PaymentStatus.SUCCEEDED and payment.status in LATE_SUCCESS_FROM:

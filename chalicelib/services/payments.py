@@ -154,7 +154,10 @@ def requote(payment_id: str) -> Payment:
 
         if callbacks.mismatch(p, answer) is None:
             callbacks.apply_channel_payment(p, answer, source="requote")
-        raise errors.conflict("payment_not_pending", "the payment was completed at the bank; reload it")
+        p = store.get(payment_id) or p
+        if p.status is not PaymentStatus.PENDING or p.channel_order_id != answer.channel_order_id:
+            raise errors.conflict("payment_not_pending", "the payment was completed at the bank; reload it")
+        # Paid at the lapsed quote: that money goes back to the payer (services.unapplied); quote afresh.
     quote = fx.quote(p.amount, old.markup_bps)
     check_limits(p.channel, quote.cny)
     n = int(p.channel_order_id[PAYMENT_ID_LENGTH + 1:] or 1) + 1 if len(p.channel_order_id) > PAYMENT_ID_LENGTH else 2

@@ -264,6 +264,7 @@ class OpsRecordModel(Model):
     ref = UnicodeAttribute(null=True)
     detail = JSONAttribute(default=dict)
     status = UnicodeAttribute(default="open")
+    note = UnicodeAttribute(null=True)          # the last thing done about it (e.g. "returned as ru_...")
     created_at = UTCDateTimeAttribute()
 
 

@@ -7,6 +7,20 @@ from chalicelib.store.base import applied
 from chalicelib.store.models import OpsRecordModel
 
 
+def new_record(record_id: str, kind: str, channel: str, ref: str | None, detail: dict,
+               status: str = "open") -> OpsRecordModel:
+    """A record to write inside a Unit (Unit.put_new), with the change it is about."""
+    return OpsRecordModel(record_id[:512], kind=kind, channel=channel, ref=ref, detail=detail, status=status,
+                          created_at=clock.now())
+
+
+def get(record_id: str) -> OpsRecordModel | None:
+    try:
+        return OpsRecordModel.get(record_id[:512], consistent_read=True)
+    except OpsRecordModel.DoesNotExist:
+        return None
+
+
 def record_once(record_id: str, kind: str, channel: str, ref: str | None, detail: dict) -> bool:
     """Write the record unless one with this id exists. True if this call wrote it."""
     item = OpsRecordModel(record_id[:512], kind=kind, channel=channel, ref=ref, detail=detail, created_at=clock.now())

@@ -24,6 +24,7 @@ from chalicelib.store.models import (
     EntryModel,
     EventModel,
     IdempotencyModel,
+    OpsRecordModel,
     PaymentModel,
     PostingModel,
     RefundModel,
@@ -161,6 +162,15 @@ class Unit:
                           created_at=event.created_at, status="pending", attempts=0,
                           next_attempt_at=int(event.created_at.timestamp()), due_shard=DUE_SHARD)
         self._ops.append(lambda tx: tx.save(item, condition=EventModel.event_id.does_not_exist()))
+        return self
+
+    def move_ops_record(self, record_id: str, from_status: str, to_status: str, note: str = "") -> "Unit":
+        """Move an ops record on (e.g. returning -> returned), only if it is still in `from_status`."""
+        actions = [OpsRecordModel.status.set(to_status)]
+        if note:
+            actions.append(OpsRecordModel.note.set(note[:200]))
+        self._ops.append(lambda tx: tx.update(OpsRecordModel(record_id), actions=actions,
+                                              condition=OpsRecordModel.status == from_status))
         return self
 
     def put_new(self, item) -> "Unit":

@@ -12,7 +12,7 @@ import pytest
 from chalicelib import clock, settings
 from chalicelib.domain.fx import Rate
 from chalicelib.services import fx, merchants
-from chalicelib.store.models import BalanceModel, OpsRecordModel, PaymentModel, PostingModel
+from chalicelib.store.models import BalanceModel, EntryModel, OpsRecordModel, PaymentModel, PostingModel
 from tests.integration.helpers import MerchantApi
 
 RATE = Decimal("4.30")
@@ -170,7 +170,16 @@ def test_expired_quote_page_asks_for_a_fresh_quote(school, client, rate):
     assert b"11165.00" in client.http.get(f"/pay/{p['id']}").body
 
 
-def test_paying_the_order_of_an_expired_quote_is_not_applied(school, client, rate):
+def pending_nzd(school) -> int:
+    found = list(BalanceModel.query(f"M:{school.merchant.id}:NZD:pending"))
+    return found[0].balance if found else 0
+
+
+def suspense(ccy="CNY") -> int:
+    return sum(e.amount for e in EntryModel.query(f"S:suspense:{ccy}"))
+
+
+def test_paying_the_order_of_an_expired_quote_is_not_applied_and_the_money_goes_back(school, client, rate):
     p = invoice(school).json_body
     old_action = p["next_action"]["channel_action"]
     submit_form(client, old_action)  # the payer kept the old form open
@@ -181,8 +190,67 @@ def test_paying_the_order_of_an_expired_quote_is_not_applied(school, client, rat
                      body=b"")
     bank_pays(client, old_action["fields"]["v_oid"])
     assert PaymentModel.get(p["id"]).status == "pending"
-    assert list(PostingModel.scan()) == []
-    assert [o.kind for o in OpsRecordModel.scan()] == ["superseded_order_paid"]
+    assert pending_nzd(school) == 0   # nobody credited
+    [record] = list(OpsRecordModel.scan())
+    assert (record.kind, record.status, record.detail["why"]) == ("unapplied_receipt", "returned", "superseded_quote")
+    assert _sandbox_order(old_action["fields"]["v_oid"])["refunds"][0]["refamount"] == "10911.25"  # all of it
+    assert suspense() == 0 and sorted(pp.kind for pp in PostingModel.scan()) == ["unapplied_receipt", "unapplied_return"]
+
+
+def test_money_for_a_lapsed_quote_is_returned_and_the_payer_gets_a_fresh_quote(school, client, rate):
+    p = invoice(school).json_body
+    action = p["next_action"]["channel_action"]
+    submit_form(client, action)
+    clock.advance(timedelta(minutes=15 + 11))        # past the quote and its 10-minute grace
+    bank_pays(client, action["fields"]["v_oid"])     # PayEase still takes it: it has no expiry
+    got = school.get(f"/v1/payments/{p['id']}").json_body
+    assert got["status"] == "pending"                # not credited at the lapsed rate
+    assert pending_nzd(school) == 0
+    [record] = list(OpsRecordModel.scan())
+    assert (record.kind, record.status, record.detail["why"]) == ("unapplied_receipt", "returned", "quote_expired")
+    assert _sandbox_order(action["fields"]["v_oid"])["refunds"][0]["refamount"] == "10911.25"
+    assert suspense() == 0
+
+    bank_pays(client, action["fields"]["v_oid"])     # PayEase resends: nothing new happens
+    assert len(_sandbox_order(action["fields"]["v_oid"])["refunds"]) == 1
+
+    page = client.http.get(f"/pay/{p['id']}")
+    assert b"quote has expired" in page.body
+    now = clock.now()
+    fx.record(Rate("wechat", "NZD", Decimal("4.40"), now, now))
+    r = client.http.post(f"/pay/{p['id']}/requote", headers={"Content-Type": "application/x-www-form-urlencoded"},
+                         body=b"")
+    assert r.status_code == 303, r.body
+    fresh = school.get(f"/v1/payments/{p['id']}").json_body
+    assert fresh["channel_order_id"] == f"{p['id']}_2" and fresh["quote"]["cny_amount"] == 1116500
+    submit_form(client, fresh["next_action"]["channel_action"])
+    bank_pays(client, fresh["next_action"]["channel_action"]["fields"]["v_oid"])
+    assert school.get(f"/v1/payments/{p['id']}").json_body["status"] == "succeeded"
+    assert pending_nzd(school) == 247500
+
+
+def test_money_inside_the_quote_grace_is_applied_at_the_locked_rate(school, client, rate):
+    p = invoice(school).json_body
+    action = p["next_action"]["channel_action"]
+    submit_form(client, action)
+    clock.advance(timedelta(minutes=15 + 9))
+    bank_pays(client, action["fields"]["v_oid"])
+    assert school.get(f"/v1/payments/{p['id']}").json_body["status"] == "succeeded"
+    assert list(OpsRecordModel.scan()) == []
+
+
+def test_lapsed_quote_money_for_a_payment_our_clock_closed_is_returned_not_credited(school, client, rate):
+    from chalicelib.services import payments
+
+    p = invoice(school).json_body
+    action = p["next_action"]["channel_action"]
+    submit_form(client, action)
+    clock.advance(timedelta(minutes=45))
+    payments.mark_closed(payments.get_for(school.merchant, True, p["id"]), reason="expired")
+    bank_pays(client, action["fields"]["v_oid"])
+    assert school.get(f"/v1/payments/{p['id']}").json_body["status"] == "closed"
+    assert [(r.kind, r.status) for r in OpsRecordModel.scan()] == [("unapplied_receipt", "returned")]
+    assert pending_nzd(school) == 0
 
 
 def test_unknown_payease_order_is_refused(client, rate):
