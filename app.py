@@ -127,7 +127,7 @@ def create_webhook_endpoint():
     req = _req()
     who = api.caller(req)
     return api.idempotent(req, who, "POST /v1/webhook_endpoints", lambda _c: (
-        201, merchants.add_webhook_endpoint(who.merchant, new_webhook_endpoint(api.body(req)))))
+        201, merchants.add_webhook_endpoint(who.merchant, who.livemode, new_webhook_endpoint(api.body(req)))))
 
 
 @app.route("/v1/webhook_endpoints", methods=["GET"])
@@ -136,7 +136,7 @@ def list_webhook_endpoints():
     from chalicelib.services import merchants
 
     who = api.caller(_req())
-    return api.respond(200, {"object": "list", "data": merchants.list_webhook_endpoints(who.merchant)})
+    return api.respond(200, {"object": "list", "data": merchants.list_webhook_endpoints(who.merchant, who.livemode)})
 
 
 @app.route("/v1/events", methods=["GET"])
@@ -145,7 +145,7 @@ def list_events():
     from chalicelib.services import notifications
 
     who = api.caller(_req())
-    return api.respond(200, {"object": "list", "data": notifications.list_for(who.merchant.id)})
+    return api.respond(200, {"object": "list", "data": notifications.list_for(who.merchant.id, who.livemode)})
 
 
 @app.route("/v1/events/{event_id}", methods=["GET"])
@@ -155,7 +155,7 @@ def get_event(event_id):
     from chalicelib.services import notifications
 
     who = api.caller(_req())
-    found = notifications.get_for(who.merchant.id, event_id)
+    found = notifications.get_for(who.merchant.id, who.livemode, event_id)
     if found is None:
         raise not_found("event", "event_id")
     return api.respond(200, found)
@@ -171,7 +171,7 @@ def resend_event(event_id):
     who = api.caller(req)
 
     def run(_completion):
-        found = notifications.resend(who.merchant.id, event_id)
+        found = notifications.resend(who.merchant.id, who.livemode, event_id)
         if found is None:
             raise not_found("event", "event_id")
         return 200, found

@@ -121,10 +121,30 @@ class Settings:
     payout_source_account: str = ""           # our NZD settlement account (16 digits), the batch file header
     payout_subscriber_name: str = "Kauri Payments"
     wechat_oa: WeChatOASettings | None = None
+    # Test mode (sk_test_ keys) never uses the channels above: it uses each channel's test environment
+    # (KAURI_TEST_<CHANNEL>_* variables), or the sandboxes where they are mounted, or nothing (refused).
+    test_wechat: WeChatSettings | None = None
+    test_alipay: AlipaySettings | None = None
+    test_payease: PayEaseSettings | None = None
 
     @property
     def is_prod(self) -> bool:
         return self.stage == "prod"
+
+    def channel_config(self, channel: str, livemode: bool):
+        """The settings a channel uses in a mode; None when that mode has no environment here."""
+        return getattr(self, channel if livemode else f"test_{channel}", None)
+
+    def sandbox_account(self, channel: str):
+        """Whose account a channel's simulator keeps: the mode whose settings point at it (live on a
+        stage run on sandboxes; test mode where live talks to the real channel)."""
+        from dataclasses import asdict
+
+        here = f"{self.public_base_url}/sandbox/{channel}"
+        for cfg in (self.channel_config(channel, True), self.channel_config(channel, False)):
+            if cfg is not None and any(k.endswith("_url") and str(v).startswith(here) for k, v in asdict(cfg).items()):
+                return cfg
+        return self.channel_config(channel, True)
 
 
 # Demo credentials for the sandbox channels only. They are the public test-vector values from the
@@ -149,33 +169,12 @@ def load(env: dict[str, str] | None = None) -> Settings:
         max_body_bytes=int(env.get("KAURI_MAX_BODY_BYTES", "65536")),
         quote_ttl_seconds=int(env.get("KAURI_QUOTE_TTL_SECONDS", "900")),
         fx_max_age_seconds=int(env.get("KAURI_FX_MAX_AGE_SECONDS", str(36 * 3600))),
-        wechat=WeChatSettings(
-            appid=env.get("KAURI_WECHAT_APPID", "wxd930ea5d5a258f4f"),
-            mch_id=env.get("KAURI_WECHAT_MCH_ID", "10000100"),
-            api_key=env.get("KAURI_WECHAT_API_KEY", _SANDBOX_WECHAT_KEY if stage != "prod" else ""),
-            base_url=env.get("KAURI_WECHAT_BASE_URL", default_sandbox + "/wechat").rstrip("/"),
-            sign_type=env.get("KAURI_WECHAT_SIGN_TYPE", "HMAC-SHA256"),
-            cert_path=env.get("KAURI_WECHAT_CERT_PATH", ""),
-            key_path=env.get("KAURI_WECHAT_KEY_PATH", ""),
-        ),
-        alipay=AlipaySettings(
-            partner=env.get("KAURI_ALIPAY_PARTNER", "2088101122136241"),
-            md5_key=env.get("KAURI_ALIPAY_MD5_KEY", "760bdzec6y9goq7ctyx96ezkz78287de" if stage != "prod" else ""),
-            private_key_pem=env.get("KAURI_ALIPAY_PRIVATE_KEY_PEM",
-                                    AlipaySettings.SANDBOX_PRIVATE_KEY_PEM if stage != "prod" else ""),
-            alipay_public_key_pem=env.get("KAURI_ALIPAY_PUBLIC_KEY_PEM",
-                                          AlipaySettings.SANDBOX_ALIPAY_PUBLIC_KEY_PEM if stage != "prod" else ""),
-            sign_type=env.get("KAURI_ALIPAY_SIGN_TYPE", "MD5"),
-            gateway_url=env.get("KAURI_ALIPAY_GATEWAY_URL", default_sandbox + "/alipay/gateway.do"),
-        ),
-        payease=PayEaseSettings(
-            mid=env.get("KAURI_PAYEASE_MID", "444"),  # the spec's public test merchant
-            md5_key=env.get("KAURI_PAYEASE_MD5_KEY", "test" if stage != "prod" else ""),
-            gateway_url=env.get("KAURI_PAYEASE_GATEWAY_URL", default_sandbox + "/payease").rstrip("/"),
-            api_url=env.get("KAURI_PAYEASE_API_URL",
-                            env.get("KAURI_PAYEASE_GATEWAY_URL", default_sandbox + "/payease")).rstrip("/"),
-            refund_operator=env.get("KAURI_PAYEASE_REFUND_OPERATOR", "kauri"),
-        ),
+        wechat=_wechat(env, "KAURI_", stage, default_sandbox),
+        alipay=_alipay(env, "KAURI_", stage, default_sandbox),
+        payease=_payease(env, "KAURI_", stage, default_sandbox),
+        test_wechat=_test(env, "WECHAT_BASE_URL", _wechat, stage, default_sandbox, sandbox_enabled),
+        test_alipay=_test(env, "ALIPAY_GATEWAY_URL", _alipay, stage, default_sandbox, sandbox_enabled),
+        test_payease=_test(env, "PAYEASE_GATEWAY_URL", _payease, stage, default_sandbox, sandbox_enabled),
         http_timeout_seconds=int(env.get("KAURI_HTTP_TIMEOUT_SECONDS", "10")),
         log_level=env.get("KAURI_LOG_LEVEL", "INFO"),
         channel_limits=_limits(env.get("KAURI_CHANNEL_LIMITS")),
@@ -192,6 +191,67 @@ def load(env: dict[str, str] | None = None) -> Settings:
                                 if stage != "prod" else ""),
             base_url=env.get("KAURI_WECHAT_OA_BASE_URL", default_sandbox + "/wechat_oa").rstrip("/"),
         ),
+    )
+
+
+def same_credentials(a, b) -> bool:
+    """Do two channel settings sign and verify alike (all but their URLs equal)? Then callbacks cannot tell
+    them apart, and neither need they: it is one account at the channel."""
+    from dataclasses import asdict
+
+    def secret_part(cfg) -> dict:
+        return {k: v for k, v in asdict(cfg).items() if not k.endswith("_url")}
+    return type(a) is type(b) and secret_part(a) == secret_part(b)
+
+
+def _test(env: dict[str, str], url_var: str, build, stage: str, default_sandbox: str, sandbox_enabled: bool):
+    """Test mode's settings for one channel: its own test environment when KAURI_TEST_<url_var> is set
+    (every credential read from KAURI_TEST_*, none borrowed from live), else the sandbox if it is
+    mounted on this stage (never in prod), else None: test-mode payments on that channel are refused."""
+    if env.get("KAURI_TEST_" + url_var):
+        return build(env, "KAURI_TEST_", "prod", default_sandbox)  # "prod": no demo credentials filled in
+    if sandbox_enabled:
+        sandbox_only = {k: v for k, v in env.items() if not k.startswith(("KAURI_WECHAT_", "KAURI_ALIPAY_",
+                                                                          "KAURI_PAYEASE_"))}
+        return build(sandbox_only, "KAURI_", "sandbox", default_sandbox)
+    return None
+
+
+def _wechat(env: dict[str, str], p: str, stage: str, default_sandbox: str) -> WeChatSettings:
+    demo = stage != "prod"
+    return WeChatSettings(
+        appid=env.get(p + "WECHAT_APPID", "wxd930ea5d5a258f4f"),
+        mch_id=env.get(p + "WECHAT_MCH_ID", "10000100"),
+        api_key=env.get(p + "WECHAT_API_KEY", _SANDBOX_WECHAT_KEY if demo else ""),
+        base_url=env.get(p + "WECHAT_BASE_URL", default_sandbox + "/wechat").rstrip("/"),
+        sign_type=env.get(p + "WECHAT_SIGN_TYPE", "HMAC-SHA256"),
+        cert_path=env.get(p + "WECHAT_CERT_PATH", ""),
+        key_path=env.get(p + "WECHAT_KEY_PATH", ""),
+    )
+
+
+def _alipay(env: dict[str, str], p: str, stage: str, default_sandbox: str) -> AlipaySettings:
+    demo = stage != "prod"
+    return AlipaySettings(
+        partner=env.get(p + "ALIPAY_PARTNER", "2088101122136241"),
+        md5_key=env.get(p + "ALIPAY_MD5_KEY", "760bdzec6y9goq7ctyx96ezkz78287de" if demo else ""),
+        private_key_pem=env.get(p + "ALIPAY_PRIVATE_KEY_PEM", AlipaySettings.SANDBOX_PRIVATE_KEY_PEM if demo else ""),
+        alipay_public_key_pem=env.get(p + "ALIPAY_PUBLIC_KEY_PEM",
+                                      AlipaySettings.SANDBOX_ALIPAY_PUBLIC_KEY_PEM if demo else ""),
+        sign_type=env.get(p + "ALIPAY_SIGN_TYPE", "MD5"),
+        gateway_url=env.get(p + "ALIPAY_GATEWAY_URL", default_sandbox + "/alipay/gateway.do"),
+    )
+
+
+def _payease(env: dict[str, str], p: str, stage: str, default_sandbox: str) -> PayEaseSettings:
+    demo = stage != "prod"
+    gateway = env.get(p + "PAYEASE_GATEWAY_URL", default_sandbox + "/payease")
+    return PayEaseSettings(
+        mid=env.get(p + "PAYEASE_MID", "444"),  # the spec's public test merchant
+        md5_key=env.get(p + "PAYEASE_MD5_KEY", "test" if demo else ""),
+        gateway_url=gateway.rstrip("/"),
+        api_url=env.get(p + "PAYEASE_API_URL", gateway).rstrip("/"),
+        refund_operator=env.get(p + "PAYEASE_REFUND_OPERATOR", "kauri"),
     )
 
 

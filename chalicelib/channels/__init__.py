@@ -17,19 +17,56 @@ REGISTRY: dict[str, tuple[str, str]] = {
 _instances: dict[str, "Channel"] = {}
 
 
+class NoTestEnvironment(Exception):
+    """Test mode has no environment for this channel on this stage (no sandbox, no KAURI_TEST_* settings)."""
+
+    def __init__(self, name: str):
+        super().__init__(f"{name} has no test environment here")
+        self.name = name
+
+
 def names() -> tuple[str, ...]:
     return tuple(REGISTRY)
 
 
-def get(name: str) -> "Channel":
+def _class(name: str):
+    if name not in REGISTRY:
+        raise KeyError(name)
+    module, cls = REGISTRY[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def get(name: str, livemode: bool = True) -> "Channel":
+    """The channel as a mode sees it. Live: the channel's settings (read at call time). Test: the
+    channel's test environment or sandbox, never the live one; NoTestEnvironment if there is none."""
+    if not livemode:
+        from chalicelib import settings
+
+        klass = _class(name)
+        config = settings.get().channel_config(name, livemode=False)
+        if config is None:
+            raise NoTestEnvironment(name)
+        return klass(config)
     inst = _instances.get(name)
     if inst is None:
-        if name not in REGISTRY:
-            raise KeyError(name)
-        module, cls = REGISTRY[name]
-        inst = getattr(importlib.import_module(module), cls)()
+        inst = _class(name)()
         _instances[name] = inst
     return inst
+
+
+def environments(name: str) -> list[tuple[bool | None, "Channel"]]:
+    """Each distinct account a channel's callbacks may come from, with its mode: one entry (mode None:
+    either) where test mode signs with the very credentials live does, as on a stage run on sandboxes."""
+    from chalicelib import settings
+
+    s = settings.get()
+    live = get(name)
+    test_config = s.channel_config(name, livemode=False)
+    if test_config is None:
+        return [(True, live)]
+    if settings.same_credentials(test_config, s.channel_config(name, livemode=True)):
+        return [(None, live)]
+    return [(True, live), (False, _class(name)(test_config))]
 
 
 def sandbox_blueprint(name: str):

@@ -49,6 +49,7 @@ def refund(r: Refund) -> dict:
     return {
         "id": r.id,
         "object": "refund",
+        "livemode": r.livemode,
         "payment": r.payment_id,
         "status": r.status.value,
         "amount": r.amount.amount,

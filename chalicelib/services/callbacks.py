@@ -20,33 +20,41 @@ MAX_ATTEMPTS = 6
 
 
 def handle(channel_name: str, body: bytes, headers: dict[str, str]) -> Ack:
-    """Everything a channel's POST to /callbacks/<channel> gets: verify, apply, acknowledge."""
-    channel = channels.get(channel_name)
-    try:
-        note = channel.parse_notification(body, headers)
-    except InvalidNotification as exc:
-        log.warning("callback_rejected", channel=channel_name, reason=exc.reason, bytes=len(body))
+    """Everything a channel's POST to /callbacks/<channel> gets: verify, apply, acknowledge.
+
+    Live and test mode may be different environments of the channel (own keys): the one whose
+    credentials verify the callback says its mode, and it only ever moves payments of that mode."""
+    note, reason = None, ""
+    for livemode, channel in channels.environments(channel_name):
+        try:
+            note = channel.parse_notification(body, headers)
+            break
+        except InvalidNotification as exc:
+            reason = exc.reason
+    if note is None:
+        log.warning("callback_rejected", channel=channel_name, reason=reason, bytes=len(body))
         return channel.ack(False, "invalid notification")
     ok = True
     for n in (note, *note.more):
         try:
-            ok = apply_notification(channel_name, n) and ok
+            ok = apply_notification(channel_name, n, livemode) and ok
         except Exception as exc:  # never a 500: the channel's FAIL makes it resend, and we look at the log
             log.error("callback_apply_error", channel=channel_name, kind=n.kind, error=type(exc).__name__)
             ok = False
     return channel.ack(ok, "" if ok else "not applied")
 
 
-def apply_notification(channel_name: str, note: Notification) -> bool:
+def apply_notification(channel_name: str, note: Notification, livemode: bool | None = None) -> bool:
+    """`livemode`: the mode of the environment that verified it (None: live and test share it)."""
     if note.kind == "refund" and note.refund is not None:
-        return apply_refund_notification(channel_name, note.refund)
+        return apply_refund_notification(channel_name, note.refund, livemode)
     if note.kind != "payment" or note.payment is None:
         log.info("callback_ignored", channel=channel_name, kind=note.kind)
         return True
     cp = note.payment
     payment_id = payment_id_of(cp.channel_order_id)
     payment = store.get(payment_id) if payment_id else None
-    if payment is None or payment.channel != channel_name:
+    if payment is None or payment.channel != channel_name or livemode not in (None, payment.livemode):
         log.warning("callback_unknown_order", channel=channel_name, channel_order_id=cp.channel_order_id[:64])
         return False
     if cp.channel_order_id != payment.channel_order_id:
@@ -64,7 +72,7 @@ def apply_notification(channel_name: str, note: Notification) -> bool:
     return apply_channel_payment(payment, cp, source="callback")
 
 
-def apply_refund_notification(channel_name: str, cr: ChannelRefund) -> bool:
+def apply_refund_notification(channel_name: str, cr: ChannelRefund, livemode: bool | None = None) -> bool:
     """A channel's verdict on a refund: applied once, like a refund query's answer, if it is one of ours.
 
     True (acknowledge) once the verdict is applied or was already; False (the channel resends) for a
@@ -74,7 +82,8 @@ def apply_refund_notification(channel_name: str, cr: ChannelRefund) -> bool:
 
     found = store.get_refund(cr.channel_refund_id) if ids.looks_like(cr.channel_refund_id, "re") else None
     payment = store.get(found[0].payment_id) if found else None
-    if found is None or payment is None or payment.channel != channel_name:
+    if found is None or payment is None or payment.channel != channel_name or \
+            livemode not in (None, payment.livemode):
         log.warning("refund_notify_unknown", channel=channel_name, channel_refund_id=cr.channel_refund_id[:64])
         return False
     refund = found[0]
@@ -182,7 +191,7 @@ def apply_channel_payment(payment: Payment, cp: ChannelPayment, source: str) -> 
 def still_payable(payment: Payment) -> bool:
     """Can the shopper still pay this channel order after a failed attempt? (WeChat: yes, until it expires;
     a PayEase bank order that failed is finished.)"""
-    channel = channels.get(payment.channel)
+    channel = channels.get(payment.channel, payment.livemode)
     return bool(getattr(channel, "payable_after_failed_attempt", False)) and clock.now() < payment.expires_at
 
 

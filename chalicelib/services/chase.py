@@ -53,7 +53,7 @@ def chase_payments(dry_run: bool = False, merchant_id: str | None = None, limit:
 
 def _chase_one(p, now, dry_run: bool) -> str | None:
     """One pending payment: the summary counter its outcome belongs to (None: nothing to count)."""
-    channel = channels.get(p.channel)
+    channel = channels.get(p.channel, p.livemode)
     ref = OrderRef(p.channel_order_id, MerchantChannelConfig(dict(p.channel_merchant)))
     cp = channel.query(ref)
     if cp.status in (ChannelStatus.PENDING, ChannelStatus.NOT_FOUND):
@@ -102,7 +102,7 @@ def chase_refunds(dry_run: bool = False, merchant_id: str | None = None, limit: 
         p = store.get(refund.payment_id)
         out["refunds_checked"] += 1
         req = refunds.channel_request(p, refund)
-        channel = channels.get(p.channel)
+        channel = channels.get(p.channel, p.livemode)
         try:
             answer = channel.refund_query(req)
         except ChannelError as exc:

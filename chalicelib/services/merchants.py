@@ -81,16 +81,17 @@ def authenticate(key: str | None) -> Caller | None:
     return Caller(merchant, livemode)
 
 
-def add_webhook_endpoint(merchant: Merchant, url: str) -> dict:
+def add_webhook_endpoint(merchant: Merchant, livemode: bool, url: str) -> dict:
     secret = "whsec_" + secrets.token_urlsafe(32)
     endpoint_id = ids.new("we", 16)
-    item = store.add_endpoint(merchant.id, endpoint_id, url, secret)
-    return {"id": endpoint_id, "object": "webhook_endpoint", "url": item.url, "enabled": True, "secret": secret}
+    item = store.add_endpoint(merchant.id, endpoint_id, url, secret, livemode)
+    return {"id": endpoint_id, "object": "webhook_endpoint", "livemode": livemode, "url": item.url, "enabled": True,
+            "secret": secret}
 
 
-def list_webhook_endpoints(merchant: Merchant) -> list[dict]:
-    return [{"id": e.endpoint_id, "object": "webhook_endpoint", "url": e.url, "enabled": e.enabled}
-            for e in store.endpoints(merchant.id)]
+def list_webhook_endpoints(merchant: Merchant, livemode: bool) -> list[dict]:
+    return [{"id": e.endpoint_id, "object": "webhook_endpoint", "livemode": livemode, "url": e.url,
+             "enabled": e.enabled} for e in store.endpoints(merchant.id, livemode)]
 
 
 DEMO_CHANNELS = {

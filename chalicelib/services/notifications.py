@@ -55,7 +55,7 @@ def deliver(item) -> bool:
     item.next_attempt_at = now + LEASE_SECONDS
     if not store.save_if_unchanged(item):
         return False  # another worker has it
-    endpoints = merchant_store.endpoints(item.merchant_id)
+    endpoints = merchant_store.endpoints(item.merchant_id, store.mode_of(item))  # test events: test endpoints
     delivered = set(item.delivered_endpoints or [])
     errors = []
     for ep in endpoints:
@@ -105,10 +105,10 @@ def _send(url: str, secret: str, body: str) -> tuple[bool, str]:
     return False, f"HTTP {resp.status_code}"
 
 
-def resend(merchant_id: str, event_id: str) -> dict | None:
+def resend(merchant_id: str, livemode: bool, event_id: str) -> dict | None:
     """Queue an event again for every endpoint (ops or the merchant asked), and try it now."""
-    item = store.get(event_id) if ids.looks_like(event_id, "evt") else None
-    if item is None or item.merchant_id != merchant_id:
+    item = _own(merchant_id, livemode, event_id)
+    if item is None:
         return None
     item.status = "pending"
     item.due_shard = DUE_SHARD
@@ -120,18 +120,25 @@ def resend(merchant_id: str, event_id: str) -> dict | None:
     return view(store.get(event_id))
 
 
+def _own(merchant_id: str, livemode: bool, event_id: str):
+    """The merchant's event of the caller's mode; a test key never sees a live event, nor the reverse."""
+    item = store.get(event_id) if ids.looks_like(event_id, "evt") else None
+    if item is None or item.merchant_id != merchant_id or store.mode_of(item) != livemode:
+        return None
+    return item
+
+
 def view(item) -> dict:
-    return {"id": item.event_id, "object": "event", "type": item.type, "status": item.status,
+    return {"id": item.event_id, "object": "event", "type": item.type, "livemode": store.mode_of(item),
+            "status": item.status,
             "attempts": int(item.attempts or 0), "created": int(item.created_at.timestamp()),
             "next_attempt_at": int(item.next_attempt_at) if item.next_attempt_at else None}
 
 
-def get_for(merchant_id: str, event_id: str) -> dict | None:
-    item = store.get(event_id) if ids.looks_like(event_id, "evt") else None
-    if item is None or item.merchant_id != merchant_id:
-        return None
-    return view(item)
+def get_for(merchant_id: str, livemode: bool, event_id: str) -> dict | None:
+    item = _own(merchant_id, livemode, event_id)
+    return None if item is None else view(item)
 
 
-def list_for(merchant_id: str) -> list[dict]:
-    return [view(i) for i in store.for_merchant(merchant_id)]
+def list_for(merchant_id: str, livemode: bool) -> list[dict]:
+    return [view(i) for i in store.for_merchant(merchant_id, livemode)]

@@ -64,9 +64,13 @@ def create(merchant: Merchant, livemode: bool, req: NewPayment, completion: Comp
         raise errors.invalid("currency_not_supported",
                              f"this merchant takes payments in {merchant.settlement_currency}", "currency")
     try:
-        channel = channels.get(req.channel)
+        channel = channels.get(req.channel, livemode)
     except KeyError:
         raise errors.invalid("channel_unknown", f"unknown channel {req.channel!r}", "channel") from None
+    except channels.NoTestEnvironment:  # a test payment never falls back to the live channel
+        raise errors.invalid("test_mode_unavailable",
+                             f"{req.channel} has no test environment on this stage; use a live key or another channel",
+                             "channel") from None
     if req.flow not in channel.flows:
         raise errors.invalid("flow_unknown", f"channel {req.channel} supports flows {list(channel.flows)}", "flow")
     ids_at_channel = merchant.channel_ids(req.channel)
@@ -143,7 +147,7 @@ def requote(payment_id: str) -> Payment:
         return p
     if clock.now() >= p.expires_at:
         raise errors.conflict("payment_expired", "this payment has expired; ask the merchant for a new one")
-    channel = channels.get(p.channel)
+    channel = channels.get(p.channel, p.livemode)
     try:  # paid at the bank just before the quote ran out? Then it is paid, not re-quoted.
         answer = channel.query(OrderRef(p.channel_order_id, MerchantChannelConfig(dict(p.channel_merchant))))
     except ChannelError:
@@ -192,7 +196,7 @@ def close(merchant: Merchant, livemode: bool, payment_id: str) -> Payment:
         raise errors.conflict("payment_succeeded", "a succeeded payment cannot be closed; refund it instead")
     if p.status is not PaymentStatus.PENDING:
         return p
-    channel = channels.get(p.channel)
+    channel = channels.get(p.channel, p.livemode)
     ref = OrderRef(p.channel_order_id, MerchantChannelConfig(dict(p.channel_merchant)))
     try:
         channel.close(ref)

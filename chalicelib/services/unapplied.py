@@ -70,7 +70,7 @@ def hold_and_return(payment: Payment, cp: ChannelPayment, why: str) -> bool:
 
 def _return(payment: Payment, rid: str, posting: ledger.Posting, req: RefundRequest) -> None:
     """Refund the whole receipt at the channel; on its success, reverse the suspense posting."""
-    channel = channels.get(payment.channel)
+    channel = channels.get(payment.channel, payment.livemode)
     try:
         answer = channel.refund(req)
         if answer.status is RefundStatus.PROCESSING:

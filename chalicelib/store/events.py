@@ -24,5 +24,14 @@ def save_if_unchanged(item: EventModel) -> bool:
     return applied(item.save)
 
 
-def for_merchant(merchant_id: str, limit: int = 50) -> list[EventModel]:
-    return list(EventModel.by_merchant.query(merchant_id, scan_index_forward=False, limit=limit))
+def for_merchant(merchant_id: str, livemode: bool, limit: int = 50) -> list[EventModel]:
+    same_mode = EventModel.livemode == livemode
+    if livemode:
+        same_mode = same_mode | EventModel.livemode.does_not_exist()
+    return list(EventModel.by_merchant.query(merchant_id, scan_index_forward=False, filter_condition=same_mode,
+                                             limit=limit))
+
+
+def mode_of(item) -> bool:
+    """An event's or endpoint's mode (items written before modes existed are live)."""
+    return True if item.livemode is None else bool(item.livemode)

@@ -63,12 +63,14 @@ def _found(future):
         return None
 
 
-def add_endpoint(merchant_id: str, endpoint_id: str, url: str, secret: str) -> WebhookEndpointModel:
+def add_endpoint(merchant_id: str, endpoint_id: str, url: str, secret: str, livemode: bool) -> WebhookEndpointModel:
     item = WebhookEndpointModel(merchant_id, endpoint_id, url=url, secret=secret, enabled=True,
-                                created_at=clock.now())
+                                created_at=clock.now(), livemode=livemode)
     item.save(condition=WebhookEndpointModel.endpoint_id.does_not_exist())
     return item
 
 
-def endpoints(merchant_id: str) -> list[WebhookEndpointModel]:
-    return [e for e in WebhookEndpointModel.query(merchant_id) if e.enabled]
+def endpoints(merchant_id: str, livemode: bool) -> list[WebhookEndpointModel]:
+    """The merchant's enabled endpoints of one mode (absent mode on old items: live)."""
+    return [e for e in WebhookEndpointModel.query(merchant_id)
+            if e.enabled and (True if e.livemode is None else bool(e.livemode)) == livemode]

@@ -161,6 +161,7 @@ class RefundModel(Model):
     draw = JSONAttribute(default=dict)          # which merchant buckets the refund was taken from
     created_at = UTCDateTimeAttribute()
     processing_shard = UnicodeAttribute(null=True)
+    livemode = BooleanAttribute(null=True)      # its payment's mode (absent on old items: live)
     by_payment = _RefundsByPayment()
     processing = _RefundsProcessing()
 
@@ -240,6 +241,7 @@ class EventModel(Model):
     due_shard = UnicodeAttribute(null=True)
     delivered_endpoints = ListAttribute(default=list)
     last_error = UnicodeAttribute(null=True)
+    livemode = BooleanAttribute(null=True)      # the mode of what it reports (absent on old items: live)
     version = VersionAttribute()
     due = _EventsDue()
     by_merchant = _EventsByMerchant()
@@ -253,6 +255,7 @@ class WebhookEndpointModel(Model):
     secret = UnicodeAttribute()                # needed in clear to sign; never returned after creation
     enabled = BooleanAttribute(default=True)
     created_at = UTCDateTimeAttribute()
+    livemode = BooleanAttribute(null=True)      # receives only events of this mode (absent on old items: live)
 
 
 class OpsRecordModel(Model):

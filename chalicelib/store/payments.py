@@ -138,6 +138,7 @@ def refund_to_item(r: Refund) -> RefundModel:
         draw=dict(r.draw),
         created_at=r.created_at,
         processing_shard=PENDING_SHARD if r.status is RefundStatus.PROCESSING else None,
+        livemode=r.livemode,
     )
 
 
@@ -155,6 +156,7 @@ def refund_from_item(m: RefundModel) -> Refund:
         failure_code=m.failure_code,
         channel_amount=Money(int(m.channel_amount), m.channel_currency) if m.channel_amount is not None else None,
         draw=dict(m.draw or {}),
+        livemode=True if m.livemode is None else bool(m.livemode),
     )
 
 

@@ -48,14 +48,17 @@ class Event:
     type: str
     body: str            # exact JSON the merchant receives
     created_at: datetime
+    livemode: bool = True
 
 
 def new_event(merchant_id: str, type_: str, obj: dict) -> Event:
+    """An event about `obj` (a view, which always says its `livemode`): test events reach test endpoints only."""
     now = clock.now()
     event_id = ids.new("evt")
-    body = json.dumps({"id": event_id, "object": "event", "type": type_, "created": int(now.timestamp()),
-                       "data": {"object": obj}}, sort_keys=True, separators=(",", ":"))
-    return Event(event_id, merchant_id, type_, body, now)
+    livemode = bool(obj["livemode"])
+    body = json.dumps({"id": event_id, "object": "event", "type": type_, "livemode": livemode,
+                       "created": int(now.timestamp()), "data": {"object": obj}}, sort_keys=True, separators=(",", ":"))
+    return Event(event_id, merchant_id, type_, body, now, livemode)
 
 
 class Unit:
@@ -160,7 +163,8 @@ class Unit:
     def emit(self, event: Event) -> "Unit":
         item = EventModel(event.id, merchant_id=event.merchant_id, type=event.type, payload=event.body,
                           created_at=event.created_at, status="pending", attempts=0,
-                          next_attempt_at=int(event.created_at.timestamp()), due_shard=DUE_SHARD)
+                          next_attempt_at=int(event.created_at.timestamp()), due_shard=DUE_SHARD,
+                          livemode=event.livemode)
         self._ops.append(lambda tx: tx.save(item, condition=EventModel.event_id.does_not_exist()))
         return self
 

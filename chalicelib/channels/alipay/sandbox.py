@@ -109,7 +109,7 @@ def _store():
 
 
 def _cfg():
-    return settings.get().alipay
+    return settings.get().sandbox_account("alipay")
 
 
 def _now() -> datetime:

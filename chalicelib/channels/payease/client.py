@@ -78,9 +78,11 @@ class PayEaseChannel:
 
     # ---- configuration ------------------------------------------------------------------------
 
-    @staticmethod
-    def _conf():
-        return settings.get().payease
+    def __init__(self, config: settings.PayEaseSettings | None = None):
+        self._config = config  # None: the live settings, read at call time
+
+    def _conf(self) -> settings.PayEaseSettings:
+        return self._config or settings.get().payease
 
     def _key(self) -> str:
         key = self._conf().md5_key
@@ -159,7 +161,7 @@ class PayEaseChannel:
         if known and serial_of(known) == ref.channel_order_id:
             return [known]
         now = clock.now()
-        return [make_order_id(ref.channel_order_id, now - timedelta(days=d)) for d in range(QUERY_LOOKBACK_DAYS + 1)]
+        return [make_order_id(ref.channel_order_id, now - timedelta(days=d), self._conf().mid) for d in range(QUERY_LOOKBACK_DAYS + 1)]
 
     def _resolve_oid(self, ref: OrderRef) -> str:
         candidates = self._candidate_oids(ref)

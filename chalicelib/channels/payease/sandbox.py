@@ -65,7 +65,7 @@ def _merchant_pk(mid: str) -> str:
 
 
 def _conf():
-    return settings.get().payease
+    return settings.get().sandbox_account("payease")
 
 
 # ---- responses in PayEase's style -----------------------------------------------------------

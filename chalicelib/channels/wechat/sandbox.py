@@ -87,7 +87,7 @@ def _store():
 
 
 def _cfg() -> settings.WeChatSettings:
-    return settings.get().wechat
+    return settings.get().sandbox_account("wechat")
 
 
 def _pk(kind: str, key: str) -> str:
