@@ -434,3 +434,14 @@ def test_sandbox_never_answers_500_to_junk_posts(client):
         resp = client.http.post(GATEWAY_PATH, headers={"Content-Type": "application/x-www-form-urlencoded"},
                                 body=body)
         assert resp.status_code == 200 and b"<is_success>F</is_success>" in resp.body
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded; charset=utf-8"])
+def test_gateway_reads_a_form_body_whatever_the_content_type_like_alipay(client, alipay, content_type):
+    from urllib.parse import urlencode
+
+    body = urlencode(alipay._signed({**alipay._base("single_trade_query"), "out_trade_no": "NZCT0001"})).encode()
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    resp = client.http.post(GATEWAY_PATH, headers=headers, body=body)
+    assert resp.status_code == 200, resp.body
+    assert b"<is_success>F</is_success>" in resp.body and b"TRADE_NOT_EXIST" in resp.body
