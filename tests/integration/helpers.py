@@ -43,6 +43,13 @@ def new_merchant(client, name="Kiwi Honey Ltd", currency="NZD", sub_mch_id="2000
     return MerchantApi(client, key, m)
 
 
+def paid_payment(client, merchant: MerchantApi, amount: int = 10000) -> dict:
+    """A WeChat payment the shopper has paid (and we have been told of)."""
+    payment = merchant.create_payment(amount=amount).json_body
+    shopper_pays(client, payment)
+    return payment
+
+
 def shopper_pays(client, payment: dict, outcome: str = "success"):
     """The shopper pays in the WeChat sandbox; the sandbox sends its signed notification to us."""
     resp = client.http.post("/sandbox/wechat/simulate/pay", headers={"Content-Type": "application/json"},

@@ -12,7 +12,7 @@ from chalicelib.channels.wechat import sandbox, signing, wire
 from chalicelib.services import balances
 from chalicelib.store import sandbox as sandbox_store
 from chalicelib.store.models import BalanceModel, EventModel, OpsRecordModel, RefundModel
-from tests.integration.helpers import new_merchant, shopper_pays
+from tests.integration.helpers import new_merchant, paid_payment
 
 
 @pytest.fixture(autouse=True)
@@ -27,9 +27,7 @@ def merchant(client):
 
 @pytest.fixture
 def paid(merchant, client):
-    p = merchant.create_payment(amount=10000).json_body
-    shopper_pays(client, p)
-    return p
+    return paid_payment(client, merchant)
 
 
 def refund_of(merchant, paid, amount=4000) -> dict:
@@ -86,8 +84,7 @@ def available_balance(merchant) -> int:
 def test_refund_closed_by_wechat_fails_the_refund_and_gives_the_money_back(client):
     # Funds released first: the unreleased case of refunds.fail is helper A's fix (issue 7, Refunds).
     merchant = new_merchant(client, holding_days=0)
-    paid = merchant.create_payment(amount=10000).json_body
-    shopper_pays(client, paid)
+    paid = paid_payment(client, merchant)
     assert balances.release_funds()["released"] == 1
     before = available_balance(merchant)
     refund = refund_of(merchant, paid)
