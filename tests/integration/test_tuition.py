@@ -9,11 +9,12 @@ from urllib.parse import urlsplit
 import boto3
 import pytest
 
-from chalicelib import clock, settings
+from chalicelib import clock, http, settings
 from chalicelib.domain.fx import Rate
 from chalicelib.services import fx, merchants
 from chalicelib.store.models import BalanceModel, EntryModel, OpsRecordModel, PaymentModel, PostingModel
 from tests.integration.helpers import MerchantApi
+from tests.support.transport import FakeReceiver
 
 RATE = Decimal("4.30")
 
@@ -237,6 +238,30 @@ def test_money_inside_the_quote_grace_is_applied_at_the_locked_rate(school, clie
     bank_pays(client, action["fields"]["v_oid"])
     assert school.get(f"/v1/payments/{p['id']}").json_body["status"] == "succeeded"
     assert list(OpsRecordModel.scan()) == []
+
+
+def test_lapsed_quote_money_found_by_the_chase_after_expiry_is_returned_once_and_the_payment_ends(school, client,
+                                                                                                  rate):
+    from chalicelib.services import chase
+
+    p = invoice(school).json_body
+    action = p["next_action"]["channel_action"]
+    submit_form(client, action)
+    clock.advance(timedelta(minutes=31))              # the payment itself has expired
+    dead = FakeReceiver()
+    dead.down = True                                  # the notify is lost: the chase finds the money
+    http.mount("http://nowhere.test", dead)
+    r = client.http.post("/sandbox/payease/merchant/config", headers={"Content-Type": "application/json"},
+                         body=json.dumps({"notify_url": "http://nowhere.test/x"}).encode())
+    assert r.status_code == 200, r.body
+    bank_pays(client, action["fields"]["v_oid"])
+    assert school.get(f"/v1/payments/{p['id']}").json_body["status"] == "pending"
+    chase.chase_payments()
+    assert school.get(f"/v1/payments/{p['id']}").json_body["status"] == "closed"
+    chase.chase_payments()                            # nothing left to chase, nothing returned twice
+    assert [(r.kind, r.status) for r in OpsRecordModel.scan()] == [("unapplied_receipt", "returned")]
+    assert len(_sandbox_order(action["fields"]["v_oid"])["refunds"]) == 1
+    assert pending_nzd(school) == 0
 
 
 def test_lapsed_quote_money_for_a_payment_our_clock_closed_is_returned_not_credited(school, client, rate):
