@@ -25,6 +25,7 @@ from infra import moto_atomic  # noqa: E402
 moto_atomic.install()
 
 from chalicelib import channels, clock, http  # noqa: E402
+from chalicelib.services import merchants  # noqa: E402
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = "http://kauri.test"
@@ -40,6 +41,7 @@ def aws():
         tables.create_bucket()
         yield
     clock.reset()
+    merchants.forget_keys()  # a key cached against this test's (now discarded) tables
 
 
 @pytest.fixture

@@ -19,6 +19,10 @@ class Merchant:
     holding_days: int = 2
     min_payout: int = 2000
     bank_account: str | None = None
+    # Staff alert bindings as ((binding_id, openid, store_name), ...), kept in step with the bindings
+    # table so a payment can carry them without a read on the callback path. None: not known (an item
+    # written before this field existed); readers then ask the bindings table.
+    alert_bindings: tuple | None = ()
 
     def __post_init__(self):
         if self.settlement_currency not in SETTLEMENT_CURRENCIES:

@@ -71,6 +71,9 @@ class Payment:
     failure_code: str | None = None             # why it failed; on a pending payment, why the last attempt did
     documents: tuple = ()                       # supporting documents (dicts: id, filename, key, ...)
     closed_by: str | None = None                # who ended it: "merchant", "clock" (expired) or "channel"
+    # The merchant's staff alert bindings when it was created ((binding_id, openid, store_name), ...), so
+    # the success transaction writes its alerts without reading the bindings; None: not carried (older item).
+    alert_bindings: tuple | None = None
 
     def transition(self, target: PaymentStatus, **changes) -> "Payment":
         if not can_transition(self.status, target):

@@ -37,6 +37,7 @@ def add_binding(merchant_id: str, openid: str, store_name: str) -> dict:
                                    created_at=clock.now())
     if not store.add_binding(item):  # pragma: no cover - a 16-character random id collided
         raise errors.conflict("binding_exists", "try again")
+    _copy_to_merchant(merchant_id)
     log.info("alert_binding_added", merchant_id=merchant_id, binding_id=item.binding_id)
     return view(item)
 
@@ -51,8 +52,28 @@ def delete_binding(merchant_id: str, binding_id: str) -> bool:
         return False
     gone = store.delete_binding(merchant_id, binding_id)
     if gone:
+        _copy_to_merchant(merchant_id)
         log.info("alert_binding_deleted", merchant_id=merchant_id, binding_id=binding_id)
     return gone
+
+
+def _copy_to_merchant(merchant_id: str) -> None:
+    """Keep the merchant item's copy of its bindings (which new payments carry) equal to the table.
+
+    Re-read after writing until the copy matches what the table says, so two staff binding at once
+    cannot leave one of them out. Payments created in other containers within the API-key cache's
+    lifetime (merchants.KEY_CACHE_SECONDS) still carry the bindings they had before."""
+    from chalicelib.services import merchants
+    from chalicelib.store import merchants as merchant_store
+
+    written = None
+    for _ in range(3):
+        now = [(b.binding_id, b.openid, b.store_name) for b in store.bindings(merchant_id, limit=MAX_BINDINGS)]
+        if now == written:
+            break
+        merchant_store.set_alert_bindings(merchant_id, now)
+        written = now
+    merchants.forget_keys(merchant_id)
 
 
 def view(b) -> dict:
@@ -85,20 +106,24 @@ def outbox_items(p: Payment) -> list:
     Never blocks the money: if the bindings cannot be read, the payment succeeds without alerts
     (logged at error level).
     """
-    try:
-        bindings = store.bindings(p.merchant_id, limit=MAX_BINDINGS)
-    except Exception as exc:
-        log.error("merchant_alerts_skipped", payment_id=p.id, error=type(exc).__name__)
-        return []
+    if p.alert_bindings is not None:
+        bindings = list(p.alert_bindings)  # carried since creation: nothing to read on the callback path
+    else:  # a payment written before payments carried them
+        try:
+            bindings = [(b.binding_id, b.openid, b.store_name)
+                        for b in store.bindings(p.merchant_id, limit=MAX_BINDINGS)]
+        except Exception as exc:
+            log.error("merchant_alerts_skipped", payment_id=p.id, error=type(exc).__name__)
+            return []
     now = clock.now()
     out, seen = [], set()
-    for b in bindings:
-        if b.openid in seen:
+    for binding_id, openid, store_name in bindings[:MAX_BINDINGS]:
+        if openid in seen:
             continue
-        seen.add(b.openid)
+        seen.add(openid)
         out.append(store.AlertModel(
-            alert_id(p.id, b.openid), merchant_id=p.merchant_id, payment_id=p.id, binding_id=b.binding_id,
-            openid=b.openid, data=template_data(p, b.store_name), status="pending", attempts=0,
+            alert_id(p.id, openid), merchant_id=p.merchant_id, payment_id=p.id, binding_id=binding_id,
+            openid=openid, data=template_data(p, store_name), status="pending", attempts=0,
             next_attempt_at=int(now.timestamp()), due_shard=store.DUE_SHARD, created_at=now))
     return out
 

@@ -6,7 +6,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from chalicelib import ids
+from chalicelib import clock, ids
 from chalicelib.domain.merchant import Merchant
 from chalicelib.store import merchants as store
 
@@ -53,6 +53,7 @@ def set_bank_account(merchant_id: str, text: str) -> Merchant:
     account = checked_bank_account(text)
     if not payout_store.set_payout_account(merchant_id, account):
         raise errors.not_found("merchant", "merchant_id")
+    forget_keys(merchant_id)
     return store.get(merchant_id)
 
 
@@ -65,20 +66,48 @@ def issue_key(merchant_id: str, livemode: bool = False) -> str:
     return key
 
 
+# Per-container cache of verified keys: key hash -> (Caller, when it was read). A revoked key, a
+# suspended merchant or a changed fee takes effect in every container within KEY_CACHE_SECONDS; a
+# write through this container (store.merchants) forgets the merchant's entries at once. Unknown and
+# refused keys are never cached (nothing for a key-guesser to fill the cache with).
+KEY_CACHE_SECONDS = 30
+KEY_CACHE_MAX = 512
+_key_cache: dict[str, tuple[Caller, int]] = {}
+
+
 def authenticate(key: str | None) -> Caller | None:
-    """The merchant a secret key belongs to (one DynamoDB round trip), or None."""
+    """The merchant a secret key belongs to, or None: one DynamoDB round trip (TransactGetItems),
+    none while the key's cache entry is fresh (KEY_CACHE_SECONDS)."""
     if not key:
         return None
     m = _KEY_RE.match(key)
     if not m:
         return None
     livemode = m.group(1) == "live"
-    item, merchant = store.key_and_merchant(hash_key(key), m.group(2))
+    digest = hash_key(key)
+    now = clock.epoch()
+    cached = _key_cache.get(digest)
+    if cached is not None and 0 <= now - cached[1] < KEY_CACHE_SECONDS:
+        return cached[0]
+    item, merchant = store.key_and_merchant(digest, m.group(2))
     if item is None or merchant is None or item.revoked or item.merchant_id != merchant.id:
+        _key_cache.pop(digest, None)
         return None
     if bool(item.livemode) != livemode or merchant.status != "active":
+        _key_cache.pop(digest, None)
         return None
-    return Caller(merchant, livemode)
+    who = Caller(merchant, livemode)
+    if len(_key_cache) >= KEY_CACHE_MAX:
+        _key_cache.clear()
+    _key_cache[digest] = (who, now)
+    return who
+
+
+def forget_keys(merchant_id: str | None = None) -> None:
+    """Drop cached keys (of one merchant, or all): called when this container changes a merchant."""
+    for digest, (who, _) in list(_key_cache.items()):
+        if merchant_id is None or who.merchant.id == merchant_id:
+            _key_cache.pop(digest, None)
 
 
 def add_webhook_endpoint(merchant: Merchant, livemode: bool, url: str) -> dict:

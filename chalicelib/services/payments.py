@@ -101,6 +101,7 @@ def create(merchant: Merchant, livemode: bool, req: NewPayment, completion: Comp
         expires_at=expires_at, fee=bps_of(req.amount, merchant.fee_bps, "HALF_UP"),
         channel_merchant=dict(ids_at_channel), return_url=req.return_url, metadata=dict(req.metadata),
         channel_amount=charge if quote else None, quote=quote.as_dict() if quote else None,
+        alert_bindings=merchant.alert_bindings,
     )
     result = _create_at_channel(channel, payment, req.payer, req.client_ip)
     payment = replace(payment, next_action=_next_action(payment, result.next_action))

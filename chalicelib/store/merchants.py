@@ -16,6 +16,7 @@ def to_item(m: Merchant) -> MerchantModel:
         channels=m.channels, status=m.status, fx_markup_bps=m.fx_markup_bps,
         allow_negative_balance=m.allow_negative_balance, holding_days=m.holding_days,
         min_payout=m.min_payout, bank_account=m.bank_account, created_at=clock.now(),
+        alert_bindings=[list(b) for b in m.alert_bindings] if m.alert_bindings is not None else None,
     )
 
 
@@ -25,6 +26,7 @@ def from_item(i: MerchantModel) -> Merchant:
         channels=dict(i.channels or {}), status=i.status, fx_markup_bps=int(i.fx_markup_bps or 0),
         allow_negative_balance=bool(i.allow_negative_balance), holding_days=int(i.holding_days or 0),
         min_payout=int(i.min_payout or 0), bank_account=i.bank_account,
+        alert_bindings=tuple(tuple(b) for b in i.alert_bindings) if i.alert_bindings is not None else None,
     )
 
 
@@ -41,6 +43,12 @@ def get(merchant_id: str) -> Merchant | None:
         return from_item(MerchantModel.get(merchant_id))
     except DoesNotExist:
         return None
+
+
+def set_alert_bindings(merchant_id: str, bindings: list[tuple[str, str, str]]) -> None:
+    """Copy the merchant's staff alert bindings onto its item (see Merchant.alert_bindings)."""
+    MerchantModel(merchant_id).update(actions=[MerchantModel.alert_bindings.set([list(b) for b in bindings])],
+                                      condition=MerchantModel.merchant_id.exists())
 
 
 def add_key(key_hash: str, merchant_id: str, livemode: bool, hint: str) -> None:

@@ -42,6 +42,7 @@ class MerchantModel(Model):
     min_payout = NumberAttribute(default=2000)
     bank_account = UnicodeAttribute(null=True)
     created_at = UTCDateTimeAttribute()
+    alert_bindings = JSONAttribute(null=True)   # [[binding_id, openid, store_name], ...]; absent: not known
     by_status = _MerchantsByStatus()
 
 
@@ -120,6 +121,7 @@ class PaymentModel(Model):
     pending_shard = UnicodeAttribute(null=True)
     released = BooleanAttribute(null=True)
     documents = JSONAttribute(null=True)
+    alert_bindings = JSONAttribute(null=True)   # staff alerts owed on success; absent: read the bindings
     by_merchant_reference = _ByMerchantReference()
     pending_by_created = _PendingByCreated()
     paid_by_merchant = _PaidByMerchant()

@@ -47,6 +47,7 @@ def to_item(p: Payment) -> PaymentModel:
         closed_by=p.closed_by,
         pending_shard=PENDING_SHARD if p.status is PaymentStatus.PENDING else None,
         documents=list(p.documents) or None,
+        alert_bindings=[list(b) for b in p.alert_bindings] if p.alert_bindings is not None else None,
     )
 
 
@@ -80,6 +81,7 @@ def from_item(m: PaymentModel) -> Payment:
         failure_code=m.failure_code,
         documents=tuple(m.documents or ()),
         closed_by=m.closed_by,
+        alert_bindings=tuple(tuple(b) for b in m.alert_bindings) if m.alert_bindings is not None else None,
     )
 
 
