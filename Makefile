@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test job bench install clean
+.PHONY: run test lint job bench install clean deploy package
+STAGE ?= dev
+DEPLOY_PY ?= python3.13
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) on PATH (or run: make PY=python3 ...)"; exit 1; }
@@ -18,8 +20,19 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m infra.local
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/cfn-lint infra/template.yaml
+
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q -n 2 tests
+
+# Stateful stack, then the functions (built and deployed by Python 3.13 with chalice), then the wiring
+# chalice cannot do. DEPLOY_PY must be a Python 3.13 with chalice installed.
+deploy: $(STAMP)
+	$(BIN)/python -m infra.deploy --stage $(STAGE) --python $(DEPLOY_PY)
+
+package: $(STAMP)
+	$(BIN)/python -m infra.deploy --stage $(STAGE) --python $(DEPLOY_PY) --package-only .build/$(STAGE)-package
 
 job: $(STAMP)
 	@$(BIN)/python -m infra.job "$(name)" '$(event)'
@@ -28,4 +41,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
 
 clean:
-	rm -rf $(VENV) .local
+	rm -rf $(VENV) .local .build

@@ -1,0 +1,185 @@
+"""`make deploy STAGE=dev|sandbox|prod`: the stateful stack, then the functions, then what chalice cannot wire.
+
+    python -m infra.deploy --stage prod [--dry-run] [--package-only OUT_DIR]
+
+1. Stateful stack: `aws cloudformation deploy` of infra/template.yaml as `kauri-<stage>-data`
+   (tables, bucket, alarms; every table and the bucket are Retain, so a stack mistake never drops data).
+2. Functions: a build directory (app.py, chalicelib/, .chalice/) whose vendor/ holds the runtime
+   dependencies as manylinux wheels for Python 3.13, installed by pip for the Lambda platform, and
+   bytecode for all of it compiled by Python 3.13 (unchecked-hash: the zip is immutable, so no
+   import re-reads or hashes a source; see README "Cold start"). requirements.txt is left empty there
+   (vendor/ already holds everything), and `chalice deploy --stage <stage>` runs under Python 3.13,
+   so the Lambda runtime is python3.13. The per-stage IAM policy is `.chalice/policy-<stage>.json`
+   where it exists (else `.chalice/policy.json`).
+3. Wiring chalice cannot package: the statements bucket's S3 -> SQS notification, when the app has a
+   statement queue (`KAURI_STATEMENT_QUEUE`), set with put-bucket-notification-configuration.
+
+Nothing here runs on import; `--dry-run` prints the commands without running any.
+"""
+from __future__ import annotations
+
+import argparse
+import compileall
+import json
+import os
+import py_compile
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+STAGES = ("dev", "sandbox", "prod")
+LAMBDA_PYTHON = "3.13"
+LAMBDA_PLATFORM = "manylinux2014_x86_64"
+
+
+def stack_name(stage: str) -> str:
+    return f"kauri-{stage}-data"
+
+
+def stack_command(stage: str) -> list[str]:
+    return ["aws", "cloudformation", "deploy", "--template-file", str(PROJECT_DIR / "infra" / "template.yaml"),
+            "--stack-name", stack_name(stage), "--parameter-overrides", f"Stage={stage}",
+            "--no-fail-on-empty-changeset", "--tags", "app=kauri", f"stage={stage}"]
+
+
+def vendor_command(python: str, build: Path) -> list[str]:
+    """Runtime dependencies as the Lambda platform's wheels (never this machine's)."""
+    return [python, "-m", "pip", "install", "--quiet", "--no-compile", "--target", str(build / "vendor"),
+            "--platform", LAMBDA_PLATFORM, "--implementation", "cp", "--python-version", LAMBDA_PYTHON,
+            "--only-binary=:all:", "-r", str(PROJECT_DIR / "requirements.txt")]
+
+
+def layout(build: Path) -> Path:
+    """The chalice project chalice deploys: our code and config, an empty requirements.txt."""
+    if build.exists():
+        shutil.rmtree(build)
+    build.mkdir(parents=True)
+    shutil.copy2(PROJECT_DIR / "app.py", build / "app.py")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "deployments")
+    shutil.copytree(PROJECT_DIR / "chalicelib", build / "chalicelib", ignore=ignore)
+    shutil.copytree(PROJECT_DIR / ".chalice", build / ".chalice", ignore=ignore)
+    (build / "requirements.txt").write_text("# everything is in vendor/ (see infra/deploy.py)\n")
+    (build / "vendor").mkdir()
+    return build
+
+
+def compile_bytecode(build: Path, python: str) -> None:
+    """Bytecode for chalicelib/, vendor/ and app.py, by the runtime's Python, validated by nothing.
+
+    app.py's bytecode goes to vendor/__pycache__/, which chalice copies to the zip's root beside app.py."""
+    script = (
+        "import compileall, py_compile, sys\n"
+        "mode = py_compile.PycInvalidationMode.UNCHECKED_HASH\n"
+        "ok = all(compileall.compile_dir(d, quiet=1, invalidation_mode=mode) for d in sys.argv[1:3])\n"
+        "import importlib.util, os\n"
+        "target = os.path.join(sys.argv[2], importlib.util.cache_from_source('app.py'))\n"
+        "py_compile.compile(sys.argv[3], cfile=target, dfile='app.py', doraise=True, invalidation_mode=mode)\n"
+        "sys.exit(0 if ok else 1)\n"
+    )
+    subprocess.run([python, "-c", script, str(build / "chalicelib"), str(build / "vendor"), str(build / "app.py")],
+                   check=True)
+
+
+def compile_here(build: Path) -> None:
+    """The same with this interpreter (for tests and the cold-start bench)."""
+    mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
+    for d in ("chalicelib", "vendor"):
+        if not compileall.compile_dir(str(build / d), quiet=1, invalidation_mode=mode):
+            raise RuntimeError(f"compileall failed in {d}")
+    import importlib.util
+
+    target = build / "vendor" / importlib.util.cache_from_source("app.py")
+    py_compile.compile(str(build / "app.py"), cfile=str(target), dfile="app.py", doraise=True, invalidation_mode=mode)
+
+
+def policy_for(stage: str, build: Path) -> None:
+    """Point the stage at its own IAM policy file when the repo has one."""
+    config_path = build / ".chalice" / "config.json"
+    config = json.loads(config_path.read_text())
+    if (build / ".chalice" / f"policy-{stage}.json").exists():
+        config["stages"][stage]["iam_policy_file"] = f"policy-{stage}.json"
+        config_path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def chalice_command(python: str, stage: str, package_dir: str | None) -> list[str]:
+    cli = [python, "-c", "import sys; from chalice.cli import main; sys.exit(main())"]
+    if package_dir:
+        return [*cli, "package", "--stage", stage, package_dir]
+    return [*cli, "deploy", "--stage", stage]
+
+
+def statement_queue(stage: str) -> tuple[str | None, str]:
+    """The stage's statement queue name (KAURI_STATEMENT_QUEUE in .chalice/config.json) and bucket."""
+    config = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text())
+    env = dict(config.get("environment_variables", {}))
+    env.update(config.get("stages", {}).get(stage, {}).get("environment_variables", {}))
+    return env.get("KAURI_STATEMENT_QUEUE"), env.get("KAURI_BUCKET", f"kauri-{stage}-files")
+
+
+def wire_statement_trigger(stage: str, queue: str, bucket: str, prefix: str = "statements/") -> dict:
+    """S3 -> SQS for statement files (chalice cannot package S3 events): the bucket's notification
+    configuration gains (or keeps) one queue entry with Id `kauri-statements`; other entries stay."""
+    import boto3
+
+    sqs, s3 = boto3.client("sqs"), boto3.client("s3")
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    current = s3.get_bucket_notification_configuration(Bucket=bucket)
+    current.pop("ResponseMetadata", None)
+    queues = [q for q in current.get("QueueConfigurations", []) if q.get("Id") != "kauri-statements"]
+    queues.append({"Id": "kauri-statements", "QueueArn": arn, "Events": ["s3:ObjectCreated:*"],
+                   "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}}})
+    current["QueueConfigurations"] = queues
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=current)
+    return current
+
+
+def check_python(python: str) -> None:
+    done = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                          capture_output=True, text=True)
+    if done.returncode != 0 or done.stdout.strip() != LAMBDA_PYTHON:
+        raise SystemExit(f"{python} is not Python {LAMBDA_PYTHON}: chalice takes the Lambda runtime from the "
+                         f"interpreter it runs under (set DEPLOY_PY to a {LAMBDA_PYTHON} that has chalice)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", required=True, choices=STAGES)
+    parser.add_argument("--python", default=os.environ.get("DEPLOY_PY", "python3.13"),
+                        help="a Python 3.13 with chalice installed (the Lambda runtime follows it)")
+    parser.add_argument("--build-dir", default=str(PROJECT_DIR / ".build"))
+    parser.add_argument("--package-only", metavar="OUT_DIR", help="`chalice package` into OUT_DIR, deploy nothing")
+    parser.add_argument("--dry-run", action="store_true")
+    args = parser.parse_args(argv)
+    build = Path(args.build_dir) / args.stage
+
+    def run(cmd: list[str], cwd: Path | None = None) -> None:
+        print("+", shlex.join(cmd), flush=True)
+        if not args.dry_run:
+            subprocess.run(cmd, cwd=str(cwd) if cwd else None, check=True)
+
+    if not args.dry_run:
+        check_python(args.python)
+    if not args.package_only:
+        run(stack_command(args.stage))
+    print(f"+ (build {build})", flush=True)
+    if not args.dry_run:
+        layout(build)
+        policy_for(args.stage, build)
+    run(vendor_command(args.python, build))
+    if not args.dry_run:
+        compile_bytecode(build, args.python)
+    run(chalice_command(args.python, args.stage, args.package_only), cwd=build)
+    queue, bucket = statement_queue(args.stage)
+    if not args.package_only and queue:
+        print(f"+ (wire s3://{bucket}/statements/ -> sqs {queue})", flush=True)
+        if not args.dry_run:
+            wire_statement_trigger(args.stage, queue, bucket)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""`make deploy`: the order of the steps, the bytecode the package ships, and the statement trigger."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import boto3
+import moto
+
+from infra import deploy
+
+
+def test_deploy_puts_the_stateful_stack_first_then_functions_built_for_python_3_13(capsys):
+    assert deploy.main(["--stage", "prod", "--dry-run"]) == 0
+    steps = [line for line in capsys.readouterr().out.splitlines() if line.startswith("+ ")]
+    assert steps[0].startswith("+ aws cloudformation deploy") and "--stack-name kauri-prod-data" in steps[0]
+    assert "Stage=prod" in steps[0] and "infra/template.yaml" in steps[0]
+    pip = next(s for s in steps if " pip install " in s)
+    assert "--platform manylinux2014_x86_64" in pip and "--python-version 3.13" in pip and "--only-binary=:all:" in pip
+    assert steps[-1].startswith("+ python3.13 ") and steps[-1].endswith("deploy --stage prod")
+    assert steps.index(pip) < len(steps) - 1
+
+
+def test_the_package_imports_from_its_shipped_bytecode_without_reading_a_source(tmp_path):
+    build = deploy.layout(tmp_path / "build")
+    deploy.compile_here(build)
+    # The zip as chalice makes it: vendor/ is copied to the root, beside app.py and chalicelib/.
+    task = tmp_path / "task"
+    shutil.copytree(build / "vendor", task)
+    shutil.copy2(build / "app.py", task / "app.py")
+    shutil.copytree(build / "chalicelib", task / "chalicelib")
+    missing = [p for p in (task / "chalicelib").rglob("*.py")
+               if not any((p.parent / "__pycache__").glob(p.stem + ".*.pyc"))]
+    assert missing == []
+    # Unchecked-hash bytecode is used as is: with the sources emptied, the app still imports.
+    for source in [task / "app.py", *(task / "chalicelib").rglob("*.py")]:
+        source.write_text("raise SystemExit('source was read')\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAURI_")}
+    env.update(PYTHONDONTWRITEBYTECODE="1", KAURI_STAGE="prod")
+    done = subprocess.run([sys.executable, "-c", "import app; print(type(app.app).__name__)"], cwd=str(task),
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "Chalice"
+
+
+def test_the_statement_trigger_is_wired_beside_existing_bucket_notifications():
+    with moto.mock_aws():
+        s3 = boto3.client("s3", region_name="ap-southeast-2")
+        sqs = boto3.client("sqs", region_name="ap-southeast-2")
+        s3.create_bucket(Bucket="kauri-dev-files", CreateBucketConfiguration={"LocationConstraint": "ap-southeast-2"})
+        other = sqs.create_queue(QueueName="other")["QueueUrl"]
+        other_arn = sqs.get_queue_attributes(QueueUrl=other, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        s3.put_bucket_notification_configuration(Bucket="kauri-dev-files", NotificationConfiguration={
+            "QueueConfigurations": [{"Id": "other", "QueueArn": other_arn, "Events": ["s3:ObjectRemoved:*"]}]})
+        sqs.create_queue(QueueName="kauri-dev-statements")
+        for _ in range(2):  # a second deploy changes nothing
+            deploy.wire_statement_trigger("dev", "kauri-dev-statements", "kauri-dev-files")
+        queues = s3.get_bucket_notification_configuration(Bucket="kauri-dev-files")["QueueConfigurations"]
+        assert sorted(q["Id"] for q in queues) == ["kauri-statements", "other"]
+        [ours] = [q for q in queues if q["Id"] == "kauri-statements"]
+        assert ours["QueueArn"].endswith(":kauri-dev-statements") and ours["Events"] == ["s3:ObjectCreated:*"]
+        assert ours["Filter"]["Key"]["FilterRules"] == [{"Name": "prefix", "Value": "statements/"}]
