@@ -163,6 +163,7 @@ def run(n: int = 40) -> dict[str, Any]:
     with moto.mock_aws():
         tables.create_all()
         tables.create_bucket()
+        tables.create_keys()
         demo = merchants.seed_demo()
         import app as app_module
 

@@ -21,6 +21,7 @@ class WeChatSettings:
     sign_type: str  # MD5 or HMAC-SHA256
     cert_path: str
     key_path: str
+    secret_id: str = ""  # prod: Secrets Manager secret with api_key, cert_pem, key_pem (chalicelib.secrets)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class AlipaySettings:
     alipay_public_key_pem: str = field(repr=False)
     sign_type: str  # MD5 or RSA2
     gateway_url: str
+    secret_id: str = ""  # prod: secret with md5_key, private_key_pem, alipay_public_key_pem
 
     # Sandbox-only RSA material (generated for Kauri's simulator, never used with real Alipay):
     # our merchant private key, and the public half of the simulator's "Alipay" key pair.
@@ -84,6 +86,7 @@ class PayEaseSettings:
     gateway_url: str            # payment host (pay.yizhifubj.com in prod)
     api_url: str = ""           # query/refund host (api.yizhifubj.com in prod); "" = gateway_url
     refund_operator: str = "kauri"  # v_refoprt: the operator name PayEase records on refunds
+    secret_id: str = ""         # prod: secret with md5_key
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class WeChatOASettings:
     appsecret: str = field(repr=False)
     template_id: str            # the "payment received" template: amount, store, time, reference
     base_url: str               # https://api.weixin.qq.com in prod
+    secret_id: str = ""         # prod: secret with appsecret
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,7 @@ class Settings:
     test_wechat: WeChatSettings | None = None
     test_alipay: AlipaySettings | None = None
     test_payease: PayEaseSettings | None = None
+    webhook_kms_key: str = ""   # KMS key (id, ARN or alias) sealing webhook signing secrets
 
     @property
     def is_prod(self) -> bool:
@@ -152,9 +157,48 @@ class Settings:
 _SANDBOX_WECHAT_KEY = "192006250b4c09247ec02edce69f6a2d"
 
 
+class SettingsError(Exception):
+    """The environment asks for something this stage must not do (never carries a secret value)."""
+
+
+# Credentials that prod reads only from Secrets Manager: as plain environment variables (visible to
+# anyone who can read the function's configuration) they are refused there.
+SECRET_VARIABLES = ("WECHAT_API_KEY", "WECHAT_CERT_PATH", "WECHAT_KEY_PATH", "ALIPAY_MD5_KEY",
+                    "ALIPAY_PRIVATE_KEY_PEM", "ALIPAY_PUBLIC_KEY_PEM", "PAYEASE_MD5_KEY", "WECHAT_OA_APPSECRET")
+_SECRET_CHANNELS = (("wechat", "WECHAT"), ("alipay", "ALIPAY"), ("payease", "PAYEASE"))
+
+
 def load(env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     stage = env.get("KAURI_STAGE", "dev")
+    if stage == "prod":
+        plain = sorted(p + name for p in ("KAURI_", "KAURI_TEST_") for name in SECRET_VARIABLES if env.get(p + name))
+        if plain:
+            raise SettingsError("prod reads channel credentials from Secrets Manager only; remove "
+                                + ", ".join(plain) + " from the environment (README \"Secrets\")")
+    s = _load(env, stage)
+    return _with_secret_ids(s, env) if stage == "prod" else s
+
+
+def _with_secret_ids(s: Settings, env: dict[str, str]) -> Settings:
+    """Prod: every channel's credentials come from its Secrets Manager secret (chalicelib.secrets)."""
+    from dataclasses import replace
+
+    changes = {}
+    for channel, var in _SECRET_CHANNELS:
+        changes[channel] = replace(getattr(s, channel), secret_id=env.get(
+            f"KAURI_{var}_SECRET_ID", f"kauri/{s.stage}/{channel}"))
+        test = getattr(s, "test_" + channel)
+        if test is not None:
+            changes["test_" + channel] = replace(test, secret_id=env.get(
+                f"KAURI_TEST_{var}_SECRET_ID", f"kauri/{s.stage}/{channel}-test"))
+    if s.wechat_oa is not None:
+        changes["wechat_oa"] = replace(s.wechat_oa, secret_id=env.get(
+            "KAURI_WECHAT_OA_SECRET_ID", f"kauri/{s.stage}/wechat_oa"))
+    return replace(s, **changes)
+
+
+def _load(env: dict[str, str], stage: str) -> Settings:
     sandbox_enabled = _bool(env.get("KAURI_SANDBOX_ENABLED"), default=stage != "prod") and stage != "prod"
     public = env.get("KAURI_PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
     default_sandbox = public + "/sandbox"
@@ -178,6 +222,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         http_timeout_seconds=int(env.get("KAURI_HTTP_TIMEOUT_SECONDS", "10")),
         log_level=env.get("KAURI_LOG_LEVEL", "INFO"),
         channel_limits=_limits(env.get("KAURI_CHANNEL_LIMITS")),
+        webhook_kms_key=env.get("KAURI_WEBHOOK_KMS_KEY", f"alias/kauri-{stage}-webhooks"),
         release_requires_recon=_bool(env.get("KAURI_RELEASE_REQUIRES_RECON"), default=False),
         release_lookback_days=int(env.get("KAURI_RELEASE_LOOKBACK_DAYS", "60")),
         withdrawal_local_hour=int(env.get("KAURI_WITHDRAWAL_LOCAL_HOUR", "17")),

@@ -196,6 +196,38 @@ def bucket_resources() -> dict[str, Any]:
     }
 
 
+def key_resources() -> dict[str, Any]:
+    """The KMS key that seals webhook signing secrets (chalicelib.secrets.seal), rotated yearly by KMS."""
+    return {
+        "WebhookSecretsKey": {
+            "Type": "AWS::KMS::Key",
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {
+                "Description": _sub(f"{APP}-${{Stage}} webhook signing secrets (envelope data keys)"),
+                "EnableKeyRotation": True,
+                "KeyPolicy": {
+                    "Version": "2012-10-17",
+                    "Statement": [{
+                        "Sid": "AccountAdministers",
+                        "Effect": "Allow",
+                        "Principal": {"AWS": _sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root")},
+                        "Action": "kms:*",
+                        "Resource": "*",
+                    }],
+                },
+            },
+        },
+        "WebhookSecretsKeyAlias": {
+            "Type": "AWS::KMS::Alias",
+            "Properties": {
+                "AliasName": _sub(f"alias/{APP}-${{Stage}}-webhooks"),
+                "TargetKeyId": {"Ref": "WebhookSecretsKey"},
+            },
+        },
+    }
+
+
 def build_template(specs: list[dict[str, Any]]) -> dict[str, Any]:
     resources: dict[str, Any] = {}
     outputs: dict[str, Any] = {}
@@ -205,6 +237,8 @@ def build_template(specs: list[dict[str, Any]]) -> dict[str, Any]:
         outputs[lid + "Name"] = {"Value": {"Ref": lid}}
     resources.update(bucket_resources())
     outputs["FilesBucketName"] = {"Value": {"Ref": "FilesBucket"}}
+    resources.update(key_resources())
+    outputs["WebhookSecretsKeyArn"] = {"Value": {"Fn::GetAtt": ["WebhookSecretsKey", "Arn"]}}
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "Kauri stateful resources: DynamoDB tables and the files bucket. "
@@ -265,6 +299,19 @@ def build_policy(specs: list[dict[str, Any]]) -> dict[str, Any]:
                 "Effect": "Allow",
                 "Action": ["s3:ListBucket"],
                 "Resource": [bucket],
+            },
+            {
+                "Sid": "ChannelSecrets",
+                "Effect": "Allow",
+                "Action": ["secretsmanager:GetSecretValue"],
+                "Resource": [f"arn:aws:secretsmanager:*:*:secret:{APP}/*"],
+            },
+            {
+                "Sid": "WebhookSecretsKey",
+                "Effect": "Allow",
+                "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                "Resource": ["arn:aws:kms:*:*:key/*"],
+                "Condition": {"ForAnyValue:StringLike": {"kms:ResourceAliases": f"alias/{APP}-*-webhooks"}},
             },
         ],
     }

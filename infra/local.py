@@ -368,6 +368,7 @@ class Stack:
         settings.reset()
         tables.create_all()
         tables.create_bucket()
+        tables.create_keys()
 
         if str(PROJECT_DIR) not in sys.path:
             sys.path.insert(0, str(PROJECT_DIR))

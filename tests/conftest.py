@@ -25,6 +25,7 @@ from infra import moto_atomic  # noqa: E402
 moto_atomic.install()
 
 from chalicelib import channels, clock, http  # noqa: E402
+from chalicelib import secrets  # noqa: E402
 from chalicelib.services import merchants  # noqa: E402
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,9 +40,11 @@ def aws():
 
         tables.create_all()
         tables.create_bucket()
+        tables.create_keys()
         yield
     clock.reset()
     merchants.forget_keys()  # a key cached against this test's (now discarded) tables
+    secrets.reset()
 
 
 @pytest.fixture

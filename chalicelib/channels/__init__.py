@@ -69,6 +69,31 @@ def environments(name: str) -> list[tuple[bool | None, "Channel"]]:
     return [(True, live), (False, _class(name)(test_config))]
 
 
+def rotation_fallbacks(name: str):
+    """What to try when a callback verified with none of environments(name), for channels whose
+    credentials live in Secrets Manager: each environment's previous key (AWSPREVIOUS), then its current
+    key read afresh (at most once per secrets.REFRESH_MIN_SECONDS). Lazy: nothing is read unless asked,
+    so a rotation never costs a callback signed with the current key anything."""
+    from chalicelib import secrets, settings
+
+    s = settings.get()
+    live, test = s.channel_config(name, livemode=True), s.channel_config(name, livemode=False)
+    if test is None:
+        configs = [(True, live)]
+    elif settings.same_credentials(test, live):
+        configs = [(None, live)]
+    else:
+        configs = [(True, live), (False, test)]
+    for livemode, cfg in configs:
+        if not getattr(cfg, "secret_id", ""):
+            continue
+        previous = secrets.resolve(cfg, "AWSPREVIOUS")
+        if previous is not None:
+            yield livemode, _class(name)(previous)
+        if secrets.refresh(cfg.secret_id):
+            yield livemode, _class(name)(secrets.resolve(cfg))
+
+
 def sandbox_blueprint(name: str):
     """The channel's simulator routes (chalice Blueprint), mounted only where the stage allows."""
     return importlib.import_module(f"chalicelib.channels.{name}.sandbox").blueprint

@@ -24,13 +24,7 @@ def handle(channel_name: str, body: bytes, headers: dict[str, str]) -> Ack:
 
     Live and test mode may be different environments of the channel (own keys): the one whose
     credentials verify the callback says its mode, and it only ever moves payments of that mode."""
-    note, reason = None, ""
-    for livemode, channel in channels.environments(channel_name):
-        try:
-            note = channel.parse_notification(body, headers)
-            break
-        except InvalidNotification as exc:
-            reason = exc.reason
+    note, livemode, channel, reason = verify(channel_name, body, headers)
     if note is None:
         log.warning("callback_rejected", channel=channel_name, reason=reason, bytes=len(body))
         return channel.ack(False, "invalid notification")
@@ -42,6 +36,28 @@ def handle(channel_name: str, body: bytes, headers: dict[str, str]) -> Ack:
             log.error("callback_apply_error", channel=channel_name, kind=n.kind, error=type(exc).__name__)
             ok = False
     return channel.ack(ok, "" if ok else "not applied")
+
+
+def verify(channel_name: str, body: bytes, headers: dict[str, str]):
+    """(notification, mode, channel, reason): the first environment whose credentials verify it; during
+    a key rotation, also the previous key and a fresh read of the current one (channels.rotation_fallbacks)."""
+    from chalicelib import secrets
+
+    reason, channel = "", None
+    for source in (channels.environments, channels.rotation_fallbacks):
+        try:
+            for livemode, channel in source(channel_name):
+                try:
+                    return channel.parse_notification(body, headers), livemode, channel, ""
+                except InvalidNotification as exc:
+                    reason = exc.reason
+        except secrets.SecretUnavailable as exc:
+            secrets.warn_unavailable(f"{channel_name} credentials", exc)
+            reason = "credentials unavailable"
+            break
+    if channel is None:
+        channel = channels.get(channel_name)
+    return None, None, channel, reason
 
 
 def apply_notification(channel_name: str, note: Notification, livemode: bool | None = None) -> bool:

@@ -61,7 +61,7 @@ def deliver(item) -> bool:
     for ep in endpoints:
         if ep.endpoint_id in delivered:
             continue
-        ok, detail = _send(ep.url, ep.secret, item.payload)
+        ok, detail = _send(ep.url, merchant_store.signing_secret(ep), item.payload)
         if ok:
             delivered.add(ep.endpoint_id)
         else:

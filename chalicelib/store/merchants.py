@@ -74,8 +74,28 @@ def _found(future):
 def add_endpoint(merchant_id: str, endpoint_id: str, url: str, secret: str, livemode: bool) -> WebhookEndpointModel:
     item = WebhookEndpointModel(merchant_id, endpoint_id, url=url, secret=secret, enabled=True,
                                 created_at=clock.now(), livemode=livemode)
-    item.save(condition=WebhookEndpointModel.endpoint_id.does_not_exist())
+    save_endpoint(item, condition=WebhookEndpointModel.endpoint_id.does_not_exist())
     return item
+
+
+def save_endpoint(item: WebhookEndpointModel, condition=None) -> None:
+    """Every write of an endpoint goes here: a plaintext secret (new, or left by older code) is sealed
+    under KMS first, and only the sealed form is stored."""
+    from chalicelib import secrets
+
+    if item.secret:
+        item.secret_sealed = secrets.seal(item.secret)
+        item.secret = None
+    item.save(condition=condition)
+
+
+def signing_secret(item: WebhookEndpointModel) -> str:
+    """The endpoint's signing secret in clear, for signing one delivery (a KMS Decrypt; never cached)."""
+    from chalicelib import secrets
+
+    if item.secret_sealed:
+        return secrets.open_sealed(item.secret_sealed)
+    return item.secret or ""   # an item from before sealing
 
 
 def endpoints(merchant_id: str, livemode: bool) -> list[WebhookEndpointModel]:

@@ -254,7 +254,11 @@ class WebhookEndpointModel(Model):
     merchant_id = UnicodeAttribute(hash_key=True)
     endpoint_id = UnicodeAttribute(range_key=True)
     url = UnicodeAttribute()
-    secret = UnicodeAttribute()                # needed in clear to sign; never returned after creation
+    # The signing secret, sealed under the stage's KMS key (chalicelib.secrets.seal); opened only to sign,
+    # never returned after creation. `secret`: plaintext on items written before sealing (still read;
+    # sealed when the item is next written).
+    secret = UnicodeAttribute(null=True)
+    secret_sealed = JSONAttribute(null=True)
     enabled = BooleanAttribute(default=True)
     created_at = UTCDateTimeAttribute()
     livemode = BooleanAttribute(null=True)      # receives only events of this mode (absent on old items: live)

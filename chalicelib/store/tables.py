@@ -30,6 +30,24 @@ def create_all() -> None:
             model.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
 
 
+def create_keys() -> None:
+    """The stage's KMS key for webhook signing secrets, under its alias (the embedded AWS; in AWS the
+    stateful stack makes it)."""
+    import boto3
+
+    from chalicelib import settings
+
+    s = settings.get()
+    kms = boto3.client("kms", region_name=s.region, endpoint_url=s.aws_endpoint_url)
+    alias = s.webhook_kms_key
+    if not alias.startswith("alias/"):
+        return
+    if any(a["AliasName"] == alias for a in kms.list_aliases()["Aliases"]):
+        return
+    key = kms.create_key(Description="Kauri webhook signing secrets")["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName=alias, TargetKeyId=key)
+
+
 def create_bucket() -> None:
     import boto3
 

@@ -106,7 +106,9 @@ class AlipayChannel:
 
     @property
     def cfg(self):
-        return self._cfg if self._cfg is not None else settings.get().alipay
+        from chalicelib import secrets
+
+        return secrets.resolve(self._cfg if self._cfg is not None else settings.get().alipay)
 
     # ---- wire helpers ------------------------------------------------------------------------
 

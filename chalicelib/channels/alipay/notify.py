@@ -26,11 +26,13 @@ _ORDER_NO = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
 
 def _cfg(cfg=None):
+    from chalicelib import secrets
+
     if cfg is not None:
-        return cfg
+        return secrets.resolve(cfg)
     from chalicelib import settings
 
-    return settings.get().alipay
+    return secrets.resolve(settings.get().alipay)
 
 
 def check_signature(fields: Mapping[str, str], cfg=None) -> None:

@@ -82,7 +82,9 @@ class PayEaseChannel:
         self._config = config  # None: the live settings, read at call time
 
     def _conf(self) -> settings.PayEaseSettings:
-        return self._config or settings.get().payease
+        from chalicelib import secrets
+
+        return secrets.resolve(self._config or settings.get().payease)
 
     def _key(self) -> str:
         key = self._conf().md5_key

@@ -54,7 +54,9 @@ class WeChatChannel:
 
     @property
     def config(self) -> settings.WeChatSettings:
-        return self._config or settings.get().wechat
+        from chalicelib import secrets
+
+        return secrets.resolve(self._config or settings.get().wechat)
 
     # ---- payments ---------------------------------------------------------------------------
 

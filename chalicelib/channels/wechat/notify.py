@@ -71,7 +71,9 @@ def payment_from_fields(fields: Mapping[str, str], status: ChannelStatus) -> Cha
 
 def verify(body: bytes, config: settings.WeChatSettings | None = None) -> dict[str, str]:
     """The notification's fields (without `sign`) if it is genuine and addressed to us; else raise."""
-    cfg = config or settings.get().wechat
+    from chalicelib import secrets
+
+    cfg = config or secrets.resolve(settings.get().wechat)
     try:
         fields = wire.from_xml(body)
     except wire.WireError as exc:
@@ -98,7 +100,9 @@ def _verified(fields: Mapping[str, str], cfg: settings.WeChatSettings) -> dict[s
 def parse(body: bytes, headers: Mapping[str, str] | None = None,
           config: settings.WeChatSettings | None = None) -> Notification:
     """Verify and map a payment or refund notification. Raises InvalidNotification on anything wrong."""
-    cfg = config or settings.get().wechat
+    from chalicelib import secrets
+
+    cfg = config or secrets.resolve(settings.get().wechat)
     try:
         outer = wire.from_xml(body)
     except wire.WireError as exc:

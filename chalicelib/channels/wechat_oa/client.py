@@ -38,7 +38,9 @@ class OfficialAccountClient:
 
     @property
     def config(self) -> settings.WeChatOASettings:
-        cfg = self._config or settings.get().wechat_oa
+        from chalicelib import secrets
+
+        cfg = secrets.resolve(self._config or settings.get().wechat_oa)
         if cfg is None or not cfg.appid or not cfg.appsecret:
             raise OAError("NOT_CONFIGURED", "WeChat Official Account appid/appsecret are not set")
         return cfg
