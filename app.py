@@ -27,6 +27,36 @@ def _req():
     return app.current_request
 
 
+@app.middleware("all")
+def _correlate(event, get_response):
+    """Every log line of this invocation carries its request id (API Gateway's for HTTP, else Lambda's)
+    and, for /payments/{payment_id}/..., the payment id; api.caller adds the merchant."""
+    from chalicelib import log
+
+    context = getattr(event, "context", None)
+    if isinstance(context, dict):   # HTTP: API Gateway's request context, then the Lambda context
+        request_id = context.get("requestId") or getattr(getattr(event, "lambda_context", None),
+                                                         "aws_request_id", None)
+    else:                           # other events: their Lambda context
+        request_id = getattr(context, "aws_request_id", None)
+    uri = getattr(event, "uri_params", None) or {}
+    with log.scope(request_id=request_id, payment_id=uri.get("payment_id") if isinstance(uri, dict) else None):
+        return get_response(event)
+
+
+@app.middleware("http")
+def _framework_errors_in_our_shape(event, get_response):
+    """Answers chalice gives before our handler runs (405 wrong method, 415 unlisted content type) in
+    our documented error shape; API Gateway's own (403 unknown path, 429, 413) get it from the gateway
+    responses that infra/deploy.py puts on the API (infra/gateway.py)."""
+    response = get_response(event)
+    if response.status_code in (405, 415) and isinstance(response.body, dict) and "Code" in response.body:
+        from chalicelib.api.http import framework_error
+
+        return framework_error(response)
+    return response
+
+
 # ---- merchant API v1 -------------------------------------------------------------------------
 @app.route("/v1/payments", methods=["POST"], content_types=ANY_BODY)
 @api.json_endpoint

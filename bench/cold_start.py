@@ -12,7 +12,8 @@ What each trial is, for both apps, interleaved (bare, kauri, kauri+pyc, bare, ..
   - it imports the app and hands it one API Gateway proxy event, as the Lambda runtime would:
     Kauri: POST /v1/payments (WeChat native, the real client talking HTTP to the WeChat sandbox of a
     local stack on 127.0.0.1), the bare app: one boto3 DynamoDB client and one put_item;
-  - AWS is moto's server on 127.0.0.1 (the local stack's), for both.
+  - AWS is moto's server on 127.0.0.1 (the local stack's), for both; Kauri, as prod, reads its WeChat
+    key from Secrets Manager there (one more call than the bare app, as in AWS).
 Prints the median of "import + first request" per app and the ratio Kauri / bare.
 """
 from __future__ import annotations
@@ -189,14 +190,14 @@ def _lambda_env(facts: dict) -> dict[str, str]:
         "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
         "KAURI_LOG_LEVEL": "WARNING",
     })
-    # The demo key is a test-mode key: prod's test environment for WeChat is the stack's sandbox account.
+    # The demo key is a test-mode key: prod's test environment for WeChat is the stack's sandbox account,
+    # its key in Secrets Manager (prod refuses keys in the environment), as in AWS.
     from chalicelib import settings as settings_module
 
     demo = settings_module.load({"KAURI_STAGE": "dev"}).wechat
     for prefix in ("KAURI_", "KAURI_TEST_"):
         env.update({prefix + "WECHAT_APPID": demo.appid, prefix + "WECHAT_MCH_ID": demo.mch_id,
-                    prefix + "WECHAT_API_KEY": demo.api_key, prefix + "WECHAT_BASE_URL": sandbox,
-                    prefix + "WECHAT_SIGN_TYPE": demo.sign_type})
+                    prefix + "WECHAT_BASE_URL": sandbox, prefix + "WECHAT_SIGN_TYPE": demo.sign_type})
     return env
 
 
@@ -209,6 +210,13 @@ def run(runs: int = 7) -> dict:
         try:
             ddb = boto3.client("dynamodb", endpoint_url=facts["aws_endpoint_url"], region_name=facts["region"],
                                aws_access_key_id="local", aws_secret_access_key="local")
+            from chalicelib import settings as settings_module
+
+            sm = boto3.client("secretsmanager", endpoint_url=facts["aws_endpoint_url"], region_name=facts["region"],
+                              aws_access_key_id="local", aws_secret_access_key="local")
+            demo_key = settings_module.load({"KAURI_STAGE": "dev"}).wechat.api_key
+            for name in ("kauri/prod/wechat", "kauri/prod/wechat-test"):
+                sm.create_secret(Name=name, SecretString=json.dumps({"api_key": demo_key}))
             ddb.create_table(TableName="bare-things", BillingMode="PAY_PER_REQUEST",
                              AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
                              KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}])

@@ -131,6 +131,8 @@ class Settings:
     test_alipay: AlipaySettings | None = None
     test_payease: PayEaseSettings | None = None
     webhook_kms_key: str = ""   # KMS key (id, ARN or alias) sealing webhook signing secrets
+    rate_limit_per_second: int = 25   # per API key per container (chalicelib.api.ratelimit); 0 = off
+    rate_limit_burst: int = 50
 
     @property
     def is_prod(self) -> bool:
@@ -223,6 +225,8 @@ def _load(env: dict[str, str], stage: str) -> Settings:
         log_level=env.get("KAURI_LOG_LEVEL", "INFO"),
         channel_limits=_limits(env.get("KAURI_CHANNEL_LIMITS")),
         webhook_kms_key=env.get("KAURI_WEBHOOK_KMS_KEY", f"alias/kauri-{stage}-webhooks"),
+        rate_limit_per_second=int(env.get("KAURI_RATE_LIMIT_PER_SECOND", "25")),
+        rate_limit_burst=int(env.get("KAURI_RATE_LIMIT_BURST", "50")),
         release_requires_recon=_bool(env.get("KAURI_RELEASE_REQUIRES_RECON"), default=False),
         release_lookback_days=int(env.get("KAURI_RELEASE_LOOKBACK_DAYS", "60")),
         withdrawal_local_hour=int(env.get("KAURI_WITHDRAWAL_LOCAL_HOUR", "17")),

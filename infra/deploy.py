@@ -11,8 +11,10 @@
    (vendor/ already holds everything), and `chalice deploy --stage <stage>` runs under Python 3.13,
    so the Lambda runtime is python3.13. The per-stage IAM policy is `.chalice/policy-<stage>.json`
    where it exists (else `.chalice/policy.json`).
-3. Wiring chalice cannot package: the statements bucket's S3 -> SQS notification, when the app has a
-   statement queue (`KAURI_STATEMENT_QUEUE`), set with put-bucket-notification-configuration.
+3. Wiring chalice cannot do: API Gateway gateway responses in our error shape (chalicelib/api/gateway.py)
+   and the stage's throttling on the REST API, and the statements bucket's S3 -> SQS notification when
+   the app has a statement queue (`KAURI_STATEMENT_QUEUE`). `--package-only` puts the gateway
+   responses in the SAM template instead (`--merge-template`).
 
 Nothing here runs on import; `--dry-run` prints the commands without running any.
 """
@@ -107,7 +109,7 @@ def policy_for(stage: str, build: Path) -> None:
 def chalice_command(python: str, stage: str, package_dir: str | None) -> list[str]:
     cli = [python, "-c", "import sys; from chalice.cli import main; sys.exit(main())"]
     if package_dir:
-        return [*cli, "package", "--stage", stage, package_dir]
+        return [*cli, "package", "--stage", stage, "--merge-template", "gateway-responses.json", package_dir]
     return [*cli, "deploy", "--stage", stage]
 
 
@@ -135,6 +137,55 @@ def wire_statement_trigger(stage: str, queue: str, bucket: str, prefix: str = "s
     current["QueueConfigurations"] = queues
     s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=current)
     return current
+
+
+# API Gateway's stage throttling (all keys together; per key: chalicelib.api.ratelimit), per stage.
+STAGE_THROTTLE = {"dev": (50, 100), "sandbox": (100, 200), "prod": (1000, 2000)}   # (rate/s, burst)
+
+
+def gateway_merge_template() -> dict:
+    """For `chalice package --merge-template`: our gateway responses on chalice's RestAPI."""
+    from chalicelib.api import gateway
+
+    resources = {}
+    for response_type in gateway.GATEWAY_RESPONSES:
+        spec = gateway.gateway_response(response_type)
+        lid = "GatewayResponse" + "".join(w.title() for w in response_type.split("_"))
+        resources[lid] = {"Type": "AWS::ApiGateway::GatewayResponse", "Properties": {
+            "RestApiId": {"Ref": "RestAPI"}, "ResponseType": spec["responseType"],
+            "StatusCode": spec["statusCode"], "ResponseParameters": spec["responseParameters"],
+            "ResponseTemplates": spec["responseTemplates"]}}
+    return {"Resources": resources}
+
+
+def wire_api(stage: str, rest_api_id: str) -> list[str]:
+    """After chalice deploy: our gateway responses and the stage's throttling on the REST API, then a
+    deployment so they take effect. Running it again changes nothing."""
+    import boto3
+
+    from chalicelib.api import gateway
+
+    api = boto3.client("apigateway")
+    done = []
+    for response_type in gateway.GATEWAY_RESPONSES:
+        api.put_gateway_response(restApiId=rest_api_id, **gateway.gateway_response(response_type))
+        done.append(response_type)
+    rate, burst = STAGE_THROTTLE[stage]
+    api.update_stage(restApiId=rest_api_id, stageName=stage, patchOperations=[
+        {"op": "replace", "path": "/*/*/throttling/rateLimit", "value": str(rate)},
+        {"op": "replace", "path": "/*/*/throttling/burstLimit", "value": str(burst)}])
+    api.create_deployment(restApiId=rest_api_id, stageName=stage, description="kauri gateway responses")
+    return done
+
+
+def rest_api_id_of(build: Path, stage: str) -> str | None:
+    deployed = build / ".chalice" / "deployed" / f"{stage}.json"
+    if not deployed.exists():
+        return None
+    for resource in json.loads(deployed.read_text()).get("resources", []):
+        if resource.get("resource_type") == "rest_api":
+            return resource.get("rest_api_id")
+    return None
 
 
 def check_python(python: str) -> None:
@@ -169,10 +220,21 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run:
         layout(build)
         policy_for(args.stage, build)
+        (build / "gateway-responses.json").write_text(json.dumps(gateway_merge_template(), indent=2) + "\n")
     run(vendor_command(args.python, build))
     if not args.dry_run:
         compile_bytecode(build, args.python)
     run(chalice_command(args.python, args.stage, args.package_only), cwd=build)
+    if not args.package_only:
+        print("+ (gateway responses and stage throttling on the REST API)", flush=True)
+        if not args.dry_run:
+            # chalice deploy wrote .chalice/deployed/<stage>.json in the build dir: keep a copy in the repo.
+            deployed = build / ".chalice" / "deployed"
+            if deployed.exists():
+                shutil.copytree(deployed, PROJECT_DIR / ".chalice" / "deployed", dirs_exist_ok=True)
+            rest_api_id = rest_api_id_of(build, args.stage)
+            if rest_api_id:
+                wire_api(args.stage, rest_api_id)
     queue, bucket = statement_queue(args.stage)
     if not args.package_only and queue:
         print(f"+ (wire s3://{bucket}/statements/ -> sqs {queue})", flush=True)

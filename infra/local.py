@@ -338,6 +338,25 @@ def _serialise_moto_writes() -> None:
 
 # ---- the stack -----------------------------------------------------------------------------------
 
+def local_server(chalice_app, config, host: str, port: int):
+    """chalice local's server, with the answers it gives for API Gateway (unknown path: 403 "Missing
+    Authentication Token") in our error shape, as the gateway responses make them in AWS."""
+    from chalice.local import ChaliceRequestHandler, LocalDevServer
+
+    from chalicelib.api import gateway
+
+    class Handler(ChaliceRequestHandler):
+        def _send_error_response(self, error) -> None:
+            if error.CODE in gateway.ERRORS:
+                headers = {k: v for k, v in (error.headers or {}).items() if k.lower() != "x-amzn-errortype"}
+                headers["Content-Type"] = "application/json"
+                self._send_http_response(error.CODE, headers, json.dumps(gateway.body(error.CODE)).encode())
+                return
+            super()._send_error_response(error)
+
+    return LocalDevServer(chalice_app, config, host, port, handler_cls=Handler)
+
+
 class Stack:
     def __init__(self) -> None:
         self.stop = threading.Event()
@@ -375,7 +394,7 @@ class Stack:
         factory = CLIFactory(str(PROJECT_DIR))
         config = factory.create_config_obj(chalice_stage_name=STAGE)
         chalice_app = config.chalice_app  # imports app.py with the stage's environment variables
-        self.server = factory.create_local_server(chalice_app, config, HOST, api_port)
+        self.server = local_server(chalice_app, config, HOST, api_port)
 
         demo = self._seed()
         s = settings.get()

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, type_: str, code: str, message: str, param: str | None = None):
+    def __init__(self, status: int, type_: str, code: str, message: str, param: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
+        self.headers = headers
         self.status = status
         self.type = type_
         self.code = code

@@ -36,7 +36,7 @@ def json_endpoint(fn: Callable[..., Response]) -> Callable[..., Response]:
         try:
             return fn(*args, **kwargs)
         except ApiError as exc:
-            return respond(exc.status, exc.body())
+            return respond(exc.status, exc.body(), exc.headers)
         except service_errors.ServiceError as exc:
             err = _from_service(exc)
             return respond(err.status, err.body())
@@ -46,6 +46,16 @@ def json_endpoint(fn: Callable[..., Response]) -> Callable[..., Response]:
             return respond(500, {"error": {"type": "api_error", "code": "internal_error",
                                            "message": "something went wrong on our side", "param": None}})
     return wrapper
+
+
+def framework_error(response: Response) -> Response:
+    """A chalice error answer (405, 415) as our JSON error, its headers (Allow) kept."""
+    from chalicelib.api.gateway import ERRORS
+
+    status = response.status_code
+    type_, code, message = ERRORS[status]
+    headers = {k: v for k, v in (response.headers or {}).items() if k.lower() != "content-type"}
+    return respond(status, {"error": {"type": type_, "code": code, "message": message, "param": None}}, headers)
 
 
 def header(request, name: str) -> str | None:
@@ -67,6 +77,14 @@ def caller(request):
     who = authenticate(key.strip())
     if who is None:
         raise unauthorized()
+    log.bind(merchant_id=who.merchant.id)
+    from chalicelib.api import ratelimit
+
+    wait = ratelimit.take(key.strip())
+    if wait:
+        log.warning("rate_limited", retry_after=wait)
+        raise ApiError(429, "rate_limit_error", "rate_limited",
+                       f"too many requests for this key; retry after {wait} s", headers={"Retry-After": str(wait)})
     return who
 
 

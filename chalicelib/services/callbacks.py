@@ -26,7 +26,10 @@ def handle(channel_name: str, body: bytes, headers: dict[str, str]) -> Ack:
     credentials verify the callback says its mode, and it only ever moves payments of that mode."""
     note, livemode, channel, reason = verify(channel_name, body, headers)
     if note is None:
+        from chalicelib import metrics
+
         log.warning("callback_rejected", channel=channel_name, reason=reason, bytes=len(body))
+        metrics.emit("CallbackRejections", Channel=channel_name)
         return channel.ack(False, "invalid notification")
     ok = True
     for n in (note, *note.more):
@@ -70,6 +73,8 @@ def apply_notification(channel_name: str, note: Notification, livemode: bool | N
     cp = note.payment
     payment_id = payment_id_of(cp.channel_order_id)
     payment = store.get(payment_id) if payment_id else None
+    if payment is not None:
+        log.bind(merchant_id=payment.merchant_id, payment_id=payment.id)
     if payment is None or payment.channel != channel_name or livemode not in (None, payment.livemode):
         log.warning("callback_unknown_order", channel=channel_name, channel_order_id=cp.channel_order_id[:64])
         return False
@@ -244,6 +249,9 @@ def _commit_late_success(payment: Payment, cp: ChannelPayment, source: str) -> N
     unit.commit()
     log.warning("payment_succeeded_after_end", payment_id=payment.id, was=payment.status.value,
                 closed_by=payment.closed_by, source=source)
+    from chalicelib import metrics
+
+    metrics.emit("Payments", Channel=payment.channel, Outcome="succeeded_late")
     if payment.closed_by == "merchant":
         _refund_closed_payment(new)
 
@@ -275,6 +283,9 @@ def _commit_transition(payment: Payment, target: PaymentStatus, cp: ChannelPayme
         _credit(unit, payment, new)
     unit.emit(new_event(payment.merchant_id, f"payment.{new.status.value}", views.payment(new)))
     unit.commit()
+    from chalicelib import metrics
+
+    metrics.emit("Payments", Channel=payment.channel, Outcome=new.status.value)
 
 
 def _credit(unit: Unit, payment: Payment, new: Payment) -> Unit:

@@ -82,6 +82,7 @@ def run(job: Job, raw_event: Any) -> dict:
     except JobParamError as exc:
         summary.update(outcome="bad_params", message=str(exc))
         log.error("job_summary", **summary)
+        _job_metrics(summary)
         return summary
     start = period_start(started, job.period_seconds)
     period = clock.iso(start)
@@ -97,6 +98,7 @@ def run(job: Job, raw_event: Any) -> dict:
             if previous:
                 summary["previous"] = {k: v for k, v in previous.items() if k not in ("job", "period", "previous")}
             log.info("job_summary", **summary)
+            _job_metrics(summary)
             return summary
     status = "done"
     try:
@@ -116,7 +118,19 @@ def run(job: Job, raw_event: Any) -> dict:
     else:
         log.error("job_summary", **summary)
         summary.pop("trace", None)
+    _job_metrics(summary)
     return summary
+
+
+def _job_metrics(summary: dict) -> None:
+    """JobRuns per job and outcome; JobFailures (alarmed) for a run that neither finished nor found its
+    period done or running."""
+    from chalicelib import metrics
+
+    job, outcome = str(summary.get("job") or "unknown"), str(summary.get("outcome"))
+    metrics.emit("JobRuns", Job=job, Outcome=outcome)
+    if outcome not in ("ok", "already_done", "already_running"):
+        metrics.emit("JobFailures", Job=job)
 
 
 def _stored(summary: dict) -> dict:
@@ -143,6 +157,7 @@ def _retry_webhooks(params: JobParams, start: datetime) -> dict:
     from chalicelib.store import events
 
     due = events.due(clock.epoch(), limit=500)
+    notifications.report_backlog(due, clock.epoch())
     if params.merchant_id:
         due = [item for item in due if item.merchant_id == params.merchant_id]
     if params.dry_run:

@@ -39,10 +39,22 @@ def deliver_due(limit: int = 100) -> int:
     """Attempt every event whose time has come. Returns how many events were attempted."""
     now = clock.epoch()
     attempted = 0
-    for item in store.due(now, limit=limit):
+    due = store.due(now, limit=limit)
+    report_backlog(due, now)
+    for item in due:
         if deliver(item):
             attempted += 1
     return attempted
+
+
+def report_backlog(due: list, now: int) -> int:
+    """The WebhookBacklogAgeSeconds metric: how long the oldest event due for delivery has existed."""
+    from chalicelib import metrics
+
+    oldest = min((int(i.created_at.timestamp()) for i in due if i.created_at is not None), default=now)
+    age = max(0, now - oldest)
+    metrics.emit("WebhookBacklogAgeSeconds", age, unit="Seconds")
+    return age
 
 
 def deliver(item) -> bool:
@@ -79,11 +91,19 @@ def deliver(item) -> bool:
         item.next_attempt_at = None
         item.last_error = "; ".join(errors)[:1000]
         log.error("webhook_failed", event_id=item.event_id, merchant_id=item.merchant_id, attempts=item.attempts)
+        from chalicelib import metrics
+
+        metrics.emit("DeadLetters", Kind="webhook")
     else:
         item.next_attempt_at = clock.epoch() + BACKOFF[item.attempts - 1]
         item.last_error = "; ".join(errors)[:1000]
     if not store.save_if_unchanged(item):
         log.error("webhook_state_lost", event_id=item.event_id)
+    if errors:
+        from chalicelib import metrics
+
+        metrics.emit("WebhookFailures", value=len(errors),
+                     Outcome="failed" if item.status == "failed" else "retrying")
     log.info("webhook_attempt", event_id=item.event_id, type=item.type, attempt=item.attempts,
              status=item.status, failures=len(errors))
     return True

@@ -85,6 +85,7 @@ def create(merchant: Merchant, livemode: bool, req: NewPayment, completion: Comp
 
     now = clock.now()
     payment_id = ids.new("pay")
+    log.bind(payment_id=payment_id)
     quote = None
     charge = req.amount
     expires_at = now + req.expires_in
@@ -111,6 +112,9 @@ def create(merchant: Merchant, livemode: bool, req: NewPayment, completion: Comp
     unit.commit()
     log.info("payment_created", payment_id=payment.id, merchant_id=merchant.id, channel=req.channel,
              flow=req.flow, amount=req.amount.amount, currency=req.amount.currency)
+    from chalicelib import metrics
+
+    metrics.emit("Payments", Channel=payment.channel, Outcome="created")
     return payment
 
 

@@ -24,4 +24,9 @@ def get(record_id: str) -> OpsRecordModel | None:
 def record_once(record_id: str, kind: str, channel: str, ref: str | None, detail: dict) -> bool:
     """Write the record unless one with this id exists. True if this call wrote it."""
     item = OpsRecordModel(record_id[:512], kind=kind, channel=channel, ref=ref, detail=detail, created_at=clock.now())
-    return applied(lambda: item.save(condition=OpsRecordModel.record_id.does_not_exist()))
+    written = applied(lambda: item.save(condition=OpsRecordModel.record_id.does_not_exist()))
+    if written:
+        from chalicelib import metrics
+
+        metrics.emit("Discrepancies", Kind=kind)
+    return written
