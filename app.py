@@ -314,14 +314,14 @@ def channel_callback(channel):
 def retry_webhooks(event):
     from chalicelib.services import jobs
 
-    return jobs.run(jobs.RETRY_WEBHOOKS, event.to_dict())
+    return jobs.run(jobs.RETRY_WEBHOOKS, event.to_dict(), event.context)
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="chase_payments")
 def chase_payments(event):
     from chalicelib.services import jobs
 
-    return jobs.run(jobs.CHASE_PAYMENTS, event.to_dict())
+    return jobs.run(jobs.CHASE_PAYMENTS, event.to_dict(), event.context)
 
 
 @app.schedule(Rate(30, unit=Rate.MINUTES), name="fx_pull")
@@ -335,7 +335,7 @@ def fx_pull(event):
 def merchant_alerts(event):
     from chalicelib.services import jobs
 
-    return jobs.run(jobs.MERCHANT_ALERTS, event.to_dict())
+    return jobs.run(jobs.MERCHANT_ALERTS, event.to_dict(), event.context)
 
 
 # Daily at 03:30 UTC = 16:30 NZDT / 15:30 NZST: always before the 17:00 local auto_withdraw.

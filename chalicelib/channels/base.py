@@ -144,6 +144,9 @@ class Channel(Protocol):
     # Optional: set to a currency code when the channel can only charge that currency (PayEase: CNY).
     # Payments priced in another currency then lock an FX quote and send the channel the quoted amount.
     charge_currency: str | None
+    # True when the channel can neither close nor expire an order (PayEase): Kauri closes it on its own
+    # clock at expires_at, and money arriving later is the callback rule's case, never a reason to wait.
+    closes_on_kauri_clock: bool
 
     def create(self, req: CreateRequest) -> CreateResult: ...
     def query(self, ref: OrderRef) -> ChannelPayment: ...
@@ -152,3 +155,11 @@ class Channel(Protocol):
     def refund_query(self, req: RefundRequest) -> ChannelRefund: ...
     def parse_notification(self, body: bytes, headers: dict[str, str]) -> Notification: ...
     def ack(self, ok: bool, message: str = "") -> Ack: ...
+
+    def unknown_order_payable_until(self, flow: str, created_at: datetime, expires_at: datetime) -> datetime | None:
+        """Until when an order the channel answers "not found" for could still be opened and paid.
+
+        None: an order the channel does not know can never be paid (it is created when we create it).
+        A time: the channel creates the trade only when the shopper opens its page, so "not found" is no
+        proof; the payment stays open until this hard deadline."""
+        ...

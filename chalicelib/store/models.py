@@ -75,6 +75,17 @@ class _PendingByCreated(GlobalSecondaryIndex):
     created_at = UTCDateTimeAttribute(range_key=True)
 
 
+class _PendingByNextCheck(GlobalSecondaryIndex):
+    """Sparse: pending payments by when the chase looks at them next. Each look that leaves a payment
+    pending moves it back (backing off with age), so old unresolvable ones never hide newer ones."""
+    class Meta:
+        index_name = "pending_by_next_check"
+        projection = KeysOnlyProjection()
+
+    pending_shard = UnicodeAttribute(hash_key=True)
+    next_check_at = NumberAttribute(range_key=True)
+
+
 class _PaidByMerchant(GlobalSecondaryIndex):
     """Sparse: only paid payments carry `paid_at`; release_funds reads a merchant's recent ones."""
     class Meta:
@@ -117,10 +128,12 @@ class PaymentModel(Model):
     closed_at = UTCDateTimeAttribute(null=True)
     failure_code = UnicodeAttribute(null=True)
     pending_shard = UnicodeAttribute(null=True)
+    next_check_at = NumberAttribute(null=True)  # epoch s: when the chase looks at this pending payment next
     released = BooleanAttribute(null=True)
     documents = JSONAttribute(null=True)
     by_merchant_reference = _ByMerchantReference()
     pending_by_created = _PendingByCreated()
+    pending_by_next_check = _PendingByNextCheck()
     paid_by_merchant = _PaidByMerchant()
 
 

@@ -51,6 +51,10 @@ class WeChatChannel:
     name = "wechat"
     flows = ("native", "jsapi", "h5")
     charge_currency: str | None = None  # WeChat charges in the pricing currency (NZD, AUD, ...)
+    closes_on_kauri_clock = False       # /pay/closeorder closes an unpaid order
+
+    def unknown_order_payable_until(self, flow, created_at, expires_at):
+        return None  # unifiedorder creates the order: one WeChat does not know cannot be paid
 
     def __init__(self, config: settings.WeChatSettings | None = None):
         self._config = config
