@@ -106,7 +106,7 @@ def _chase_one(p, now, dry_run: bool) -> str | None:
         if dry_run:
             return "closed"
         try:
-            channel.close(ref)  # the channel first: after this no one can pay it
+            reversed_trade = channel.close(ref)  # the channel first: after this no one can pay it
         except ChannelError as exc:
             # Paid at the last moment, closed already, or never known there: the channel's word decides.
             log.info("chase_close_refused", payment_id=p.id, code=exc.code)
@@ -119,8 +119,8 @@ def _chase_one(p, now, dry_run: bool) -> str | None:
             if cp.status is ChannelStatus.NOT_FOUND:
                 # Past the channel's hard deadline for an order it does not know: nobody can pay it.
                 return _counter(payments.mark_closed(p, reason="expired_unknown_at_channel"))
-        else:
-            return _counter(payments.mark_closed(p, reason="expired"))  # lost a race: count what won
+        else:  # lost a race (paid meanwhile, even reversed by the close): count what won
+            return _counter(payments.after_channel_close(p, reversed_trade, reason="expired"))
     problem = callbacks.mismatch(p, cp)
     if problem:
         ops.record_once(f"mismatch:{p.id}:query", "query_mismatch", p.channel, p.id, {"problem": problem})

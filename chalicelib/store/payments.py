@@ -102,7 +102,8 @@ def add_document(payment_id: str, doc: dict, max_documents: int) -> None:
 
 def is_released(payment_id: str) -> bool:
     """Has release_funds moved this payment's net from pending to available?"""
-    return bool(PaymentModel.get(payment_id, consistent_read=True, attributes_to_get=["released"]).released)
+    # The whole item: a projection of only `released` comes back keyless when it is unset (DoesNotExist).
+    return bool(PaymentModel.get(payment_id, consistent_read=True).released)
 
 
 def get(payment_id: str) -> Payment | None:

@@ -5,20 +5,24 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import pytest
+from requests.adapters import BaseAdapter
 
-from chalicelib import clock
+from chalicelib import clock, http
 from chalicelib.domain.fx import Rate
 from chalicelib.domain.payment import Payment, PaymentStatus
 from chalicelib.money import Money
 from chalicelib.services import chase, fx, merchants
 from chalicelib.store import payments as payment_store
-from chalicelib.store.models import OpsRecordModel, PaymentModel
+from chalicelib.store.models import BalanceModel, EventModel, OpsRecordModel, PaymentModel, PostingModel
 from tests.integration.helpers import MerchantApi, new_merchant, shopper_pays
 from tests.integration.test_chase_job import lose_callbacks
 from tests.support.jobs import scheduled
+from tests.support.transport import ChaliceAdapter
+
+BASE = "http://kauri.test"
 
 ALIPAY_IDS = {"secondary_merchant_id": "NZSHOP0001", "secondary_merchant_name": "Kiwi Wool Shop",
               "secondary_merchant_industry": "5699"}
@@ -180,3 +184,79 @@ def test_a_run_out_of_time_leaves_the_rest_first_in_line_for_the_next_run(client
     checked_at = sorted(int(m.next_check_at) for m in PaymentModel.scan())
     # every one of the three has now been looked at once and is due again later, none left behind
     assert all(at > int(clock.now().timestamp()) for at in checked_at)
+
+
+class ShopperPaysBeforeCancel(BaseAdapter):
+    """The Alipay sandbox gets our cancel, and the shopper's payment lands just before it."""
+
+    def __init__(self, client, out_trade_no):
+        super().__init__()
+        self.client = client
+        self.inner = ChaliceAdapter(client)
+        self.out_trade_no = out_trade_no
+        self.fired = 0
+
+    def send(self, request, **kwargs):
+        body = request.body.decode() if isinstance(request.body, bytes) else (request.body or "")
+        if "alipay.acquire.cancel" in unquote_plus(body) and not self.fired:
+            self.fired += 1
+            r = self.client.http.post("/sandbox/alipay/simulate/pay", headers={"Content-Type": "application/json"},
+                                      body=json.dumps({"out_trade_no": self.out_trade_no}).encode())
+            assert r.status_code == 200, r.body
+        return self.inner.send(request, **kwargs)
+
+    def close(self):
+        pass
+
+
+def in_store_payment(shop) -> dict:
+    r = shop.post("/v1/payments", {"amount": 8800, "currency": "NZD", "channel": "alipay", "flow": "qr",
+                                   "merchant_reference": "Q-1", "description": "Flat white x2"})
+    assert r.status_code == 201, r.body
+    return r.json_body
+
+
+def test_a_close_that_alipay_turns_into_a_refund_books_the_payment_paid_then_refunded(shop, client):
+    p = in_store_payment(shop)
+    race = ShopperPaysBeforeCancel(client, p["channel_order_id"])
+    http.mount(BASE + "/sandbox/alipay", race)
+    r = shop.post(f"/v1/payments/{p['id']}/close")
+    assert race.fired == 1
+    assert r.status_code == 409 and r.json_body["error"]["code"] == "payment_refunded"
+    got = shop.get(f"/v1/payments/{p['id']}").json_body
+    assert got["status"] == "succeeded" and got["amount_refunded"] == 8800
+    refunds = shop.get(f"/v1/payments/{p['id']}/refunds").json_body["data"]
+    assert [(x["status"], x["amount"]) for x in refunds] == [("succeeded", 8800)]
+    # Paid and then refunded in the books: the merchant keeps nothing, the receivable is back to zero.
+    who = shop.merchant.id
+    assert BalanceModel.get(f"M:{who}:NZD:pending").balance == 0
+    kinds = sorted(x.kind for x in PostingModel.scan() if x.ref in (p["id"], refunds[0]["id"]))
+    assert kinds == ["payment", "refund"]
+    totals: dict = {}
+    for posting in PostingModel.scan():
+        for account, amount, currency in posting.legs:
+            totals[account] = totals.get(account, 0) + amount
+    assert totals["C:alipay:receivable:NZD"] == 0 and totals["P:fee_revenue:NZD"] == 0
+    assert sum(totals.values()) == 0
+    events = sorted(e.type for e in EventModel.scan() if p["id"] in e.payload)
+    assert events == ["payment.succeeded", "refund.succeeded"]
+    # Asking again changes nothing (the refund is booked once).
+    http.mount(BASE + "/sandbox/alipay", ChaliceAdapter(client))
+    again = shop.post(f"/v1/payments/{p['id']}/close")
+    assert again.status_code == 409
+    assert len(shop.get(f"/v1/payments/{p['id']}/refunds").json_body["data"]) == 1
+
+
+def test_an_expired_in_store_payment_paid_during_the_chases_cancel_is_booked_paid_then_refunded(shop, client):
+    p = in_store_payment(shop)
+    clock.advance(timedelta(minutes=31))
+    http.mount(BASE + "/sandbox/alipay", ShopperPaysBeforeCancel(client, p["channel_order_id"]))
+    # (the sandbox's own expiry would close the trade first: give it a longer life, as a slow Alipay might)
+    from chalicelib.store import sandbox as sandbox_store
+
+    sandbox_store.update(f"alipay#trade#{p['channel_order_id']}", lambda t: {**t, "expires_at": t["expires_at"] + 3600})
+    out = scheduled(client, "chase_payments")
+    assert out["succeeded"] == 1 and out["closed"] == 0
+    got = shop.get(f"/v1/payments/{p['id']}").json_body
+    assert got["status"] == "succeeded" and got["amount_refunded"] == 8800
+    assert BalanceModel.get(f"M:{shop.merchant.id}:NZD:pending").balance == 0

@@ -349,9 +349,14 @@ class AlipayChannel:
         found = self._query_online(ref) or self._query_instore(ref)
         return found or ChannelPayment(channel_order_id=ref.channel_order_id, status=ChannelStatus.NOT_FOUND)
 
-    def close(self, ref: OrderRef) -> None:
+    def close(self, ref: OrderRef) -> ChannelPayment | None:
         """In-store: alipay.acquire.cancel on an unpaid trade. Online: Alipay has no close service
-        (spec §5.3); the trade lapses by timeout_rule, so a late payment must be refunded upstream."""
+        (spec §5.3); the trade lapses by timeout_rule, so a late payment must be refunded upstream.
+
+        The overseas MAPI has no close that leaves a paid trade alone (spec §6.4): cancel closes an unpaid
+        trade and refunds one paid the same day. So the trade is read first (a paid one is refused), and
+        cancel's `action` is read after: `refund` means the shopper paid in between and Alipay has given
+        the money back; the reversed payment (paid, then refunded in full) is returned for booking."""
         online = self._query_online(ref)
         if online is not None:
             if online.status == ChannelStatus.PAID:
@@ -365,7 +370,6 @@ class AlipayChannel:
             # Unknown to both: an online trade the shopper has not opened yet, still payable by its URL.
             raise ChannelError("NOT_SUPPORTED", "Alipay online trades lapse at their timeout_rule")
         if instore.status == ChannelStatus.PAID:
-            # acquire.cancel would refund a same-day payment: never do that as a "close".
             raise ChannelError("TRADE_PAID", "paid orders are refunded, not closed")
         if instore.status == ChannelStatus.CLOSED:
             return None
@@ -375,7 +379,24 @@ class AlipayChannel:
         if biz.get("result_code") != "SUCCESS":
             code = biz.get("detail_error_code") or biz.get("error") or "CANCEL_FAILED"
             raise ChannelError(code, biz.get("detail_error_des", "")[:200], retryable=biz.get("retry_flag") == "Y")
-        return None
+        action = biz.get("action", "")
+        if action == "close":
+            return None
+        if action != "refund":
+            raise ChannelError("CANCEL_ACTION_UNKNOWN", action[:40], retryable=True)
+        return self._reversed(ref)
+
+    def _reversed(self, ref: OrderRef) -> ChannelPayment:
+        """The trade a cancel refunded: what was paid (amount, trade id, time), marked REFUNDED."""
+        after = self._query_instore(ref)
+        if after is None or after.amount is None:
+            raise ChannelError("INVALID_RESPONSE", "cancel refunded a trade the query cannot show", retryable=True)
+        log.warning("alipay_cancel_refunded_paid_trade", channel_order_id=ref.channel_order_id)
+        return ChannelPayment(
+            channel_order_id=ref.channel_order_id, status=ChannelStatus.REFUNDED, amount=after.amount,
+            rate=after.rate, channel_transaction_id=after.channel_transaction_id,
+            paid_at=parse_beijing(after.raw.get("alipay_pay_time", "")), raw={**after.raw, "cancel_action": "refund"},
+        )
 
     # refund --------------------------------------------------------------------------------------
 
