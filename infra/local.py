@@ -286,12 +286,22 @@ def scheduled_event(name: str, at: datetime, region: str = REGION) -> dict[str, 
     }
 
 
-def invoke_handler(chalice_app, name: str, event: Any, memory_size: int = 1024) -> Any:
-    """Call one of app.py's non-HTTP handlers as Lambda would (no env patching: safe with threads)."""
+def lambda_context(name: str, stage: str = "dev"):
+    """The context Lambda would hand function `name`: its configured memory and timeout (the jobs plan
+    their work by the time left; chalice's local default would say 3 seconds)."""
+    from chalice.config import Config
     from chalice.local import LambdaContext
 
+    with open(PROJECT_DIR / ".chalice" / "config.json", encoding="utf-8") as f:
+        scoped = Config(stage, config_from_disk=json.load(f)).scope(stage, name)
+    return LambdaContext(name, memory_size=int(scoped.lambda_memory_size or 1024),
+                         max_runtime_ms=int(scoped.lambda_timeout or 60) * 1000)
+
+
+def invoke_handler(chalice_app, name: str, event: Any) -> Any:
+    """Call one of app.py's non-HTTP handlers as Lambda would (no env patching: safe with threads)."""
     handler = chalice_app.handler_map[name]
-    return handler(event, LambdaContext(name, memory_size=memory_size))
+    return handler(event, lambda_context(name))
 
 
 class Scheduler(threading.Thread):

@@ -168,13 +168,19 @@ def _retry_webhooks(params: JobParams, start: datetime) -> dict:
         due = [item for item in due if item.merchant_id == params.merchant_id]
     if params.dry_run:
         return {"due": len(due), "attempted": 0}
-    return {"due": len(due), "attempted": sum(1 for item in due if notifications.deliver(item))}
+    out = {"due": len(due), "attempted": 0}
+    for item in due:
+        if not params.budget.allows(notifications.send_ms()):
+            out["out_of_time"] = True  # the rest stay due for the next minute's run
+            break
+        out["attempted"] += 1 if notifications.deliver(item, params.budget) else 0
+    return out
 
 
 def _merchant_alerts(params: JobParams, start: datetime) -> dict:
     from chalicelib.services import alerts
 
-    return alerts.deliver_due(dry_run=params.dry_run, merchant_id=params.merchant_id)
+    return alerts.deliver_due(dry_run=params.dry_run, merchant_id=params.merchant_id, budget=params.budget)
 
 
 FX_PULL = Job("fx_pull", 1800, _fx_pull, frozenset({"dry_run", "force", "date"}))

@@ -1,7 +1,7 @@
 """Invoking app.py's scheduled jobs the way EventBridge does, or the way ops do by hand."""
 from __future__ import annotations
 
-from chalice.local import LambdaContext
+from infra.local import lambda_context
 
 RULE = "arn:aws:events:ap-southeast-2:1:rule/x"
 
@@ -11,10 +11,8 @@ def invoke(client, name: str, payload) -> dict:
     (chalice's test client always says 3 s; the jobs plan their work by the time they have left)."""
     lam = client.lambda_
     scoped = lam._config.scope(lam._config.chalice_stage, name)
-    context = LambdaContext(name, memory_size=scoped.lambda_memory_size,
-                            max_runtime_ms=int(scoped.lambda_timeout or 30) * 1000)
     with lam._patched_env_vars(scoped.environment_variables):
-        return lam._app.handler_map[name](payload, context)
+        return lam._app.handler_map[name](payload, lambda_context(name, lam._config.chalice_stage))
 
 
 def scheduled(client, name: str) -> dict:
