@@ -77,8 +77,8 @@ def close_payment(payment_id):
 
     req = _req()
     who = api.caller(req)
-    return api.idempotent(req, who, f"POST /v1/payments/{payment_id}/close", lambda _c: (
-        200, views.payment(payments.close(who.merchant, who.livemode, payment_id))))
+    return api.idempotent(req, who, f"POST /v1/payments/{payment_id}/close", lambda completion: (
+        200, views.payment(payments.close(who.merchant, who.livemode, payment_id, completion))))
 
 
 @app.route("/v1/payments/{payment_id}/refunds", methods=["POST"], content_types=ANY_BODY)
@@ -126,8 +126,8 @@ def create_webhook_endpoint():
 
     req = _req()
     who = api.caller(req)
-    return api.idempotent(req, who, "POST /v1/webhook_endpoints", lambda _c: (
-        201, merchants.add_webhook_endpoint(who.merchant, new_webhook_endpoint(api.body(req)))))
+    return api.idempotent(req, who, "POST /v1/webhook_endpoints", lambda completion: (
+        201, merchants.add_webhook_endpoint(who.merchant, new_webhook_endpoint(api.body(req)), completion)))
 
 
 @app.route("/v1/webhook_endpoints", methods=["GET"])
@@ -137,6 +137,31 @@ def list_webhook_endpoints():
 
     who = api.caller(_req())
     return api.respond(200, {"object": "list", "data": merchants.list_webhook_endpoints(who.merchant)})
+
+
+@app.route("/v1/webhook_endpoints/{endpoint_id}", methods=["POST"], content_types=ANY_BODY)
+@api.json_endpoint
+def update_webhook_endpoint(endpoint_id):
+    from chalicelib.api.requests import webhook_endpoint_update
+    from chalicelib.services import merchants
+
+    req = _req()
+    who = api.caller(req)
+    return api.idempotent(req, who, f"POST /v1/webhook_endpoints/{endpoint_id}", lambda completion: (
+        200, merchants.set_webhook_endpoint_disabled(who.merchant, endpoint_id,
+                                                     webhook_endpoint_update(api.body(req)), completion)))
+
+
+@app.route("/v1/webhook_endpoints/{endpoint_id}", methods=["DELETE"])
+@api.json_endpoint
+def delete_webhook_endpoint(endpoint_id):
+    from chalicelib.api.errors import not_found
+    from chalicelib.services import merchants
+
+    who = api.caller(_req())
+    if not merchants.delete_webhook_endpoint(who.merchant, endpoint_id):
+        raise not_found("webhook endpoint", "endpoint_id")
+    return api.respond(200, {"id": endpoint_id, "object": "webhook_endpoint", "deleted": True})
 
 
 @app.route("/v1/events", methods=["GET"])
@@ -170,8 +195,8 @@ def resend_event(event_id):
     req = _req()
     who = api.caller(req)
 
-    def run(_completion):
-        found = notifications.resend(who.merchant.id, event_id)
+    def run(completion):
+        found = notifications.resend(who.merchant.id, event_id, completion)
         if found is None:
             raise not_found("event", "event_id")
         return 200, found
@@ -265,12 +290,12 @@ def create_alert_binding():
     req = _req()
     who = api.caller(req)
 
-    def run(_completion):
+    def run(completion):
         data = api.body(req)
         validate.only(data, {"openid", "store_name"})
         openid = validate.string(data, "openid", max_len=64, pattern=alerts.OPENID_PATTERN)
         store_name = validate.string(data, "store_name", max_len=alerts.STORE_NAME_MAX)
-        return 201, alerts.add_binding(who.merchant.id, openid, store_name)
+        return 201, alerts.add_binding(who.merchant.id, openid, store_name, completion)
     return api.idempotent(req, who, "POST /v1/alert_bindings", run)
 
 

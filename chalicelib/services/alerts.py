@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from chalicelib import clock, ids, log
 from chalicelib.domain.payment import Payment
 from chalicelib.services import errors
+from chalicelib.services.idempotency import Completion
+from chalicelib.store.unit import Conflict, Unit
 from chalicelib.services import notifications
 from chalicelib.services.notifications import BACKOFF
 from chalicelib.store import alerts as store
@@ -28,7 +30,8 @@ _REFERENCE_CHARS = re.compile(r"[^A-Za-z0-9_.\-]")
 
 # ---- bindings ----------------------------------------------------------------------------------
 
-def add_binding(merchant_id: str, openid: str, store_name: str) -> dict:
+def add_binding(merchant_id: str, openid: str, store_name: str, completion: Completion | None = None) -> dict:
+    """Bind an openid; the binding and the idempotent reply are written in one transaction."""
     existing = store.bindings(merchant_id, limit=MAX_BINDINGS + 1)
     if any(b.openid == openid for b in existing):
         raise errors.conflict("binding_exists", "this openid already receives this merchant's alerts")
@@ -36,8 +39,13 @@ def add_binding(merchant_id: str, openid: str, store_name: str) -> dict:
         raise errors.invalid("too_many_bindings", f"at most {MAX_BINDINGS} openids per merchant", "openid")
     item = store.AlertBindingModel(merchant_id, ids.new("alb", 16), openid=openid, store_name=store_name,
                                    created_at=clock.now())
-    if not store.add_binding(item):  # pragma: no cover - a 16-character random id collided
-        raise errors.conflict("binding_exists", "try again")
+    unit = Unit().put_new(item)
+    if completion is not None:
+        completion.attach(unit, 201, view(item))
+    try:
+        unit.commit()
+    except Conflict:  # pragma: no cover - a 16-character random id collided
+        raise errors.conflict("binding_exists", "try again") from None
     log.info("alert_binding_added", merchant_id=merchant_id, binding_id=item.binding_id)
     return view(item)
 

@@ -8,7 +8,8 @@ from chalicelib import clock, http, ids, log, settings
 from chalicelib.store import events as store
 from chalicelib.store import merchants as merchant_store
 from chalicelib.services.jobs import Budget
-from chalicelib.store.unit import DUE_SHARD
+from chalicelib.services.idempotency import Completion
+from chalicelib.store.unit import DUE_SHARD, Conflict, Unit
 
 # Seconds to wait after attempt n (1-based) failed: 15 s ... 24 h, about 52 hours in all.
 BACKOFF = (15, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400)
@@ -156,8 +157,11 @@ def _send(url: str, secret: str, body: str, timeout: int) -> tuple[bool, str]:
     return False, f"HTTP {resp.status_code}"
 
 
-def resend(merchant_id: str, event_id: str) -> dict | None:
-    """Queue an event again for every endpoint (ops or the merchant asked), and try it now."""
+def resend(merchant_id: str, event_id: str, completion: Completion | None = None) -> dict | None:
+    """Queue an event again for every endpoint (ops or the merchant asked), and try it now.
+
+    The re-queue and the reply saying so are one transaction; once the attempt is made, the stored
+    reply is brought up to date."""
     item = store.get(event_id) if ids.looks_like(event_id, "evt") else None
     if item is None or item.merchant_id != merchant_id:
         return None
@@ -166,9 +170,20 @@ def resend(merchant_id: str, event_id: str) -> dict | None:
     item.delivered_endpoints = []
     item.attempts = 0
     item.next_attempt_at = clock.epoch()
-    if store.save_if_unchanged(item):
-        deliver(store.get(event_id))
-    return view(store.get(event_id))
+    unit = Unit().save_versioned(item)
+    if completion is not None:
+        completion.attach(unit, 200, view(item))
+    try:
+        unit.commit()
+    except Conflict:  # a worker is sending it right now: it is being delivered anyway
+        if completion is not None:
+            completion.attached = False
+        return view(store.get(event_id))
+    deliver(store.get(event_id))
+    out = view(store.get(event_id))
+    if completion is not None:
+        completion.refresh(200, out)
+    return out
 
 
 def view(item) -> dict:

@@ -187,8 +187,9 @@ def find_by_reference(merchant: Merchant, livemode: bool, reference: str) -> lis
     return [p for p in store.by_merchant_reference(merchant.id, reference) if p.livemode == livemode]
 
 
-def close(merchant: Merchant, livemode: bool, payment_id: str) -> Payment:
-    """Close a pending payment at the channel and here. A paid payment cannot be closed (409)."""
+def close(merchant: Merchant, livemode: bool, payment_id: str, completion: Completion | None = None) -> Payment:
+    """Close a pending payment at the channel and here (the reply stored with the change). A paid payment
+    cannot be closed (409)."""
     from chalicelib.services import callbacks
 
     p = get_for(merchant, livemode, payment_id)
@@ -213,18 +214,19 @@ def close(merchant: Merchant, livemode: bool, payment_id: str) -> Payment:
             raise errors.conflict("close_not_supported",
                                   f"{p.channel} cannot close an order; it lapses at expires_at") from None
         raise errors.channel(exc.code, f"{p.channel} could not close the payment: {exc.code}") from None
-    closed = after_channel_close(p, reversed_trade, reason="merchant")
+    closed = after_channel_close(p, reversed_trade, reason="merchant", completion=completion)
     if closed.status is PaymentStatus.SUCCEEDED:
         raise errors.conflict("payment_refunded", f"the shopper paid just before the close; {p.channel} "
                                                   "refunded the payment in full (see its refunds)")
     return closed
 
 
-def after_channel_close(p: Payment, reversed_trade: ChannelPayment | None, reason: str) -> Payment:
+def after_channel_close(p: Payment, reversed_trade: ChannelPayment | None, reason: str,
+                        completion: Completion | None = None) -> Payment:
     """The channel closed the order: close the payment here too. If the channel's close reversed a
     payment made meanwhile, the money came in and went back: book it as paid, then refunded in full."""
     if reversed_trade is None:
-        return mark_closed(p, reason=reason)
+        return mark_closed(p, reason=reason, completion=completion)
     return _book_reversal(p, reversed_trade, source=reason)
 
 
@@ -279,13 +281,18 @@ def _book_channel_refund(p: Payment, reversed_trade: ChannelPayment, reason: str
     log.warning("channel_reversal_booked", payment_id=p.id, refund_id=refund_id, amount=amount)
 
 
-def mark_closed(p: Payment, reason: str) -> Payment:
-    """Move a pending payment to closed (once), with its payment.closed event."""
+def mark_closed(p: Payment, reason: str, completion: Completion | None = None) -> Payment:
+    """Move a pending payment to closed (once), with its payment.closed event (and the merchant's reply)."""
     closed = p.transition(PaymentStatus.CLOSED, closed_at=clock.now(), failure_code=None)
+    unit = Unit().move_payment(closed, PaymentStatus.PENDING).emit(
+        new_event(p.merchant_id, "payment.closed", views.payment(closed)))
+    if completion is not None:
+        completion.attach(unit, 200, views.payment(closed))
     try:
-        Unit().move_payment(closed, PaymentStatus.PENDING).emit(
-            new_event(p.merchant_id, "payment.closed", views.payment(closed))).commit()
+        unit.commit()
     except Conflict:  # someone else moved it first: report what it is now
+        if completion is not None:
+            completion.attached = False  # nothing was written: the reply is stored on its own
         current = store.get(p.id)
         log.info("payment_close_lost_race", payment_id=p.id, status=current.status.value if current else None)
         return current

@@ -63,12 +63,24 @@ def _found(future):
         return None
 
 
-def add_endpoint(merchant_id: str, endpoint_id: str, url: str, secret: str) -> WebhookEndpointModel:
-    item = WebhookEndpointModel(merchant_id, endpoint_id, url=url, secret=secret, enabled=True,
+def new_endpoint(merchant_id: str, endpoint_id: str, url: str, secret: str) -> WebhookEndpointModel:
+    return WebhookEndpointModel(merchant_id, endpoint_id, url=url, secret=secret, enabled=True,
                                 created_at=clock.now())
-    item.save(condition=WebhookEndpointModel.endpoint_id.does_not_exist())
-    return item
+
+
+def all_endpoints(merchant_id: str) -> list[WebhookEndpointModel]:
+    """Every endpoint of the merchant, enabled or not (the counter item is not one)."""
+    return list(WebhookEndpointModel.query(merchant_id, WebhookEndpointModel.endpoint_id.startswith("we_"),
+                                           consistent_read=True))
 
 
 def endpoints(merchant_id: str) -> list[WebhookEndpointModel]:
-    return [e for e in WebhookEndpointModel.query(merchant_id) if e.enabled]
+    """The endpoints events are delivered to."""
+    return [e for e in all_endpoints(merchant_id) if e.enabled]
+
+
+def endpoint(merchant_id: str, endpoint_id: str) -> WebhookEndpointModel | None:
+    try:
+        return WebhookEndpointModel.get(merchant_id, endpoint_id, consistent_read=True)
+    except DoesNotExist:
+        return None

@@ -258,13 +258,19 @@ class EventModel(Model):
 
 
 class WebhookEndpointModel(Model):
+    """A merchant's webhook endpoints (`we_...`), and one counter item per merchant (endpoint_id
+    ENDPOINT_COUNTER, only `endpoint_count`) written in the same transaction as each add and delete."""
     Meta = meta("webhook_endpoints")
     merchant_id = UnicodeAttribute(hash_key=True)
     endpoint_id = UnicodeAttribute(range_key=True)
-    url = UnicodeAttribute()
-    secret = UnicodeAttribute()                # needed in clear to sign; never returned after creation
+    url = UnicodeAttribute(null=True)          # (null only on the counter item)
+    secret = UnicodeAttribute(null=True)       # needed in clear to sign; never returned after creation
     enabled = BooleanAttribute(default=True)
-    created_at = UTCDateTimeAttribute()
+    created_at = UTCDateTimeAttribute(null=True)
+    endpoint_count = NumberAttribute(null=True)
+
+
+ENDPOINT_COUNTER = "count"
 
 
 class OpsRecordModel(Model):

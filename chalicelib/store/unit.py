@@ -20,6 +20,7 @@ from chalicelib.domain.payment import Payment, PaymentStatus
 from chalicelib.store import payments as payment_store
 from chalicelib.store.connection import connection
 from chalicelib.store.models import (
+    ENDPOINT_COUNTER,
     BalanceModel,
     EntryModel,
     EventModel,
@@ -27,6 +28,7 @@ from chalicelib.store.models import (
     PaymentModel,
     PostingModel,
     RefundModel,
+    WebhookEndpointModel,
 )
 
 DUE_SHARD = "due"
@@ -160,6 +162,34 @@ class Unit:
         """Any other new item that must be written with this change (e.g. a staff alert), once, never replaced."""
         first_write = type(item)._hash_key_attribute().does_not_exist()
         self._ops.append(lambda tx: tx.save(item, condition=first_write))
+        return self
+
+    def save_versioned(self, item) -> "Unit":
+        """Save an item that carries a VersionAttribute, only if nobody changed it since it was read."""
+        self._ops.append(lambda tx: tx.save(item))
+        return self
+
+    # -- merchant settings ------------------------------------------------------------------
+    def add_webhook_endpoint(self, item: WebhookEndpointModel, max_count: int) -> "Unit":
+        """The endpoint, and the merchant's endpoint counter, which must stay at most `max_count`."""
+        count = WebhookEndpointModel.endpoint_count
+        counter = WebhookEndpointModel(item.merchant_id, ENDPOINT_COUNTER)
+        self._ops.append(lambda tx: tx.save(item, condition=WebhookEndpointModel.endpoint_id.does_not_exist()))
+        self._ops.append(lambda tx: tx.update(counter, actions=[count.add(1)],
+                                              condition=count.does_not_exist() | (count < max_count)))
+        return self
+
+    def remove_webhook_endpoint(self, merchant_id: str, endpoint_id: str) -> "Unit":
+        counter = WebhookEndpointModel(merchant_id, ENDPOINT_COUNTER)
+        self._ops.append(lambda tx: tx.delete(WebhookEndpointModel(merchant_id, endpoint_id),
+                                              condition=WebhookEndpointModel.endpoint_id.exists()))
+        self._ops.append(lambda tx: tx.update(counter, actions=[WebhookEndpointModel.endpoint_count.add(-1)]))
+        return self
+
+    def set_webhook_endpoint_enabled(self, merchant_id: str, endpoint_id: str, enabled: bool) -> "Unit":
+        self._ops.append(lambda tx: tx.update(WebhookEndpointModel(merchant_id, endpoint_id),
+                                              actions=[WebhookEndpointModel.enabled.set(enabled)],
+                                              condition=WebhookEndpointModel.endpoint_id.exists()))
         return self
 
     def complete_idempotency(self, key: str, status_code: int, body: str, expires: datetime) -> "Unit":
