@@ -97,6 +97,7 @@ def deliver(item, budget=None) -> bool:
         return False  # another worker has it
     endpoints = merchant_store.endpoints(item.merchant_id)
     delivered = set(item.delivered_endpoints or [])
+    saved = set(delivered)
     errors = []
     for ep in endpoints:
         if ep.endpoint_id in delivered:
@@ -104,12 +105,16 @@ def deliver(item, budget=None) -> bool:
         if not budget.allows(send_ms()):
             errors.append(f"{ep.endpoint_id}: not tried (run out of time)")
             break
-        item.next_attempt_at = max(int(item.next_attempt_at), clock.epoch() + LEASE_SECONDS)
-        item.delivered_endpoints = sorted(delivered)
-        if not store.save_if_unchanged(item):
-            log.error("webhook_lease_lost", event_id=item.event_id)
-            return True
-        ok, detail = _send(ep.url, ep.secret, item.payload, send_timeout(budget))
+        timeout = send_timeout(budget)
+        if delivered != saved or int(item.next_attempt_at) < clock.epoch() + timeout + RECORD_MS // 1000 + 1:
+            # Keep the 2xx answers so far, and a lease that outlasts this send.
+            item.next_attempt_at = max(int(item.next_attempt_at), clock.epoch() + LEASE_SECONDS)
+            item.delivered_endpoints = sorted(delivered)
+            if not store.save_if_unchanged(item):
+                log.error("webhook_lease_lost", event_id=item.event_id)
+                return True
+            saved = set(delivered)
+        ok, detail = _send(ep.url, ep.secret, item.payload, timeout)
         if ok:
             delivered.add(ep.endpoint_id)
         else:
