@@ -20,7 +20,7 @@ from infra.local import (
     PROJECT_DIR,
     STAGE,
     apply_environment,
-    lambda_context,
+    invoke_configured,
     scheduled_event,
     stack_environment,
     stack_file,
@@ -81,10 +81,7 @@ def run(name: str, event: object) -> object:
         # they stay at the top level, where the handler's event.to_dict() finds them.
         event = {**scheduled_event(name, datetime.now(timezone.utc), facts.get("region", "ap-southeast-2")), **event}
     with Client(app_module.app, stage_name=STAGE, project_dir=str(PROJECT_DIR)) as client:
-        lam = client.lambda_  # as its invoke() does, with the function's configured timeout in the context
-        scoped = lam._config.scope(lam._config.chalice_stage, name)
-        with lam._patched_env_vars(scoped.environment_variables):
-            return app_module.app.handler_map[name](event, lambda_context(name, STAGE))
+        return invoke_configured(client, name, event)
 
 
 def main(argv: list[str]) -> int:

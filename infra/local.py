@@ -298,6 +298,16 @@ def lambda_context(name: str, stage: str = "dev"):
                          max_runtime_ms=int(scoped.lambda_timeout or 60) * 1000)
 
 
+def invoke_configured(client, name: str, payload: Any) -> Any:
+    """What chalice's test `client.lambda_.invoke(...).payload` does, but with the function's configured
+    timeout in its context (chalice's always says 3 s)."""
+    lam = client.lambda_
+    stage = lam._config.chalice_stage
+    scoped = lam._config.scope(stage, name)
+    with lam._patched_env_vars(scoped.environment_variables):
+        return lam._app.handler_map[name](payload, lambda_context(name, stage))
+
+
 def invoke_handler(chalice_app, name: str, event: Any) -> Any:
     """Call one of app.py's non-HTTP handlers as Lambda would (no env patching: safe with threads)."""
     handler = chalice_app.handler_map[name]

@@ -25,17 +25,18 @@ class JobParamError(ValueError):
 
 class Budget:
     """How long this run may still take: the Lambda context's remaining time when there is one
-    (chalice hands scheduled functions their context), else DEFAULT_MS from when the run started."""
+    (chalice hands scheduled functions their context), else `total_ms` (DEFAULT_MS) from its start."""
     DEFAULT_MS = 30_000           # .chalice/config.json lambda_timeout
 
-    def __init__(self, context: Any = None):
+    def __init__(self, context: Any = None, total_ms: int | None = None):
         self._remaining = getattr(context, "get_remaining_time_in_millis", None)
+        self._total = self.DEFAULT_MS if total_ms is None else total_ms
         self._t0 = clock.ticks()
 
     def left_ms(self) -> int:
         if self._remaining is not None:
             return int(self._remaining())
-        return self.DEFAULT_MS - clock.ms_since(self._t0)
+        return self._total - clock.ms_since(self._t0)
 
     def allows(self, ms: int) -> bool:
         """Is there time for a step that may take `ms` (e.g. one HTTP call at its timeout)?"""

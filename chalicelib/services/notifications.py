@@ -16,6 +16,7 @@ BACKOFF = (15, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400)
 MAX_ATTEMPTS = len(BACKOFF) + 1
 LEASE_SECONDS = 60          # a worker owns an event this long after its last send began (renewed per send)
 SIGNATURE_HEADER = "Kauri-Signature"
+RESEND_INLINE_MS = 15_000   # a resend tries the endpoints inside the API call for at most this long
 
 
 def signature(secret: str, timestamp: int, body: str) -> str:
@@ -184,7 +185,7 @@ def resend(merchant_id: str, event_id: str, completion: Completion | None = None
         if completion is not None:
             completion.attached = False
         return view(store.get(event_id))
-    deliver(store.get(event_id))
+    deliver(store.get(event_id), Budget(total_ms=RESEND_INLINE_MS))
     out = view(store.get(event_id))
     if completion is not None:
         completion.refresh(200, out)
