@@ -93,18 +93,27 @@ def add_webhook_endpoint(merchant: Merchant, url: str, completion: Completion | 
     secret = "whsec_" + secrets.token_urlsafe(32)
     item = store.new_endpoint(merchant.id, ids.new("we", 16), url, secret)
     body = {**endpoint_view(item), "secret": secret}
-    unit = Unit().add_webhook_endpoint(item, MAX_WEBHOOK_ENDPOINTS)
-    if completion is not None:
-        completion.attach(unit, 201, body)
-    try:
-        unit.commit()
-    except Conflict as exc:
-        if len(exc.reasons) > 1 and exc.reasons[1] == "ConditionalCheckFailed":
-            raise errors.invalid("too_many_webhook_endpoints",
-                                 f"at most {MAX_WEBHOOK_ENDPOINTS} webhook endpoints per merchant; delete one first",
-                                 "url") from None
-        raise errors.conflict("webhook_endpoint_conflict", "the endpoints changed meanwhile; try again") from None
-    return body
+    for _ in range(3):  # a concurrent add may start the counter, or touch it, in between: count again
+        uncounted = store.uncounted_endpoints(merchant.id)
+        if uncounted is not None and uncounted >= MAX_WEBHOOK_ENDPOINTS:
+            raise _too_many()
+        unit = Unit().add_webhook_endpoint(item, MAX_WEBHOOK_ENDPOINTS, uncounted)
+        if completion is not None:
+            completion.attach(unit, 201, body)
+        try:
+            unit.commit()
+            return body
+        except Conflict as exc:
+            if completion is not None:
+                completion.attached = False
+            if uncounted is None and len(exc.reasons) > 1 and exc.reasons[1] == "ConditionalCheckFailed":
+                raise _too_many() from None
+    raise errors.conflict("webhook_endpoint_conflict", "the endpoints changed meanwhile; try again")
+
+
+def _too_many() -> errors.ServiceError:
+    return errors.invalid("too_many_webhook_endpoints",
+                          f"at most {MAX_WEBHOOK_ENDPOINTS} webhook endpoints per merchant; delete one first", "url")
 
 
 def list_webhook_endpoints(merchant: Merchant) -> list[dict]:
@@ -133,11 +142,13 @@ def delete_webhook_endpoint(merchant: Merchant, endpoint_id: str) -> bool:
     """Delete an endpoint (events not yet sent to it are no longer sent there); frees its place."""
     if not ids.looks_like(endpoint_id, "we"):
         return False
-    try:
-        Unit().remove_webhook_endpoint(merchant.id, endpoint_id).commit()
-    except Conflict:
-        return False
-    return True
+    for _ in range(2):  # a second try when a concurrent change started the counter meanwhile
+        try:
+            Unit().remove_webhook_endpoint(merchant.id, endpoint_id, store.uncounted_endpoints(merchant.id)).commit()
+            return True
+        except Conflict:
+            continue
+    return False
 
 
 def endpoint_view(e) -> dict:

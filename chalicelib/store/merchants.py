@@ -7,7 +7,7 @@ from pynamodb.transactions import TransactGet
 from chalicelib import clock
 from chalicelib.domain.merchant import Merchant
 from chalicelib.store.connection import connection
-from chalicelib.store.models import ApiKeyModel, MerchantModel, WebhookEndpointModel
+from chalicelib.store.models import ENDPOINT_COUNTER, ApiKeyModel, MerchantModel, WebhookEndpointModel
 
 
 def to_item(m: Merchant) -> MerchantModel:
@@ -84,3 +84,9 @@ def endpoint(merchant_id: str, endpoint_id: str) -> WebhookEndpointModel | None:
         return WebhookEndpointModel.get(merchant_id, endpoint_id, consistent_read=True)
     except DoesNotExist:
         return None
+
+
+def uncounted_endpoints(merchant_id: str) -> int | None:
+    """None when the merchant's endpoint counter exists; else how many endpoints it has (made before it)."""
+    counter = endpoint(merchant_id, ENDPOINT_COUNTER)
+    return None if counter is not None else len(all_endpoints(merchant_id))

@@ -170,20 +170,27 @@ class Unit:
         return self
 
     # -- merchant settings ------------------------------------------------------------------
-    def add_webhook_endpoint(self, item: WebhookEndpointModel, max_count: int) -> "Unit":
-        """The endpoint, and the merchant's endpoint counter, which must stay at most `max_count`."""
-        count = WebhookEndpointModel.endpoint_count
-        counter = WebhookEndpointModel(item.merchant_id, ENDPOINT_COUNTER)
+    def add_webhook_endpoint(self, item: WebhookEndpointModel, max_count: int, uncounted: int | None) -> "Unit":
+        """The endpoint, and the merchant's endpoint counter, which must stay at most `max_count`.
+        `uncounted`: the merchant has no counter yet and has this many endpoints (made before it)."""
         self._ops.append(lambda tx: tx.save(item, condition=WebhookEndpointModel.endpoint_id.does_not_exist()))
-        self._ops.append(lambda tx: tx.update(counter, actions=[count.add(1)],
-                                              condition=count.does_not_exist() | (count < max_count)))
-        return self
+        return self._count_endpoints(item.merchant_id, +1, max_count, uncounted)
 
-    def remove_webhook_endpoint(self, merchant_id: str, endpoint_id: str) -> "Unit":
-        counter = WebhookEndpointModel(merchant_id, ENDPOINT_COUNTER)
+    def remove_webhook_endpoint(self, merchant_id: str, endpoint_id: str, uncounted: int | None) -> "Unit":
         self._ops.append(lambda tx: tx.delete(WebhookEndpointModel(merchant_id, endpoint_id),
                                               condition=WebhookEndpointModel.endpoint_id.exists()))
-        self._ops.append(lambda tx: tx.update(counter, actions=[WebhookEndpointModel.endpoint_count.add(-1)]))
+        return self._count_endpoints(merchant_id, -1, None, uncounted)
+
+    def _count_endpoints(self, merchant_id: str, delta: int, max_count: int | None, uncounted: int | None) -> "Unit":
+        count = WebhookEndpointModel.endpoint_count
+        counter = WebhookEndpointModel(merchant_id, ENDPOINT_COUNTER)
+        if uncounted is not None:  # the first counted change starts the counter from what exists
+            action, cond = count.set(uncounted + delta), count.does_not_exist()
+        else:
+            action, cond = count.add(delta), count.exists()
+            if max_count is not None:
+                cond = cond & (count < max_count)
+        self._ops.append(lambda tx: tx.update(counter, actions=[action], condition=cond))
         return self
 
     def set_webhook_endpoint_enabled(self, merchant_id: str, endpoint_id: str, enabled: bool) -> "Unit":

@@ -48,8 +48,24 @@ def test_at_most_the_documented_number_of_endpoints_and_a_deleted_one_frees_its_
     assert merchant.post("/v1/webhook_endpoints", {"url": f"{HOOK}/fits-now"}).status_code == 201
 
 
+def test_endpoints_made_before_the_counter_existed_count_toward_the_limit(merchant):
+    from chalicelib.store import merchants as store
+
+    for i in range(merchants.MAX_WEBHOOK_ENDPOINTS):
+        store.new_endpoint(merchant.merchant.id, f"we_old{i:012d}", f"{HOOK}/old{i}", "whsec_old").save()
+    over = merchant.post("/v1/webhook_endpoints", {"url": f"{HOOK}/new"})
+    assert over.status_code == 400 and over.json_body["error"]["code"] == "too_many_webhook_endpoints"
+    gone = merchant.client.http.delete("/v1/webhook_endpoints/we_old000000000003",
+                                       headers={"Authorization": f"Bearer {merchant.key}"})
+    assert gone.status_code == 200
+    assert merchant.post("/v1/webhook_endpoints", {"url": f"{HOOK}/new"}).status_code == 201
+    assert merchant.post("/v1/webhook_endpoints", {"url": f"{HOOK}/newer"}).status_code == 400
+    assert len(listed(merchant)) == merchants.MAX_WEBHOOK_ENDPOINTS
+
+
 def test_concurrent_registrations_never_pass_the_limit(merchant):
-    results, lock = [], threading.Lock()
+    merchants.add_webhook_endpoint(merchant.merchant, f"{HOOK}/first")
+    results, lock = ["created"], threading.Lock()
 
     def register(i):
         try:
