@@ -286,12 +286,32 @@ def scheduled_event(name: str, at: datetime, region: str = REGION) -> dict[str, 
     }
 
 
-def invoke_handler(chalice_app, name: str, event: Any, memory_size: int = 1024) -> Any:
-    """Call one of app.py's non-HTTP handlers as Lambda would (no env patching: safe with threads)."""
+def lambda_context(name: str, stage: str = "dev"):
+    """The context Lambda would hand function `name`: its configured memory and timeout (the jobs plan
+    their work by the time left; chalice's local default would say 3 seconds)."""
+    from chalice.config import Config
     from chalice.local import LambdaContext
 
+    with open(PROJECT_DIR / ".chalice" / "config.json", encoding="utf-8") as f:
+        scoped = Config(stage, config_from_disk=json.load(f)).scope(stage, name)
+    return LambdaContext(name, memory_size=int(scoped.lambda_memory_size or 1024),
+                         max_runtime_ms=int(scoped.lambda_timeout or 60) * 1000)
+
+
+def invoke_configured(client, name: str, payload: Any) -> Any:
+    """What chalice's test `client.lambda_.invoke(...).payload` does, but with the function's configured
+    timeout in its context (chalice's always says 3 s)."""
+    lam = client.lambda_
+    stage = lam._config.chalice_stage
+    scoped = lam._config.scope(stage, name)
+    with lam._patched_env_vars(scoped.environment_variables):
+        return lam._app.handler_map[name](payload, lambda_context(name, stage))
+
+
+def invoke_handler(chalice_app, name: str, event: Any) -> Any:
+    """Call one of app.py's non-HTTP handlers as Lambda would (no env patching: safe with threads)."""
     handler = chalice_app.handler_map[name]
-    return handler(event, LambdaContext(name, memory_size=memory_size))
+    return handler(event, lambda_context(name))
 
 
 class Scheduler(threading.Thread):

@@ -50,3 +50,12 @@ def new_refund(data: dict) -> tuple[int, str]:
 def new_webhook_endpoint(data: dict) -> str:
     v.only(data, {"url"})
     return v.url(data, "url")
+
+
+def webhook_endpoint_update(data: dict) -> bool:
+    """{"disabled": true|false}: whether deliveries to the endpoint stop."""
+    v.only(data, {"disabled"})
+    disabled = v.required(data, "disabled")
+    if not isinstance(disabled, bool):
+        raise invalid("parameter_invalid", "disabled must be true or false", "disabled")
+    return disabled

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from chalicelib import channels, clock, log
+from chalicelib import channels, clock, log, settings
 from chalicelib.channels.base import ChannelError, ChannelStatus, MerchantChannelConfig, OrderRef
 from chalicelib.channels.base import RefundStatus as ChannelRefundStatus
 from chalicelib.domain.payment import PaymentStatus
@@ -18,37 +18,76 @@ from chalicelib.store import payments as store
 
 # What a channel answers a refund query when it has never heard of the refund.
 REFUND_UNKNOWN_CODES = ("REFUNDNOTEXIST", "ORDER_NOT_FOUND", "NOT_FOUND", "REFUND_NOT_EXIST")
-PAYMENT_GRACE = timedelta(minutes=2)   # give the callback a chance first
+PAYMENT_GRACE = timedelta(seconds=store.FIRST_CHECK_AFTER_SECONDS)   # give the callback a chance first
 REFUND_GRACE = timedelta(seconds=5)
+# A payment the chase looked at and left pending is looked at again after a quarter of its age, within
+# these bounds (and never later than the next moment its fate can change: expires_at, or the channel's
+# hard deadline for an order it does not know). Old unresolvable payments thus go to the back of the
+# queue, and a newer one whose callback was lost is reached in the next run whatever their number.
+RECHECK_MIN = timedelta(minutes=5)
+RECHECK_MAX = timedelta(hours=6)
+PAGE_SIZE = 100
+REFUNDS_RESERVE_MS = 60_000      # time the payment half leaves for chase_refunds in the same run
+RUN_MS = 240_000                 # the chase_payments Lambda's timeout (.chalice/config.json): a run without
+                                 # a Lambda context (a hand call) gets the same budget
 
 
-def chase_payments(dry_run: bool = False, merchant_id: str | None = None, limit: int = 500) -> dict:
-    """Ask the channel about every payment pending past the grace period; apply what it says.
+def chase_payments(dry_run: bool = False, merchant_id: str | None = None, budget=None) -> dict:
+    """Ask the channel about every pending payment whose next check is due; apply what it says.
 
-    Counters only: the job runner (services.jobs) logs and returns the one summary.
+    Pages through the due payments, soonest first, while the run has time for one more payment (three
+    channel calls at their timeout) and for the refunds after it. Counters only: the job runner
+    (services.jobs) logs and returns the one summary.
     """
+    from chalicelib.services.jobs import Budget
+
+    budget = budget or Budget(total_ms=RUN_MS)
     now = clock.now()
     summary = {"checked": 0, "succeeded": 0, "failed": 0, "closed": 0, "still_pending": 0, "errors": 0,
                "mismatches": 0}
-    for payment_id in store.pending_created_before(now - PAYMENT_GRACE, limit=limit):
-        p = store.get(payment_id)
-        if p is None or p.status is not PaymentStatus.PENDING:
-            continue
-        if merchant_id and p.merchant_id != merchant_id:
-            continue
-        summary["checked"] += 1
-        try:
-            outcome = _chase_one(p, now, dry_run)
-        except ChannelError as exc:
-            outcome = "errors"
-            log.warning("chase_query_failed", payment_id=p.id, code=exc.code)
-        except Exception as exc:  # one odd payment must not stop the others
-            outcome = "errors"
-            log.error("chase_payment_error", payment_id=p.id, error=type(exc).__name__)
-        if outcome:
-            summary[outcome] += 1
-    summary.update(chase_refunds(dry_run=dry_run, merchant_id=merchant_id, limit=limit))
+    per_payment_ms = 3 * settings.get().http_timeout_seconds * 1000
+    after, more = None, True
+    while more:
+        due, after = store.pending_due(int(now.timestamp()), limit=PAGE_SIZE, after=after)
+        more = after is not None
+        for payment_id in due:
+            if not budget.allows(per_payment_ms + REFUNDS_RESERVE_MS):
+                summary["out_of_time"] = True  # the rest stay due: the next run starts with them
+                more = False
+                break
+            _chase_payment(payment_id, now, dry_run, merchant_id, summary)
+    summary.update(chase_refunds(dry_run=dry_run, merchant_id=merchant_id))
     return summary
+
+
+def _chase_payment(payment_id: str, now, dry_run: bool, merchant_id: str | None, summary: dict) -> None:
+    p = store.get(payment_id)
+    if p is None or p.status is not PaymentStatus.PENDING:
+        return
+    if merchant_id and p.merchant_id != merchant_id:
+        return
+    summary["checked"] += 1
+    try:
+        outcome = _chase_one(p, now, dry_run)
+    except ChannelError as exc:
+        outcome = "errors"
+        log.warning("chase_query_failed", payment_id=p.id, code=exc.code)
+    except Exception as exc:  # one odd payment must not stop the others
+        outcome = "errors"
+        log.error("chase_payment_error", payment_id=p.id, error=type(exc).__name__)
+    if outcome:
+        summary[outcome] += 1
+    if outcome in ("still_pending", "errors", "mismatches") and not dry_run:
+        store.check_again_at(p.id, int(_next_check(p, now).timestamp()))
+
+
+def _next_check(p, now):
+    at = now + min(max((now - p.created_at) / 4, RECHECK_MIN), RECHECK_MAX)
+    deadline = channels.get(p.channel).unknown_order_payable_until(p.flow, p.created_at, p.expires_at)
+    for moment in (p.expires_at, deadline):
+        if moment is not None and now < moment:
+            at = min(at, moment)
+    return at
 
 
 def _chase_one(p, now, dry_run: bool) -> str | None:
@@ -59,21 +98,31 @@ def _chase_one(p, now, dry_run: bool) -> str | None:
     if cp.status in (ChannelStatus.PENDING, ChannelStatus.NOT_FOUND):
         if now < p.expires_at:
             return "still_pending"
+        if channel.closes_on_kauri_clock:
+            # The channel can neither close nor expire it: it ends here, on our clock (a paid notice
+            # arriving later is the callbacks' late-money rule).
+            return "closed" if dry_run else _counter(payments.mark_closed(p, reason="expired_on_kauri_clock"))
+        payable_until = channel.unknown_order_payable_until(p.flow, p.created_at, p.expires_at)
+        if cp.status is ChannelStatus.NOT_FOUND and payable_until is not None and now < payable_until:
+            return "still_pending"  # the shopper may still open the channel's page: "not found" proves nothing
         if dry_run:
             return "closed"
         try:
-            channel.close(ref)  # the channel first: after this no one can pay it
+            reversed_trade = channel.close(ref)  # the channel first: after this no one can pay it
         except ChannelError as exc:
             # Paid at the last moment, closed already, or never known there: the channel's word decides.
             log.info("chase_close_refused", payment_id=p.id, code=exc.code)
             cp = channel.query(ref)
             if cp.status is ChannelStatus.PENDING:
+                if exc.code == "NOT_SUPPORTED":
+                    return "still_pending"  # the channel lapses it at its own timeout; we look again
                 log.warning("chase_close_failed", payment_id=p.id, code=exc.code)
                 return "errors"
-            if cp.status is ChannelStatus.NOT_FOUND:  # nobody can pay an order the channel does not have
+            if cp.status is ChannelStatus.NOT_FOUND:
+                # Past the channel's hard deadline for an order it does not know: nobody can pay it.
                 return _counter(payments.mark_closed(p, reason="expired_unknown_at_channel"))
-        else:
-            return _counter(payments.mark_closed(p, reason="expired"))  # lost a race: count what won
+        else:  # lost a race (paid meanwhile, even reversed by the close): count what won
+            return _counter(payments.after_channel_close(p, reversed_trade, reason="expired"))
     problem = callbacks.mismatch(p, cp)
     if problem:
         ops.record_once(f"mismatch:{p.id}:query", "query_mismatch", p.channel, p.id, {"problem": problem})

@@ -7,7 +7,7 @@ from pynamodb.transactions import TransactGet
 from chalicelib import clock
 from chalicelib.domain.merchant import Merchant
 from chalicelib.store.connection import connection
-from chalicelib.store.models import ApiKeyModel, MerchantModel, WebhookEndpointModel
+from chalicelib.store.models import ENDPOINT_COUNTER, ApiKeyModel, MerchantModel, WebhookEndpointModel
 
 
 def to_item(m: Merchant) -> MerchantModel:
@@ -63,14 +63,35 @@ def _found(future):
         return None
 
 
-def add_endpoint(merchant_id: str, endpoint_id: str, url: str, secret: str, livemode: bool) -> WebhookEndpointModel:
-    item = WebhookEndpointModel(merchant_id, endpoint_id, url=url, secret=secret, enabled=True,
+def new_endpoint(merchant_id: str, endpoint_id: str, url: str, secret: str, livemode: bool) -> WebhookEndpointModel:
+    return WebhookEndpointModel(merchant_id, endpoint_id, url=url, secret=secret, enabled=True,
                                 created_at=clock.now(), livemode=livemode)
-    item.save(condition=WebhookEndpointModel.endpoint_id.does_not_exist())
-    return item
+
+
+def mode_of(e: WebhookEndpointModel) -> bool:
+    """The endpoint's mode (absent on old items: live)."""
+    return True if e.livemode is None else bool(e.livemode)
+
+
+def all_endpoints(merchant_id: str) -> list[WebhookEndpointModel]:
+    """Every endpoint of the merchant, of both modes, enabled or not (the counter item is not one)."""
+    return list(WebhookEndpointModel.query(merchant_id, WebhookEndpointModel.endpoint_id.startswith("we_"),
+                                           consistent_read=True))
 
 
 def endpoints(merchant_id: str, livemode: bool) -> list[WebhookEndpointModel]:
-    """The merchant's enabled endpoints of one mode (absent mode on old items: live)."""
-    return [e for e in WebhookEndpointModel.query(merchant_id)
-            if e.enabled and (True if e.livemode is None else bool(e.livemode)) == livemode]
+    """The endpoints events of one mode are delivered to."""
+    return [e for e in all_endpoints(merchant_id) if e.enabled and mode_of(e) == livemode]
+
+
+def endpoint(merchant_id: str, endpoint_id: str) -> WebhookEndpointModel | None:
+    try:
+        return WebhookEndpointModel.get(merchant_id, endpoint_id, consistent_read=True)
+    except DoesNotExist:
+        return None
+
+
+def uncounted_endpoints(merchant_id: str) -> int | None:
+    """None when the merchant's endpoint counter exists; else how many endpoints it has (made before it)."""
+    counter = endpoint(merchant_id, ENDPOINT_COUNTER)
+    return None if counter is not None else len(all_endpoints(merchant_id))

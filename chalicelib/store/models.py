@@ -75,6 +75,17 @@ class _PendingByCreated(GlobalSecondaryIndex):
     created_at = UTCDateTimeAttribute(range_key=True)
 
 
+class _PendingByNextCheck(GlobalSecondaryIndex):
+    """Sparse: pending payments by when the chase looks at them next. Each look that leaves a payment
+    pending moves it back (backing off with age), so old unresolvable ones never hide newer ones."""
+    class Meta:
+        index_name = "pending_by_next_check"
+        projection = KeysOnlyProjection()
+
+    pending_shard = UnicodeAttribute(hash_key=True)
+    next_check_at = NumberAttribute(range_key=True)
+
+
 class _PaidByMerchant(GlobalSecondaryIndex):
     """Sparse: only paid payments carry `paid_at`; release_funds reads a merchant's recent ones."""
     class Meta:
@@ -118,10 +129,12 @@ class PaymentModel(Model):
     failure_code = UnicodeAttribute(null=True)
     closed_by = UnicodeAttribute(null=True)     # merchant | clock | channel
     pending_shard = UnicodeAttribute(null=True)
+    next_check_at = NumberAttribute(null=True)  # epoch s: when the chase looks at this pending payment next
     released = BooleanAttribute(null=True)
     documents = JSONAttribute(null=True)
     by_merchant_reference = _ByMerchantReference()
     pending_by_created = _PendingByCreated()
+    pending_by_next_check = _PendingByNextCheck()
     paid_by_merchant = _PaidByMerchant()
 
 
@@ -248,14 +261,20 @@ class EventModel(Model):
 
 
 class WebhookEndpointModel(Model):
+    """A merchant's webhook endpoints (`we_...`), and one counter item per merchant (endpoint_id
+    ENDPOINT_COUNTER, only `endpoint_count`) written in the same transaction as each add and delete."""
     Meta = meta("webhook_endpoints")
     merchant_id = UnicodeAttribute(hash_key=True)
     endpoint_id = UnicodeAttribute(range_key=True)
-    url = UnicodeAttribute()
-    secret = UnicodeAttribute()                # needed in clear to sign; never returned after creation
+    url = UnicodeAttribute(null=True)          # (null only on the counter item)
+    secret = UnicodeAttribute(null=True)       # needed in clear to sign; never returned after creation
     enabled = BooleanAttribute(default=True)
-    created_at = UTCDateTimeAttribute()
+    created_at = UTCDateTimeAttribute(null=True)
     livemode = BooleanAttribute(null=True)      # receives only events of this mode (absent on old items: live)
+    endpoint_count = NumberAttribute(null=True)
+
+
+ENDPOINT_COUNTER = "count"
 
 
 class OpsRecordModel(Model):

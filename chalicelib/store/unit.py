@@ -20,6 +20,7 @@ from chalicelib.domain.payment import Payment, PaymentStatus
 from chalicelib.store import payments as payment_store
 from chalicelib.store.connection import connection
 from chalicelib.store.models import (
+    ENDPOINT_COUNTER,
     BalanceModel,
     EntryModel,
     EventModel,
@@ -28,6 +29,7 @@ from chalicelib.store.models import (
     PaymentModel,
     PostingModel,
     RefundModel,
+    WebhookEndpointModel,
 )
 
 DUE_SHARD = "due"
@@ -181,6 +183,41 @@ class Unit:
         """Any other new item that must be written with this change (e.g. a staff alert), once, never replaced."""
         first_write = type(item)._hash_key_attribute().does_not_exist()
         self._ops.append(lambda tx: tx.save(item, condition=first_write))
+        return self
+
+    def save_versioned(self, item) -> "Unit":
+        """Save an item that carries a VersionAttribute, only if nobody changed it since it was read."""
+        self._ops.append(lambda tx: tx.save(item))
+        return self
+
+    # -- merchant settings ------------------------------------------------------------------
+    def add_webhook_endpoint(self, item: WebhookEndpointModel, max_count: int, uncounted: int | None) -> "Unit":
+        """The endpoint, and the merchant's endpoint counter, which must stay at most `max_count`.
+        `uncounted`: the merchant has no counter yet and has this many endpoints (made before it)."""
+        self._ops.append(lambda tx: tx.save(item, condition=WebhookEndpointModel.endpoint_id.does_not_exist()))
+        return self._count_endpoints(item.merchant_id, +1, max_count, uncounted)
+
+    def remove_webhook_endpoint(self, merchant_id: str, endpoint_id: str, uncounted: int | None) -> "Unit":
+        self._ops.append(lambda tx: tx.delete(WebhookEndpointModel(merchant_id, endpoint_id),
+                                              condition=WebhookEndpointModel.endpoint_id.exists()))
+        return self._count_endpoints(merchant_id, -1, None, uncounted)
+
+    def _count_endpoints(self, merchant_id: str, delta: int, max_count: int | None, uncounted: int | None) -> "Unit":
+        count = WebhookEndpointModel.endpoint_count
+        counter = WebhookEndpointModel(merchant_id, ENDPOINT_COUNTER)
+        if uncounted is not None:  # the first counted change starts the counter from what exists
+            action, cond = count.set(uncounted + delta), count.does_not_exist()
+        else:
+            action, cond = count.add(delta), count.exists()
+            if max_count is not None:
+                cond = cond & (count < max_count)
+        self._ops.append(lambda tx: tx.update(counter, actions=[action], condition=cond))
+        return self
+
+    def set_webhook_endpoint_enabled(self, merchant_id: str, endpoint_id: str, enabled: bool) -> "Unit":
+        self._ops.append(lambda tx: tx.update(WebhookEndpointModel(merchant_id, endpoint_id),
+                                              actions=[WebhookEndpointModel.enabled.set(enabled)],
+                                              condition=WebhookEndpointModel.endpoint_id.exists()))
         return self
 
     def complete_idempotency(self, key: str, status_code: int, body: str, expires: datetime) -> "Unit":

@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 from chalice import Blueprint, Response
 
 from chalicelib import clock, http, log, settings
-from chalicelib.channels.alipay import BEIJING, FormError, beijing_compact, beijing_str, parse_form, signing
+from chalicelib.channels.alipay import BEIJING, FormError, beijing_compact, beijing_str, parse_beijing, parse_form, signing
 from chalicelib.money import Money, MoneyError, bps_of, convert
 
 blueprint = Blueprint(__name__)
@@ -351,6 +351,7 @@ def _create_forex_trade(params: dict[str, str]) -> Response:
     return_url = _url(params, "return_url", required=False)
     sub = _secondary(params)
     now = _epoch()
+    _check_login_window(params, now)
     trade = {
         "kind": "online", "service": service, "out_trade_no": out_trade_no, "subject": subject, "body": body,
         "currency": currency, "total_fee": params["total_fee"], "amount_minor": amount.amount,
@@ -373,6 +374,20 @@ def _create_forex_trade(params: dict[str, str]) -> Response:
             return {**trade, **keep}
         trade = _update_trade(out_trade_no, resubmit)
     return _cashier_page(trade)
+
+
+def _check_login_window(params: dict[str, str], now: int) -> None:
+    """order_gmt_create + order_valid_time (used together, spec §2.2): the cashier opens only inside
+    that window; a link opened later is refused, so no trade (and no timeout_rule) starts after it.
+    The error code is the simulator's own: the sources do not name Alipay's."""
+    created, valid = params.get("order_gmt_create", ""), params.get("order_valid_time", "")
+    if not created and not valid:
+        return
+    start = parse_beijing(created) if created and len(created) == 19 else None
+    if start is None or not valid.isdigit() or not 0 < int(valid) <= 2592000:
+        raise GatewayError("ILLEGAL_ARGUMENT")
+    if now > _epoch(start) + int(valid):
+        raise GatewayError("TRADE_LOGIN_WINDOW_EXPIRED")
 
 
 def _cashier_page(trade: dict) -> Response:

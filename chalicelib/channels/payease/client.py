@@ -75,6 +75,12 @@ class PayEaseChannel:
     name = "payease"
     flows = ("bank",)
     charge_currency = "CNY"  # payments priced in NZD are charged in CNY at a locked quote
+    # No close and no expiry at PayEase (spec): the payer's form stays payable for good, so an expired
+    # payment is closed on Kauri's clock and a late paid notice is the callbacks' late-money rule.
+    closes_on_kauri_clock = True
+
+    def unknown_order_payable_until(self, flow, created_at, expires_at):
+        return None  # never bounded at PayEase: closes_on_kauri_clock decides instead
 
     # ---- configuration ------------------------------------------------------------------------
 

@@ -48,6 +48,10 @@ class WeChatChannel:
     charge_currency: str | None = None  # WeChat charges in the pricing currency (NZD, AUD, ...)
     # After PAYERROR (e.g. NOTENOUGH) the shopper can pay the same order again until it expires.
     payable_after_failed_attempt = True
+    closes_on_kauri_clock = False       # /pay/closeorder closes an unpaid order
+
+    def unknown_order_payable_until(self, flow, created_at, expires_at):
+        return None  # unifiedorder creates the order: one WeChat does not know cannot be paid
 
     def __init__(self, config: settings.WeChatSettings | None = None):
         self._config = config
