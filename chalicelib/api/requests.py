@@ -27,7 +27,7 @@ def new_payment(data: dict, source_ip: str | None) -> NewPayment:
         money = Money(amount, currency)
     except MoneyError as exc:
         raise invalid("parameter_invalid", str(exc), "amount") from None
-    client_ip = v.string(data, "client_ip", max_len=45, pattern=r"[0-9A-Fa-f:.]+", default=None) or source_ip
+    client_ip = v.ip_address(data, "client_ip", default=None) or source_ip
     return NewPayment(
         amount=money,
         channel=v.string(data, "channel", max_len=32, pattern=r"[a-z]+"),
