@@ -67,6 +67,7 @@ def stack_environment(api_url: str, aws_endpoint_url: str) -> dict[str, str]:
     return {
         "KAURI_STAGE": STAGE,
         "KAURI_SANDBOX_ENABLED": "1",
+        "KAURI_LOCAL_RECEIVERS": "1",  # webhooks to http://127.0.0.1:... receivers on this machine
         "KAURI_PUBLIC_BASE_URL": api_url,
         "KAURI_AWS_ENDPOINT_URL": aws_endpoint_url,
         "AWS_ENDPOINT_URL": aws_endpoint_url,  # any plain boto3 client lands on the embedded AWS too

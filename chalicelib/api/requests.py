@@ -48,5 +48,12 @@ def new_refund(data: dict) -> tuple[int, str]:
 
 
 def new_webhook_endpoint(data: dict) -> str:
+    from chalicelib import egress
+
     v.only(data, {"url"})
-    return v.url(data, "url")
+    url = v.url(data, "url")
+    try:  # checked again at every delivery: DNS answers change
+        egress.check(url)
+    except egress.Refused as exc:
+        raise invalid("url_not_allowed", f"url {exc}: webhooks go to public https receivers only", "url") from None
+    return url

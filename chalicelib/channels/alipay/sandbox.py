@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 
 from chalice import Blueprint, Response
 
-from chalicelib import clock, http, log, settings
+from chalicelib import clock, egress, log, settings
 from chalicelib.channels.alipay import BEIJING, FormError, beijing_compact, beijing_str, parse_form, signing
 from chalicelib.money import Money, MoneyError, bps_of, convert
 
@@ -210,6 +210,16 @@ def _url(params: dict[str, str], key: str, required: bool) -> str:
     return value
 
 
+def _notify_url(params: dict[str, str]) -> str:
+    """A notify URL is POSTed to: only a receiver chalicelib.egress allows (never our own network)."""
+    url = _url(params, "notify_url", required=True)
+    try:
+        egress.check(url)
+    except egress.Refused:
+        raise GatewayError("ILLEGAL_ARGUMENT") from None
+    return url
+
+
 def _secondary(params: dict[str, str]) -> dict[str, str]:
     sub = {k: params.get(k, "") for k in ("secondary_merchant_id", "secondary_merchant_name",
                                           "secondary_merchant_industry")}
@@ -347,7 +357,7 @@ def _create_forex_trade(params: dict[str, str]) -> Response:
     rule = params.get("timeout_rule", "12h")
     if rule not in _TIMEOUT_RULES:
         raise GatewayError("ILLEGAL_ARGUMENT")
-    notify_url = _url(params, "notify_url", required=True)
+    notify_url = _notify_url(params)
     return_url = _url(params, "return_url", required=False)
     sub = _secondary(params)
     now = _epoch()
@@ -534,7 +544,7 @@ def _precreate(params: dict[str, str]) -> Response:
     if trans_currency != currency:
         raise GatewayError("ILLEGAL_ARGUMENT")  # the simulator does not price in a second currency
     amount = _amount(params, "total_fee", trans_currency)
-    notify_url = _url(params, "notify_url", required=True)
+    notify_url = _notify_url(params)
     if params.get("timestamp") and not _timestamp_ok(params["timestamp"]):
         raise GatewayError("ILLEGAL_ARGUMENT")
     if params.get("seller_id") and params["seller_id"] != _cfg().partner:
@@ -774,8 +784,6 @@ def _queue_notification(pk: str, url: str, fields: dict[str, str]) -> None:
 
 def _deliver(pk: str, expected_due: int | None) -> bool:
     """One delivery attempt if the job is still due as seen; True when an attempt was made."""
-    import requests
-
     store = _store()
     now = _epoch()
     claimed: dict[str, Any] = {}
@@ -800,12 +808,13 @@ def _deliver(pk: str, expected_due: int | None) -> bool:
     body = _sign(fields, claimed["sign_type"])
     ok, status = False, 0
     try:
-        resp = http.session().post(claimed["url"], data=body, timeout=settings.get().http_timeout_seconds,
-                                   headers={"Content-Type": _FORM + "; charset=utf-8"})
-        status = resp.status_code
-        ok = status == 200 and resp.content == b"success"  # exactly `success` (spec §3)
-    except requests.RequestException as exc:
-        log.info("alipay_sandbox_notify_unreachable", error=type(exc).__name__)
+        answer = egress.post(claimed["url"], urlencode(body).encode("ascii"),
+                             {"Content-Type": _FORM + "; charset=utf-8"},
+                             timeout=settings.get().http_timeout_seconds, max_bytes=1024)
+        status = answer.status
+        ok = status == 200 and answer.body == b"success"  # exactly `success` (spec §3)
+    except egress.Failed as exc:
+        log.info("alipay_sandbox_notify_unreachable", error=str(exc)[:80])
 
     def record(d):
         d["history"] = (d["history"] + [{"at": now, "status": status, "ok": ok}])[-10:]
