@@ -126,7 +126,7 @@ def check(url: str) -> None:
         vetted_addresses(host, port)
 
 
-def post(url: str, body: bytes, headers: dict[str, str], timeout: float,
+def post(url: str, body: bytes, headers: dict[str, str], timeout: int,
          max_bytes: int = MAX_ANSWER_BYTES) -> Answer:
     """POST once, without following redirects; raises Failed (with a short reason) for no answer."""
     import requests
@@ -147,15 +147,12 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float,
 
 
 def _refusal_in(exc: BaseException) -> str | None:
-    seen = exc
-    for _ in range(8):
-        if isinstance(seen, Refused):
-            return str(seen)
-        nxt = seen.__cause__ or seen.__context__ or (seen.args[0] if seen.args and isinstance(seen.args[0],
-                                                                                            BaseException) else None)
-        if nxt is None:
-            return None
-        seen = nxt
+    """The Refused our connection raised, found under requests' and urllib3's wrappers (None: none)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None or isinstance(seen, Refused):
+            return None if seen is None else str(seen)
+        seen = seen.__cause__ or seen.__context__
     return None
 
 
