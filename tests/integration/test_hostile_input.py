@@ -137,6 +137,11 @@ GET_ROUTES = ["/v1/payments", "/v1/payments/{pid}", "/v1/payments/{pid}/refunds"
               "/v1/webhook_endpoints", "/v1/events", "/v1/balance", "/v1/balance/transactions",
               "/v1/withdrawals", "/v1/rates", "/v1/alert_bindings", "/v1/payments/{pid}/refunds/{rid}",
               "/v1/events/{eid}"]
+PATH_ROUTES = [("get", "/v1/payments/{bad}"), ("post", "/v1/payments/{bad}/close"),
+               ("post", "/v1/payments/{bad}/refunds"), ("get", "/v1/payments/{pid}/refunds/{bad}"),
+               ("get", "/v1/payments/{bad}/documents"), ("get", "/v1/events/{bad}"),
+               ("post", "/v1/events/{bad}/resend"), ("delete", "/v1/alert_bindings/{bad}"),
+               ("post", "/pay/{bad}/documents")]
 QUERY_NAMES = ["limit", "merchant_reference", "currency", "starting_after"]
 VALID_PAYMENT = {"amount": 1250, "currency": "NZD", "channel": "wechat", "flow": "native",
                  "merchant_reference": "order-1", "description": "Manuka honey"}
@@ -212,7 +217,16 @@ FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(Healt
 @given(data=st.data())
 def test_generated_hostile_requests_get_a_documented_4xx_and_change_nothing(client, merchant, world, data):
     before, calls = _nothing_created(), _channel_calls(client)
-    if data.draw(st.booleans(), label="post"):
+    kind = data.draw(st.sampled_from(["post", "get", "path"]), label="kind")
+    if kind == "path":
+        method, route = data.draw(st.sampled_from(PATH_ROUTES), label="route")
+        bad = quote(data.draw(HOSTILE_TEXT).encode("utf-8", "surrogatepass"), safe="")
+        path = route.format(pid=world["pid"], rid=world["rid"], eid=world["eid"], bad=bad)
+        headers = {"Authorization": f"Bearer {merchant.key}", "Content-Type": "application/json",
+                   "Idempotency-Key": f"path-{data.draw(st.integers(0, 10**9))}"}
+        r = getattr(client.http, method)(path, headers=headers, body=b"{}" if method == "post" else b"")
+        _is_our_error(r)
+    elif kind == "post":
         route, body, raw = data.draw(hostile_post(), label="post")
         raw = raw if raw is not None else json.dumps(body).encode()
         n = data.draw(st.integers(0, 10**9), label="key")
