@@ -17,8 +17,7 @@ MAX_DEPTH = 8             # our deepest request (payment -> payer -> value) is 2
 _BAD_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
                        + "".join(f"{chr(plane + 0xFFFE)}{chr(plane + 0xFFFF)}" for plane in range(0, 0x110000, 0x10000))
                        + "]")
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKET = re.compile(rb"[\[\]{}]")
+_JSON_TOKEN = re.compile(rb'\\.|["\[\]{}]', re.DOTALL)  # an escape, a quote or a bracket
 
 
 def json_body(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
@@ -40,11 +39,25 @@ def json_body(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
 
 
 def _depth(raw: bytes) -> int:
-    """How deep the JSON text nests, counted before parsing (the parser recurses once per level)."""
+    """How deep the JSON text nests, counted before parsing (the parser recurses once per level).
+
+    One linear pass over quotes, escapes and brackets; stops as soon as the limit is passed.
+    """
     depth = deepest = 0
-    for m in _BRACKET.finditer(_JSON_STRING.sub(b'""', raw)):
-        depth += 1 if m.group() in (b"[", b"{") else -1
-        deepest = max(deepest, depth)
+    in_string = False
+    for m in _JSON_TOKEN.finditer(raw):
+        token = m.group()
+        if token == b'"':
+            in_string = not in_string
+        elif in_string or token[:1] == b"\\":
+            continue
+        elif token in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                break
+        else:
+            depth -= 1
     return deepest
 
 

@@ -72,6 +72,16 @@ def test_a_body_nested_sixty_thousand_deep_is_a_400(merchant):
     assert merchant.post("/v1/payments", braces_in_text).status_code == 201  # brackets inside strings do not count
 
 
+def test_a_body_of_escaped_quotes_is_refused_in_linear_time(merchant):
+    import time
+
+    raw = b'{"description": "' + b'\\"' * 30_000  # never closed: a backtracking scan would take ~20 s
+    started = time.monotonic()
+    r = merchant.post("/v1/payments", raw=raw, headers={"Idempotency-Key": "quotes-1"})
+    assert _is_our_error(r, 400)["code"] == "body_invalid"
+    assert time.monotonic() - started < 3
+
+
 def test_a_unicode_digit_as_list_limit_is_a_400(merchant):
     for path in ("/v1/balance/transactions?limit=%C2%B2", "/v1/withdrawals?limit=%D9%A3"):
         err = _is_our_error(merchant.get(path), 400)
