@@ -35,6 +35,9 @@ DYNAMODB_ITEM_ACTIONS = [
     "dynamodb:UpdateItem",
 ]
 DYNAMODB_DELETE_ACTIONS = ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem"]
+# Money records are corrected by reversing entries, never deleted: the generator refuses to grant it.
+NEVER_DELETED = {"ledger_postings", "ledger_entries", "balances", "payments", "refunds", "withdrawals",
+                 "withdrawal_periods", "withdrawal_batches", "api_keys", "merchants"}
 
 
 def policy_path(stage: str) -> Path:
@@ -70,6 +73,9 @@ def table_specs() -> list[dict[str, Any]]:
             "deleted": model.__name__ in deleting,
         })
     names = [s["name"] for s in specs]
+    money = sorted(s["name"] for s in specs if s["deleted"] and s["name"] in NEVER_DELETED)
+    if money:
+        raise ValueError(f"code deletes from {money}: money records are reversed, never deleted")
     if len(set(names)) != len(names):
         raise ValueError(f"two models share a table name: {names}")
     return specs

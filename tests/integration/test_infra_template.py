@@ -98,10 +98,13 @@ def test_only_tables_the_code_deletes_from_may_be_deleted_from(specs, stage):
     by_sid = _policy(stage)
     deletes = [s for s in by_sid.values() if {"dynamodb:DeleteItem", "dynamodb:BatchWriteItem"} & set(s["Action"])]
     assert [s["Sid"] for s in deletes] == ["DeletedTables"]
-    assert sorted(deletes[0]["Resource"]) == sorted(_table_arn(stage, n) for n in ("idempotency", "alert_bindings"))
+    granted = set(deletes[0]["Resource"])
+    assert granted == {_table_arn(stage, s["name"]) for s in specs if s["deleted"]}
+    assert {_table_arn(stage, n) for n in ("idempotency", "alert_bindings")} <= granted  # today's deleters
     money = ("ledger_postings", "ledger_entries", "balances", "payments", "withdrawals", "withdrawal_batches",
              "withdrawal_periods", "refunds", "api_keys", "merchants")
-    assert not any(r.endswith(f"kauri-{stage}-{m}") for r in deletes[0]["Resource"] for m in money)
+    assert not any(r.endswith(f"kauri-{stage}-{m}") for r in granted for m in money)
+    assert set(money) <= gen_template.NEVER_DELETED
 
 
 def test_prod_policy_has_no_sandbox_table():
@@ -126,6 +129,12 @@ def test_a_delete_that_does_not_name_its_model_stops_the_generator(tmp_path, mon
         gen_template.deleting_models(["PaymentModel"])
     (tmp_path / "chalicelib" / "x.py").write_text("PaymentModel('p').delete()  # named\n")
     assert gen_template.deleting_models(["PaymentModel", "LedgerModel"]) == {"PaymentModel"}
+
+
+def test_the_generator_refuses_to_let_code_delete_money_records(monkeypatch):
+    monkeypatch.setattr(gen_template, "deleting_models", lambda names: {"PaymentModel", "IdempotencyModel"})
+    with pytest.raises(ValueError, match="payments"):
+        gen_template.table_specs()
 
 
 def test_template_is_valid_yaml_that_reads_back_as_the_generated_document(specs):
