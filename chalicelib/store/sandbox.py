@@ -74,8 +74,8 @@ def change_together(changes: dict[str, Callable[[dict[str, Any] | None], dict[st
     """Several records changed in one DynamoDB transaction: all of it is written, or none of it.
 
     Each change gets the record's data (None if there is none yet) and returns its new data, or None to
-    leave it as it is. `queues` sets records' (queue, due_at) in the same write, so a state change and
-    the notification it owes cannot be separated. Every write is versioned; a lost race reads again.
+    leave it as it is. `queues` sets a changed record's (queue, due_at) in the same write, so a state
+    change and the notification it owes cannot be separated. Every write is versioned; a lost race reads again.
     Returns each record's data as written (or as found).
     """
     from pynamodb.exceptions import TransactWriteError
@@ -94,13 +94,13 @@ def change_together(changes: dict[str, Callable[[dict[str, Any] | None], dict[st
             except DoesNotExist:
                 rec, current = SandboxRecord(pk=pk), None
             new = change(current)
-            if new is not None:
-                rec.data = json.dumps(new, sort_keys=True)
+            out[pk] = new if new is not None else current
+            if new is None:
+                continue
+            rec.data = json.dumps(new, sort_keys=True)
             if pk in queues:
                 rec.queue, rec.due_at = queues[pk]
-            out[pk] = new if new is not None else current
-            if new is not None or pk in queues:
-                writes.append(rec)
+            writes.append(rec)
         if not writes:
             return out
         try:

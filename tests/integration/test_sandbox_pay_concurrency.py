@@ -77,3 +77,24 @@ def test_a_payment_that_cannot_be_scheduled_is_not_paid(client, monkeypatch):
     r = client.http.post("/sandbox/wechat/simulate/pay", headers={"Content-Type": "application/json"},
                          body=('{"out_trade_no": "%s"}' % no).encode())
     assert r.status_code == 200 and r.json_body["delivered"] is True
+
+
+def test_payease_sandbox_pays_and_owes_its_notification_in_one_write(client, monkeypatch):
+    from chalicelib import channels, http
+    from chalicelib.channels.payease import sandbox as payease_sandbox
+    from tests.integration.test_payease_sandbox import MERCHANT, _pay, _place_order
+    from tests.support.transport import FakeReceiver
+
+    receiver = FakeReceiver(body=b"sent")
+    http.mount(MERCHANT, receiver)
+    _, v_oid = _place_order(client, channels.get("payease"))
+    real = sandbox_store.change_together
+    monkeypatch.setattr(sandbox_store, "change_together", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("busy")))
+    r = client.http.post("/sandbox/payease/simulate/pay", headers={"Content-Type": "application/json"},
+                         body=('{"out_trade_no": "%s"}' % v_oid).encode())
+    assert r.status_code == 503
+    order = sandbox_store.get(payease_sandbox._order_pk(v_oid))
+    assert order["status"] == "pending" and sandbox_store.due(payease_sandbox.QUEUE, 2**40) == []
+    monkeypatch.setattr(sandbox_store, "change_together", real)
+    assert receiver.requests == []
+    assert _pay(client, v_oid)["notify_state"] == "sent" and len(receiver.requests) == 1

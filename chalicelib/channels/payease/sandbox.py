@@ -276,6 +276,7 @@ def simulate_pay():
     changed = []
 
     def mark(d: dict) -> dict | None:
+        changed.clear()  # a lost race runs this again
         if d["status"] != "pending":
             return None
         changed.append(True)
@@ -283,11 +284,11 @@ def simulate_pay():
                  finished_at=now_epoch, notify_url=url, notify_state="pending", attempts=0)
         return d
 
-    order = store.update(_order_pk(oid), mark)
+    # The order finished and its notification due: one write, so it cannot be paid without being owed.
+    order = store.change_together({_order_pk(oid): mark}, queues={_order_pk(oid): (QUEUE, now_epoch)})[_order_pk(oid)]
     if not changed and order["status"] != target:
         raise _Refused("ALREADY_FINISHED", f"order is already {order['status']}", 409)
     if changed:
-        store.schedule(_order_pk(oid), QUEUE, now_epoch)
         _flush(now_epoch, only_url=url)  # first attempt inline; the rest by pump()
         order = store.get(_order_pk(oid))
     return_url = _return_url(order)
