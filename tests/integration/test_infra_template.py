@@ -118,6 +118,12 @@ def test_every_stage_deploys_with_its_own_policy_file():
     assert {st: c["iam_policy_file"] for st, c in config["stages"].items()} == {
         st: f"policy-{st}.json" for st in ("dev", "sandbox", "prod")}
     assert config["autogen_policy"] is False
+    from chalice.config import Config
+
+    for stage in ("dev", "sandbox", "prod"):  # as chalice itself resolves it, for the API and every lambda
+        for function in ("api_handler", "retry_webhooks", "withdrawal_batch_paid"):
+            resolved = Config(chalice_stage=stage, function_name=function, config_from_disk=config)
+            assert resolved.iam_policy_file == f"policy-{stage}.json" and resolved.autogen_policy is False
 
 
 def test_a_delete_that_does_not_name_its_model_stops_the_generator(tmp_path, monkeypatch):
