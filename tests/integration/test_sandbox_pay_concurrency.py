@@ -4,6 +4,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import pytest
+
 from chalicelib import clock, settings
 from chalicelib.channels.base import CreateRequest, MerchantChannelConfig
 from chalicelib.channels.wechat import sandbox, wire
@@ -98,3 +100,24 @@ def test_payease_sandbox_pays_and_owes_its_notification_in_one_write(client, mon
     monkeypatch.setattr(sandbox_store, "change_together", real)
     assert receiver.requests == []
     assert _pay(client, v_oid)["notify_state"] == "sent" and len(receiver.requests) == 1
+
+
+def test_alipay_sandbox_pays_and_owes_its_notification_in_one_transaction(client, monkeypatch):
+    from chalicelib import channels, http
+    from chalicelib.channels.alipay import sandbox as alipay_sandbox
+    from tests.integration.test_sandbox_egress import _alipay_order
+    from tests.support.transport import FakeReceiver
+
+    receiver = FakeReceiver(body=b"success")
+    http.mount("http://merchant.test", receiver)
+    channels.get("alipay").create(_alipay_order("ALONE0000001", "http://merchant.test/alipay"))
+    real = sandbox_store.change_together
+    monkeypatch.setattr(sandbox_store, "change_together", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("busy")))
+    with pytest.raises(RuntimeError):
+        alipay_sandbox.simulate("ALONE0000001")
+    assert alipay_sandbox._load_trade("ALONE0000001")["status"] == "WAIT_BUYER_PAY"
+    assert sandbox_store.due(alipay_sandbox.NOTIFY_QUEUE, 2**40) == [] and receiver.requests == []
+    monkeypatch.setattr(sandbox_store, "change_together", real)
+    result = alipay_sandbox.simulate("ALONE0000001")
+    assert result["trade_status"] == "TRADE_SUCCESS" and result["notified"] is True
+    assert len(receiver.requests) == 1

@@ -773,12 +773,15 @@ def _notify_verify(params: dict[str, str]) -> Response:
     return _text("true" if answer["ok"] else "false")
 
 
+def _notification_job(url: str, fields: dict[str, str], now: int) -> dict[str, Any]:
+    return {"url": url, "fields": fields, "sign_type": _cfg().sign_type, "attempts": 0, "due_at": now,
+            "delivered": False, "history": []}
+
+
 def _queue_notification(pk: str, url: str, fields: dict[str, str]) -> None:
     """Owe a notification: first attempt now (inline), then on RETRY_SCHEDULE until `success`."""
     now = _epoch()
-    job = {"url": url, "fields": fields, "sign_type": _cfg().sign_type, "attempts": 0, "due_at": now,
-           "delivered": False, "history": []}
-    if _store().create(pk, job, queue=NOTIFY_QUEUE, due_at=now):
+    if _store().create(pk, _notification_job(url, fields, now), queue=NOTIFY_QUEUE, due_at=now):
         _deliver(pk, now)
 
 
@@ -908,7 +911,8 @@ def simulate(out_trade_no: str, outcome: str = "success") -> dict[str, Any]:
     changed = {"notify": False}
 
     def apply(d):
-        if d["status"] != "WAIT_BUYER_PAY":
+        changed.update(notify=False, trade=None)  # a lost race runs this again
+        if d is None or d["status"] != "WAIT_BUYER_PAY":
             return None
         if not d.get("trade_no"):  # the trade number appears when the shopper logs in / scans
             d["trade_no"] = new_trade_no
@@ -918,21 +922,34 @@ def simulate(out_trade_no: str, outcome: str = "success") -> dict[str, Any]:
         elif outcome == "close":
             d["status"] = "TRADE_CLOSED"
             changed["notify"] = True
+        changed["trade"] = d
         return d
-    trade = _update_trade(out_trade_no, apply)
-    if trade.get("trade_no") == new_trade_no:
-        _store().create(f"alipay#tradeno#{trade['trade_no']}", {"out_trade_no": out_trade_no})
+
+    def owe(job):  # the notification the change above owes: written with it, or not at all
+        if job is not None or not changed["notify"]:
+            return None
+        t = changed["trade"]
+        fields = {"out_trade_no": out_trade_no, "trade_no": t["trade_no"], "trade_status": t["status"],
+                  "currency": t["currency"], "total_fee": t["total_fee"]}
+        if t.get("paid_at"):
+            fields["gmt_payment"] = beijing_str(datetime.fromtimestamp(t["paid_at"], timezone.utc))
+        if t["kind"] == "instore":
+            fields.update({"notify_action_type": "payByAccountAction" if outcome == "success" else "closeTradeAction",
+                           "subject": t["subject"]})
+        return _notification_job(t["notify_url"], fields, now)
+
+    notify_pk = f"alipay#notify#{out_trade_no}#{paid_status if outcome == 'success' else 'TRADE_CLOSED'}"
+    written = _store().change_together(
+        {_trade_pk(out_trade_no): apply,
+         f"alipay#tradeno#{new_trade_no}": lambda d: {"out_trade_no": out_trade_no}
+         if d is None and changed["trade"] is not None else None,
+         notify_pk: owe},
+        queues={notify_pk: (NOTIFY_QUEUE, now)})
+    trade = written[_trade_pk(out_trade_no)]
     if changed["notify"]:
         if trade["status"] == paid_status:
             _ledger_add(trade, "P", Money(trade["amount_minor"], trade["currency"]), out_trade_no)
-        fields = {"out_trade_no": out_trade_no, "trade_no": trade["trade_no"], "trade_status": trade["status"],
-                  "currency": trade["currency"], "total_fee": trade["total_fee"]}
-        if trade.get("paid_at"):
-            fields["gmt_payment"] = beijing_str(datetime.fromtimestamp(trade["paid_at"], timezone.utc))
-        if trade["kind"] == "instore":
-            fields.update({"notify_action_type": "payByAccountAction" if outcome == "success" else "closeTradeAction",
-                           "subject": trade["subject"]})
-        _queue_notification(f"alipay#notify#{out_trade_no}#{trade['status']}", trade["notify_url"], fields)
+        _deliver(notify_pk, now)
     return {"out_trade_no": out_trade_no, "trade_no": trade["trade_no"], "trade_status": trade["status"],
             "notified": changed["notify"], "trade": trade}
 
