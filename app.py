@@ -27,6 +27,11 @@ def _req():
     return app.current_request
 
 
+@app.middleware("http")
+def edge(request, get_response):
+    return api.edge(request, get_response)
+
+
 # ---- merchant API v1 -------------------------------------------------------------------------
 @app.route("/v1/payments", methods=["POST"], content_types=ANY_BODY)
 @api.json_endpoint

@@ -126,6 +126,9 @@ class Settings:
     test_wechat: WeChatSettings | None = None
     test_alipay: AlipaySettings | None = None
     test_payease: PayEaseSettings | None = None
+    # A stack on a developer's machine (make run, tests): webhooks and simulator notifications may go to
+    # http:// and loopback receivers. Off by default, never in prod (chalicelib.egress).
+    local_receivers: bool = False
 
     @property
     def is_prod(self) -> bool:
@@ -183,6 +186,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         withdrawal_local_hour=int(env.get("KAURI_WITHDRAWAL_LOCAL_HOUR", "17")),
         payout_source_account=env.get("KAURI_PAYOUT_SOURCE_ACCOUNT", "0102420100194000" if stage != "prod" else ""),
         payout_subscriber_name=env.get("KAURI_PAYOUT_SUBSCRIBER_NAME", "Kauri Payments"),
+        local_receivers=_bool(env.get("KAURI_LOCAL_RECEIVERS")) and stage != "prod",
         wechat_oa=WeChatOASettings(
             appid=env.get("KAURI_WECHAT_OA_APPID", "wx5c1e0a9b7d3f2e41" if stage != "prod" else ""),
             appsecret=env.get("KAURI_WECHAT_OA_APPSECRET",

@@ -35,6 +35,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 REGION = "ap-southeast-2"
 STAGE = "dev"
+API_LISTEN_BACKLOG = 128  # pending connections the API server's socket holds (socketserver's default is 5)
 
 # Not under "kauri": chalice gives that logger (app.log) its own stdout handler and level ERROR.
 log = logging.getLogger("infra.local")
@@ -67,6 +68,7 @@ def stack_environment(api_url: str, aws_endpoint_url: str) -> dict[str, str]:
     return {
         "KAURI_STAGE": STAGE,
         "KAURI_SANDBOX_ENABLED": "1",
+        "KAURI_LOCAL_RECEIVERS": "1",  # webhooks to http://127.0.0.1:... receivers on this machine
         "KAURI_PUBLIC_BASE_URL": api_url,
         "KAURI_AWS_ENDPOINT_URL": aws_endpoint_url,
         "AWS_ENDPOINT_URL": aws_endpoint_url,  # any plain boto3 client lands on the embedded AWS too
@@ -395,6 +397,9 @@ class Stack:
         config = factory.create_config_obj(chalice_stage_name=STAGE)
         chalice_app = config.chalice_app  # imports app.py with the stage's environment variables
         self.server = factory.create_local_server(chalice_app, config, HOST, api_port)
+        # socketserver listens with a backlog of 5: a burst of clients overflows it and the kernel drops
+        # (or resets) their connections. Listening again on the bound socket only raises the backlog.
+        self.server.server.socket.listen(API_LISTEN_BACKLOG)
 
         demo = self._seed()
         s = settings.get()

@@ -6,6 +6,7 @@ Services hand it plain request objects and get plain results back.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -14,10 +15,16 @@ from typing import Any, Protocol
 from chalicelib.money import Money
 
 
+_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]{0,63}")
+
+
 class ChannelError(Exception):
     """The channel refused or failed a call. `retryable` says whether the same call may succeed later."""
 
     def __init__(self, code: str, message: str = "", retryable: bool = False):
+        # `code` reaches merchants (API errors, a refund's failure_code): only a channel's documented
+        # token, never its free text; the text stays in `message`, for our logs.
+        code = code if isinstance(code, str) and _CODE.fullmatch(code) else "CHANNEL_ERROR"
         super().__init__(f"{code}: {message}" if message else code)
         self.code = code
         self.message = message

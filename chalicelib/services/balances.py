@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import random
+import re
 import time
 from datetime import date, datetime, timedelta
 from typing import Callable
@@ -42,7 +43,7 @@ def balance_of(merchant: Merchant, livemode: bool = True) -> dict:
 def list_limit(query: dict) -> int:
     """The `limit` query parameter of a list endpoint (default 20)."""
     raw = (query or {}).get("limit", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST:
+    if not re.fullmatch(r"[0-9]{1,6}", raw) or not 1 <= int(raw) <= MAX_LIST:  # isdigit() takes '²'; int() does not
         raise errors.invalid("parameter_invalid", f"limit must be an integer between 1 and {MAX_LIST}", "limit")
     return int(raw)
 

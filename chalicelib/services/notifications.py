@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from chalicelib import clock, http, ids, log, settings
+from chalicelib import clock, egress, ids, log, settings
 from chalicelib.store import events as store
 from chalicelib.store import merchants as merchant_store
 from chalicelib.services.jobs import Budget
@@ -148,19 +148,16 @@ def _settle(item, errors: list[str], has_endpoints: bool = True) -> None:
 
 
 def _send(url: str, secret: str, body: str, timeout: int) -> tuple[bool, str]:
-    import requests
-
     ts = clock.epoch()
     headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature(secret, ts, body),
                "User-Agent": "Kauri-Webhooks/1"}
-    try:
-        resp = http.session().post(url, data=body.encode("utf-8"), headers=headers,
-                                   timeout=timeout, allow_redirects=False)
-    except requests.RequestException as exc:
-        return False, type(exc).__name__
-    if 200 <= resp.status_code < 300:
-        return True, str(resp.status_code)
-    return False, f"HTTP {resp.status_code}"
+    try:  # egress checks the URL and the address it connects to, follows no redirect, reads a bounded answer
+        answer = egress.post(url, body.encode("utf-8"), headers, timeout=timeout)
+    except egress.Failed as exc:
+        return False, str(exc)
+    if 200 <= answer.status < 300:
+        return True, str(answer.status)
+    return False, f"HTTP {answer.status}"
 
 
 def resend(merchant_id: str, livemode: bool, event_id: str, completion: Completion | None = None) -> dict | None:

@@ -167,12 +167,8 @@ class AlipayChannel:
             else:  # POST wants _input_charset on the URL too (spec §1.1)
                 resp = http.session().post(url + ("&" if "?" in url else "?") + "_input_charset=utf-8",
                                            data=params, timeout=timeout, stream=True)
-            if resp.raw is None:  # an adapter that hands over the whole body at once
-                body = resp.content or b""
-            else:
-                body = resp.raw.read(max_bytes + 1, decode_content=True) or b""
-                resp.close()
-            if len(body) > max_bytes:
+            body = http.read_bounded(resp, max_bytes)
+            if body is None:
                 raise ChannelError("RESPONSE_TOO_LARGE", retryable=False)
         except requests.RequestException as exc:
             log.warning("alipay_network_error", service=params.get("service"), error=type(exc).__name__)

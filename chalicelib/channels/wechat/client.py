@@ -32,6 +32,14 @@ MAX_BODY_CHARS = 127
 MAX_BILL_BYTES = 512 * 1024 * 1024
 
 
+# An unsigned return_code=FAIL carries only free text (return_msg); merchants get a stable code instead.
+_RETURN_MSG_CODES = {"签名错误": "SIGNERROR", "签名失败": "SIGNERROR", "sign error": "SIGNERROR"}
+
+
+def _return_fail_code(return_msg: str) -> str:
+    return _RETURN_MSG_CODES.get(return_msg.strip(), "RETURN_FAIL")
+
+
 def nonce() -> str:
     return secrets.token_hex(16)  # 32 chars, letters and digits
 
@@ -236,8 +244,8 @@ class WeChatChannel:
                 fields = wire.from_xml(content)
             except wire.WireError as exc:
                 raise ChannelError("BAD_RESPONSE", str(exc), retryable=True) from None
-            code = fields.get("error_code") or fields.get("err_code") or fields.get("return_msg") or "FAIL"
-            raise ChannelError(code, fields.get("return_msg", ""), retryable=code in RETRYABLE)
+            code = fields.get("error_code") or fields.get("err_code") or _return_fail_code(fields.get("return_msg", ""))
+            raise ChannelError(code, fields.get("return_msg", "")[:128], retryable=code in RETRYABLE)
         try:
             return content.decode("utf-8-sig")
         except UnicodeDecodeError:
@@ -316,9 +324,9 @@ class WeChatChannel:
             raise ChannelError("BAD_RESPONSE", str(exc), retryable=True) from None
         if fields.get("return_code") != "SUCCESS":
             # Protocol-level failure: unsigned, only return_msg to go on.
-            msg = fields.get("return_msg", "")
-            log.warning("wechat_call_fail", path=path, return_msg=msg[:128])
-            raise ChannelError(fields.get("err_code") or msg or "FAIL", msg)
+            msg = fields.get("return_msg", "")[:128]
+            log.warning("wechat_call_fail", path=path, return_msg=msg)
+            raise ChannelError(fields.get("err_code") or _return_fail_code(msg), msg)
         if not signing.verify(fields, cfg.api_key, sign_type):
             log.error("wechat_response_bad_signature", path=path)
             raise ChannelError("INVALID_SIGNATURE", "response signature did not verify")
