@@ -15,13 +15,19 @@ from chalicelib.money import Money
 
 
 class ChannelError(Exception):
-    """The channel refused or failed a call. `retryable` says whether the same call may succeed later."""
+    """The channel refused or failed a call. `retryable` says whether the same call may succeed later.
 
-    def __init__(self, code: str, message: str = "", retryable: bool = False):
+    `refused` says the call certainly had no effect at the channel: the channel answered a readable,
+    verified "no", or the request was never sent. Anything else (timeout, reset, an HTTP error page, an
+    unreadable or unverifiable answer) may have reached the channel, and money decisions must not
+    treat it as a refusal."""
+
+    def __init__(self, code: str, message: str = "", retryable: bool = False, refused: bool = False):
         super().__init__(f"{code}: {message}" if message else code)
         self.code = code
         self.message = message
         self.retryable = retryable
+        self.refused = refused and not retryable
 
 
 class InvalidNotification(Exception):
@@ -45,6 +51,7 @@ class RefundStatus(str, enum.Enum):
     PROCESSING = "processing"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    NOT_FOUND = "not_found"   # the channel does not list the refund (never reached it, or its list lags)
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,9 @@ class Channel(Protocol):
     # Optional: set to a currency code when the channel can only charge that currency (PayEase: CNY).
     # Payments priced in another currency then lock an FX quote and send the channel the quoted amount.
     charge_currency: str | None
+    # True when sending a refund again under the same refund number is the same refund at the channel
+    # (so a refund the channel never saw can simply be sent again); False where it would pay twice.
+    resends_refunds_safely: bool
 
     def create(self, req: CreateRequest) -> CreateResult: ...
     def query(self, ref: OrderRef) -> ChannelPayment: ...

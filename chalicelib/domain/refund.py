@@ -36,6 +36,7 @@ class Refund:
     failure_code: str | None = None
     channel_amount: Money | None = None   # what the channel returns, when it charged another currency
     draw: dict = field(default_factory=dict)  # merchant buckets the refund was taken from {"available": n, ...}
+    borrowed: int = 0   # of draw["pending"], taken from other payments' unreleased money (payment released)
 
 
 def check_refund(payment: Payment, amount: Money) -> None:

@@ -19,3 +19,11 @@ def get(account: str) -> int:
         return int(BalanceModel.get(account, consistent_read=True).balance or 0)
     except DoesNotExist:
         return 0
+
+
+def borrowed(pending_account: str) -> int:
+    """The pending account's `borrowed` figure (services.balances), a consistent read."""
+    try:
+        return int(BalanceModel.get(pending_account, consistent_read=True).borrowed or 0)
+    except DoesNotExist:
+        return 0

@@ -45,6 +45,7 @@ def to_item(p: Payment) -> PaymentModel:
         closed_at=p.closed_at,
         failure_code=p.failure_code,
         pending_shard=PENDING_SHARD if p.status is PaymentStatus.PENDING else None,
+        unreleased_by=p.merchant_id if p.status is PaymentStatus.SUCCEEDED and not p.released else None,
         documents=list(p.documents) or None,
     )
 
@@ -74,6 +75,10 @@ def from_item(m: PaymentModel) -> Payment:
         rate=Decimal(m.rate) if m.rate else None,
         quote=m.quote,
         refunded=int(m.refunded or 0),
+        fee_returned=int(m.fee_returned or 0),
+        channel_returned=int(m.channel_returned or 0),
+        pending_drawn=int(m.pending_drawn or 0),
+        released=bool(m.released),
         paid_at=m.paid_at,
         closed_at=m.closed_at,
         failure_code=m.failure_code,
@@ -94,11 +99,6 @@ def add_document(payment_id: str, doc: dict, max_documents: int) -> None:
         item.update(actions=[PaymentModel.documents.set(docs + [doc])], condition=cond)
     except UpdateError:
         raise ValueError("documents changed meanwhile") from None
-
-
-def is_released(payment_id: str) -> bool:
-    """Has release_funds moved this payment's net from pending to available?"""
-    return bool(PaymentModel.get(payment_id, consistent_read=True, attributes_to_get=["released"]).released)
 
 
 def get(payment_id: str) -> Payment | None:
@@ -134,6 +134,7 @@ def refund_to_item(r: Refund) -> RefundModel:
         channel_amount=r.channel_amount.amount if r.channel_amount else None,
         channel_currency=r.channel_amount.currency if r.channel_amount else None,
         draw=dict(r.draw),
+        borrowed=r.borrowed or None,
         created_at=r.created_at,
         processing_shard=PENDING_SHARD if r.status is RefundStatus.PROCESSING else None,
     )
@@ -153,6 +154,7 @@ def refund_from_item(m: RefundModel) -> Refund:
         failure_code=m.failure_code,
         channel_amount=Money(int(m.channel_amount), m.channel_currency) if m.channel_amount is not None else None,
         draw=dict(m.draw or {}),
+        borrowed=int(m.borrowed or 0),
     )
 
 
