@@ -210,7 +210,7 @@ def fail(p: Payment, refund: Refund, posting: ledger.Posting, code: str) -> Refu
     currency = refund.amount.currency
     who = ledger.owner(refund.merchant_id, p.livemode)
     pending_account = ledger.merchant_account(who, currency, "pending")
-    fee_back = sum(-leg.amount for leg in posting.legs if leg.account.startswith("P:fee_revenue:"))
+    fee_back = sum(leg.amount for leg in posting.legs if leg.account.startswith("P:fee_revenue:"))
     from_available = int(refund.draw.get("available", 0))
     from_pending = int(refund.draw.get("pending", 0))
     borrowed = min(refund.borrowed, from_pending)
