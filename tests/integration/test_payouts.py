@@ -15,33 +15,11 @@ from chalicelib.services import withdrawals as withdrawal_service
 from chalicelib.store import withdrawals as withdrawal_store
 from chalicelib.store.models import BalanceModel, OpsRecordModel, PaymentModel
 from tests.conftest import BASE
-from tests.integration.helpers import new_merchant, shopper_pays
+from tests.integration.test_balances_and_withdrawals import balance as buckets
+from tests.integration.test_balances_and_withdrawals import invoke, merchant, pay  # noqa: F401 (fixture)
 from tests.support.transport import ChaliceAdapter, Faulty
 
-ACCOUNT = "01-0902-0068389-000"
-THURSDAY = datetime(2026, 11, 18, 21, 0, tzinfo=timezone.utc)     # Thu 19 Nov 2026, 10:00 NZDT
 MONDAY = "2026-11-23"
-
-
-@pytest.fixture
-def merchant(client):
-    clock.freeze(THURSDAY)
-    return new_merchant(client, bank_account=ACCOUNT, holding_days=2, min_payout=2000)
-
-
-def pay(merchant, client, amount=10000, ref="order-1"):
-    p = merchant.create_payment(amount=amount, merchant_reference=ref).json_body
-    shopper_pays(client, p)
-    return p
-
-
-def invoke(client, name, event):
-    return client.lambda_.invoke(name, event).payload
-
-
-def buckets(merchant):
-    row = next(b for b in merchant.get("/v1/balance").json_body["balances"] if b["currency"] == "NZD")
-    return row["pending"], row["available"], row["reserved"]
 
 
 def bank_file_credits(account16="0109020068389000"):
