@@ -26,7 +26,7 @@ def test_shares_never_exceed_the_part_and_add_up_to_it_once_everything_is_refund
         assert returned <= part
     if refunded < total:                         # the last refund takes what is left, exactly
         returned += share_of(part, total, total, returned)
-        assert returned == part
+    assert returned == part
 
 
 def test_a_failed_refund_between_two_others_no_longer_hands_back_one_cent_too_many():
