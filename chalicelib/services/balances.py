@@ -119,7 +119,10 @@ def release_date(paid_at: datetime, holding_days: int) -> date:
 
 
 def release_funds_job(event: dict) -> dict:
-    """The schedule's event or a hand-run one: {"date": "YYYY-MM-DD", "merchant_id": ..., "dry_run": true}."""
+    """The schedule's event or a hand-run one: {"date": "YYYY-MM-DD", "merchant_id": ..., "dry_run": true}.
+
+    {"backfill": true} first indexes payments paid before the unreleased index existed (run it once after
+    deploying that index, before the first scheduled run)."""
     day = None
     if event.get("date"):
         try:
@@ -128,7 +131,16 @@ def release_funds_job(event: dict) -> dict:
             summary = {"job": "release_funds", "error": "date must be YYYY-MM-DD"}
             log.warning("release_funds_summary", **summary)
             return summary
-    return release_funds(day, merchant_id=event.get("merchant_id"), dry_run=bool(event.get("dry_run")))
+    backfilled = None
+    if event.get("backfill") is True and not event.get("dry_run"):
+        from chalicelib.store import withdrawals as store
+
+        mids = [event["merchant_id"]] if event.get("merchant_id") else store.active_merchant_ids()
+        backfilled = sum(len(store.index_unreleased(mid)) for mid in mids)
+    summary = release_funds(day, merchant_id=event.get("merchant_id"), dry_run=bool(event.get("dry_run")))
+    if backfilled is not None:
+        summary["backfilled"] = backfilled
+    return summary
 
 
 def release_funds(day: date | None = None, merchant_id: str | None = None, dry_run: bool = False) -> dict:

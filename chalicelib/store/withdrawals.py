@@ -95,6 +95,26 @@ def active_merchant_ids() -> list[str]:
     return [m.merchant_id for m in MerchantModel.by_status.query("active")]
 
 
+def index_unreleased(merchant_id: str) -> list[str]:
+    """Put the merchant's succeeded, unreleased payments written before `unreleased_by` and `pending_drawn`
+    existed into the unreleased index, with the pending draw of their live refunds (a one-off backfill:
+    those refunds are long settled in the by_payment index). Returns the payment ids it changed."""
+    from chalicelib.store.models import RefundModel
+
+    changed = []
+    for m in PaymentModel.paid_by_merchant.query(merchant_id, filter_condition=PaymentModel.released.does_not_exist()):
+        drawn = sum(int((r.draw or {}).get("pending", 0)) - int(r.borrowed or 0)
+                    for r in RefundModel.by_payment.query(m.payment_id) if r.status != "failed")
+        actions = [PaymentModel.unreleased_by.set(merchant_id)]
+        if drawn:
+            actions.append(PaymentModel.pending_drawn.set(drawn))
+        if applied(lambda: PaymentModel(m.payment_id).update(actions=actions, condition=(
+                PaymentModel.status == "succeeded") & PaymentModel.released.does_not_exist()
+                & PaymentModel.unreleased_by.does_not_exist() & PaymentModel.pending_drawn.does_not_exist())):
+            changed.append(m.payment_id)
+    return changed
+
+
 def unreleased_of(merchant_id: str) -> list[tuple[str, datetime]]:
     """(id, paid_at) of every succeeded payment of the merchant not yet released, oldest first, from the
     sparse index (eventually consistent: callers re-read each payment before acting on it)."""

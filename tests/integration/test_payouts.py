@@ -176,3 +176,15 @@ def test_a_hand_run_for_christmas_day_files_a_file_due_on_the_next_business_day(
     out = invoke(client, "auto_withdraw", {"date": "2026-12-25"})    # Boxing Day is Mondayised: 28 Dec
     assert out["withdrawn"] == 1
     assert header_due(out["file"]) == "20261229"
+
+
+def test_payments_paid_before_the_unreleased_index_are_backfilled_with_their_refunds_pending_draw(merchant,
+                                                                                                  client):
+    p = pay(merchant, client)
+    assert merchant.post(f"/v1/payments/{p['id']}/refunds", {"amount": 5000}).status_code == 201
+    PaymentModel(p["id"]).update(actions=[PaymentModel.unreleased_by.remove(), PaymentModel.pending_drawn.remove()])
+    assert invoke(client, "release_funds", {"date": MONDAY})["checked"] == 0     # as written before the index
+    done = invoke(client, "release_funds", {"date": MONDAY, "backfill": True})
+    assert done["backfilled"] == 1 and done["released_amount"] == {"NZD": 4900}
+    assert buckets(merchant) == (0, 4900, 0)
+    assert invoke(client, "release_funds", {"date": MONDAY, "backfill": True})["backfilled"] == 0
