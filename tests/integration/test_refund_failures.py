@@ -213,3 +213,23 @@ def test_fee_and_cny_shares_of_partial_refunds_add_up_exactly_after_a_failure(cl
                    if acc == "P:fee_revenue:NZD")
     assert fee_back == 2500
     assert buckets(school.merchant.id) == (0, 0)
+
+
+@pytest.mark.parametrize("fault", ["404", "garble", "timeout"])
+def test_an_alipay_refund_whose_answer_is_lost_stays_processing_and_its_resend_is_the_same_refund(
+        client, net, fault):
+    from tests.integration.test_alipay_payments import ALIPAY_IDS, create, pay
+
+    mch = merchants.create_merchant("Kiwi Wool Shop", "NZD", fee_bps=250, channels={"alipay": ALIPAY_IDS})
+    m = MerchantApi(client, merchants.issue_key(mch.id, livemode=True), mch)
+    p = create(m)
+    pay(client, p)
+    net.faults["/sandbox/alipay/gateway.do"] = fault    # the refund reached Alipay; its answer did not reach us
+    r = m.post(f"/v1/payments/{p['id']}/refunds", {"amount": 3000})
+    net.faults.clear()
+    assert r.status_code == 201, r.body
+    assert r.json_body["status"] == "processing"
+    clock.advance(timedelta(seconds=30))
+    assert chase.chase_refunds()["refunds_succeeded"] == 1
+    assert refund_status(m, p, r.json_body["id"]) == "succeeded"
+    assert int(PaymentModel.get(p["id"]).refunded) == 3000
