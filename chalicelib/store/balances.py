@@ -7,9 +7,9 @@ from chalicelib.store.models import BalanceModel
 
 
 def get_many(accounts: list[str]) -> dict[str, int]:
-    """Balances of several accounts in one round trip (missing accounts are 0)."""
+    """Balances of several accounts in one round trip, consistent reads (missing accounts are 0)."""
     out = {a: 0 for a in accounts}
-    for item in BalanceModel.batch_get(accounts):
+    for item in BalanceModel.batch_get(accounts, consistent_read=True):
         out[item.account] = int(item.balance or 0)
     return out
 
