@@ -300,6 +300,6 @@ class MoneyMachine(RuleBasedStateMachine):
                 assert p.payment_id in flagged, f"payment {p.payment_id} unreleased without an ops record"
 
 
-MoneyMachine.TestCase.settings = hsettings(max_examples=12, stateful_step_count=25, deadline=None,
+MoneyMachine.TestCase.settings = hsettings(max_examples=10, stateful_step_count=25, deadline=None,
                                            suppress_health_check=list(HealthCheck))
 test_money_state_machine = MoneyMachine.TestCase
