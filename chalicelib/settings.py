@@ -116,7 +116,7 @@ class Settings:
     channel_limits: dict = field(default_factory=dict)
     release_requires_recon: bool = False
     # Money jobs (release_funds, auto_withdraw); prod sets the payout source account.
-    release_lookback_days: int = 60           # how far back release_funds looks for unreleased payments
+    release_alert_days: int = 14              # a payment still unreleased this long after paid: ops record
     withdrawal_local_hour: int = 17           # auto_withdraw acts at this hour, Pacific/Auckland time
     payout_source_account: str = ""           # our NZD settlement account (16 digits), the batch file header
     payout_subscriber_name: str = "Kauri Payments"
@@ -182,7 +182,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         log_level=env.get("KAURI_LOG_LEVEL", "INFO"),
         channel_limits=_limits(env.get("KAURI_CHANNEL_LIMITS")),
         release_requires_recon=_bool(env.get("KAURI_RELEASE_REQUIRES_RECON"), default=False),
-        release_lookback_days=int(env.get("KAURI_RELEASE_LOOKBACK_DAYS", "60")),
+        release_alert_days=int(env.get("KAURI_RELEASE_ALERT_DAYS", "14")),
         withdrawal_local_hour=int(env.get("KAURI_WITHDRAWAL_LOCAL_HOUR", "17")),
         payout_source_account=env.get("KAURI_PAYOUT_SOURCE_ACCOUNT", "0102420100194000" if stage != "prod" else ""),
         payout_subscriber_name=env.get("KAURI_PAYOUT_SUBSCRIBER_NAME", "Kauri Payments"),

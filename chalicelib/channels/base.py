@@ -19,9 +19,14 @@ _CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]{0,63}")
 
 
 class ChannelError(Exception):
-    """The channel refused or failed a call. `retryable` says whether the same call may succeed later."""
+    """The channel refused or failed a call. `retryable` says whether the same call may succeed later.
 
-    def __init__(self, code: str, message: str = "", retryable: bool = False):
+    `refused` says the call certainly had no effect at the channel: the channel answered a readable,
+    verified "no", or the request was never sent. Anything else (timeout, reset, an HTTP error page, an
+    unreadable or unverifiable answer) may have reached the channel, and money decisions must not
+    treat it as a refusal."""
+
+    def __init__(self, code: str, message: str = "", retryable: bool = False, refused: bool = False):
         # `code` reaches merchants (API errors, a refund's failure_code): only a channel's documented
         # token, never its free text; the text stays in `message`, for our logs.
         code = code if isinstance(code, str) and _CODE.fullmatch(code) else "CHANNEL_ERROR"
@@ -29,6 +34,7 @@ class ChannelError(Exception):
         self.code = code
         self.message = message
         self.retryable = retryable
+        self.refused = refused and not retryable
 
 
 class InvalidNotification(Exception):
@@ -52,6 +58,7 @@ class RefundStatus(str, enum.Enum):
     PROCESSING = "processing"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    NOT_FOUND = "not_found"   # the channel does not list the refund (never reached it, or its list lags)
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,9 @@ class Channel(Protocol):
     # True when the channel can neither close nor expire an order (PayEase): Kauri closes it on its own
     # clock at expires_at, and money arriving later is the callback rule's case, never a reason to wait.
     closes_on_kauri_clock: bool
+    # True when sending a refund again under the same refund number is the same refund at the channel
+    # (so a refund the channel never saw can simply be sent again); False where it would pay twice.
+    resends_refunds_safely: bool
 
     def create(self, req: CreateRequest) -> CreateResult: ...
     def query(self, ref: OrderRef) -> ChannelPayment: ...

@@ -30,6 +30,10 @@ PAGE_SIZE = 100
 REFUNDS_RESERVE_MS = 60_000      # time the payment half leaves for chase_refunds in the same run
 RUN_MS = 240_000                 # the chase_payments Lambda's timeout (.chalice/config.json): a run without
                                  # a Lambda context (a hand call) gets the same budget
+# A refund a channel that cannot take it twice (PayEase) still does not list after this is failed, with an
+# ops record; any refund still processing after REFUND_STUCK_AFTER gets an ops record (README: Jobs).
+REFUND_NOT_AT_CHANNEL_AFTER = timedelta(hours=6)
+REFUND_STUCK_AFTER = timedelta(hours=24)
 
 
 def chase_payments(dry_run: bool = False, merchant_id: str | None = None, budget=None) -> dict:
@@ -83,7 +87,7 @@ def _chase_payment(payment_id: str, now, dry_run: bool, merchant_id: str | None,
 
 def _next_check(p, now):
     at = now + min(max((now - p.created_at) / 4, RECHECK_MIN), RECHECK_MAX)
-    deadline = channels.get(p.channel).unknown_order_payable_until(p.flow, p.created_at, p.expires_at)
+    deadline = channels.get(p.channel, p.livemode).unknown_order_payable_until(p.flow, p.created_at, p.expires_at)
     for moment in (p.expires_at, deadline):
         if moment is not None and now < moment:
             at = min(at, moment)
@@ -140,46 +144,84 @@ def _counter(p) -> str | None:
 
 
 def chase_refunds(dry_run: bool = False, merchant_id: str | None = None, limit: int = 500) -> dict:
-    out = {"refunds_checked": 0, "refunds_succeeded": 0, "refunds_failed": 0}
-    for refund_id in store.processing_refunds_before(clock.now() - REFUND_GRACE, limit=limit):
+    """Ask the channel about every refund still processing; each refund on its own (one that cannot be
+    settled is counted and logged, and the others go on)."""
+    now = clock.now()
+    out = {"refunds_checked": 0, "refunds_succeeded": 0, "refunds_failed": 0, "refunds_resubmitted": 0,
+           "refunds_unknown": 0, "refunds_errors": 0, "refunds_stuck": 0}
+    for refund_id in store.processing_refunds_before(now - REFUND_GRACE, limit=limit):
         found = store.get_refund(refund_id)
         if found is None or found[0].status is not RefundStatus.PROCESSING:
             continue
-        refund, draw = found
+        refund = found[0]
         if merchant_id and refund.merchant_id != merchant_id:
             continue
-        p = store.get(refund.payment_id)
         out["refunds_checked"] += 1
-        req = refunds.channel_request(p, refund)
-        channel = channels.get(p.channel, p.livemode)
+        p = store.get(refund.payment_id)
         try:
-            answer = channel.refund_query(req)
-        except ChannelError as exc:
-            if exc.retryable or exc.code not in REFUND_UNKNOWN_CODES:
-                log.warning("chase_refund_query_failed", refund_id=refund.id, code=exc.code)
-                continue
-            answer = None
-        if answer is None:
+            outcome = _chase_refund(p, refund, now, dry_run)
+        except Exception as exc:  # one odd refund must not stop the others
+            outcome = "refunds_errors"
+            log.error("chase_refund_error", refund_id=refund.id, error=type(exc).__name__)
+        if outcome:
+            out[outcome] += 1
+        if not dry_run and outcome not in ("refunds_succeeded", "refunds_failed") \
+                and now - refund.created_at >= REFUND_STUCK_AFTER:
+            if ops.record_once(f"refund_stuck:{refund.id}", "refund_stuck", p.channel if p else "", refund.id,
+                               {"payment_id": refund.payment_id, "created": clock.iso(refund.created_at),
+                                "last_outcome": outcome or ""}):
+                log.error("refund_stuck", refund_id=refund.id, payment_id=refund.payment_id)
+            out["refunds_stuck"] += 1
+    return out
+
+
+def _chase_refund(p, refund, now, dry_run: bool) -> str | None:
+    """One processing refund: the summary counter its outcome belongs to (None: still waiting)."""
+    req = refunds.channel_request(p, refund)
+    channel = channels.get(p.channel, p.livemode)
+    try:
+        answer = channel.refund_query(req)
+    except ChannelError as exc:
+        if exc.retryable or exc.code not in REFUND_UNKNOWN_CODES:
+            log.warning("chase_refund_query_failed", refund_id=refund.id, code=exc.code)
+            return "refunds_unknown"
+        answer = None
+    if answer is None or answer.status is ChannelRefundStatus.NOT_FOUND:
+        if getattr(channel, "resends_refunds_safely", False):
             # The channel never saw it (our request was lost on the way): send it again under the same
-            # refund number, which the channels treat as the same refund, and take that answer.
+            # refund number, which the channel treats as the same refund, and take that answer.
             if dry_run:
-                continue
+                return None
             try:
                 answer = channel.refund(req)
-                out["refunds_resubmitted"] = out.get("refunds_resubmitted", 0) + 1
             except ChannelError as exc:
-                if exc.retryable:
+                if not exc.refused:
                     log.warning("chase_refund_resubmit_failed", refund_id=refund.id, code=exc.code)
-                    continue
+                    return "refunds_unknown"
                 refunds.fail(p, refund, refunds.posting_of(refund), exc.code)
-                out["refunds_failed"] += 1
-                continue
-        if dry_run:
-            continue
-        if answer.status is ChannelRefundStatus.SUCCEEDED:
-            refunds.succeed(refund, answer.channel_refund_ref)
-            out["refunds_succeeded"] += 1
-        elif answer.status is ChannelRefundStatus.FAILED:
-            refunds.fail(p, refund, refunds.posting_of(refund), "channel_refund_failed")
-            out["refunds_failed"] += 1
-    return out
+                return "refunds_failed"
+            log.info("chase_refund_resubmitted", refund_id=refund.id)
+            if answer.status is ChannelRefundStatus.PROCESSING:
+                return "refunds_resubmitted"
+        elif now - refund.created_at < REFUND_NOT_AT_CHANNEL_AFTER:
+            return None  # the channel's list may lag its refund desk: ask again later
+        else:
+            # Sending it again could pay the shopper twice, so after the limit the refund is failed (the
+            # merchant gets the money back and may refund again) and ops confirm it with the channel.
+            if dry_run:
+                return "refunds_failed"
+            refunds.fail(p, refund, refunds.posting_of(refund), "refund_not_at_channel")
+            ops.record_once(f"refund_not_at_channel:{refund.id}", "refund_not_at_channel", p.channel, refund.id,
+                            {"payment_id": p.id, "created": clock.iso(refund.created_at),
+                             "amount": (refund.channel_amount or refund.amount).amount,
+                             "currency": (refund.channel_amount or refund.amount).currency})
+            return "refunds_failed"
+    if dry_run:
+        return None
+    if answer.status is ChannelRefundStatus.SUCCEEDED:
+        refunds.succeed(refund, answer.channel_refund_ref)
+        return "refunds_succeeded"
+    if answer.status is ChannelRefundStatus.FAILED:
+        refunds.fail(p, refund, refunds.posting_of(refund), "channel_refund_failed")
+        return "refunds_failed"
+    return None

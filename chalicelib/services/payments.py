@@ -13,7 +13,7 @@ from chalicelib.channels.base import (
     MerchantChannelConfig,
     OrderRef,
 )
-from chalicelib.domain import views
+from chalicelib.domain import ledger, views
 from chalicelib.domain.merchant import Merchant
 from chalicelib.domain.payment import Payment, PaymentStatus
 from chalicelib.money import Money, bps_of
@@ -264,23 +264,29 @@ def _book_channel_refund(p: Payment, reversed_trade: ChannelPayment, reason: str
     from chalicelib.services import refunds
 
     amount = p.refundable
-    fee_back = refunds.fee_share(p, p.refunded, amount)
-    bucket = "available" if store.is_released(p.id) else "pending"
-    draw = {bucket: amount - fee_back}
+    fee_back = refunds.fee_share(p, amount)
+    net = amount - fee_back
+    # The payment's own money first: its unreleased net while pending, else the available balance. Only
+    # what exceeds its own unreleased net is borrowed from other payments' pending money.
+    bucket = "available" if p.released else "pending"
+    own_left = 0 if p.released else max(0, p.amount.amount - p.fee.amount - p.pending_drawn)
+    pending_own = min(net, own_left) if bucket == "pending" else 0
+    borrowed = net - pending_own if bucket == "pending" else 0
+    draw = {bucket: net}
     channel_amount = None
     if p.channel_amount is not None and p.channel_amount.currency != p.amount.currency:
-        channel_amount = Money(refunds.pro_rata(p.channel_amount.amount, p.amount.amount, p.refunded, amount),
-                               p.channel_amount.currency)
+        channel_amount = Money(refunds.channel_share(p, amount), p.channel_amount.currency)
     refund_id = "re_rev" + p.id[len("pay"):]
     refund = Refund(id=refund_id, payment_id=p.id, merchant_id=p.merchant_id, amount=Money(amount, p.amount.currency),
                     reason=reason, status=RefundStatus.SUCCEEDED, channel_refund_id=refund_id,
                     created_at=clock.now(), channel_refund_ref=reversed_trade.channel_transaction_id,
-                    channel_amount=channel_amount, draw=draw)
+                    channel_amount=channel_amount, draw=draw, borrowed=borrowed, livemode=p.livemode)
     posting = refunds.refund_posting(f"refund:{refund_id}", p, refund_id, amount, fee_back, draw, channel_amount)
+    pending_account = ledger.merchant_account(ledger.owner(p.merchant_id, p.livemode), p.amount.currency, "pending")
     try:
-        (Unit().reserve_refund(p.id, amount, p.refunded, p.amount.amount)
+        (Unit().reserve_refund(p, amount, fee_back, channel_amount.amount if channel_amount else 0, pending_own)
          .save_refund(store.refund_to_item(refund), new=True)
-         .post(posting)
+         .post(posting, borrowed={pending_account: (None, borrowed)} if borrowed else None)
          .emit(new_event(p.merchant_id, "refund.succeeded", views.refund(refund))).commit())
     except Conflict:
         log.info("channel_reversal_already_booked", payment_id=p.id, refund_id=refund_id)

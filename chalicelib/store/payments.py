@@ -50,6 +50,7 @@ def to_item(p: Payment) -> PaymentModel:
         pending_shard=PENDING_SHARD if p.status is PaymentStatus.PENDING else None,
         next_check_at=(int(p.created_at.timestamp()) + FIRST_CHECK_AFTER_SECONDS
                        if p.status is PaymentStatus.PENDING else None),
+        unreleased_by=p.merchant_id if p.status is PaymentStatus.SUCCEEDED and not p.released else None,
         documents=list(p.documents) or None,
     )
 
@@ -79,6 +80,10 @@ def from_item(m: PaymentModel) -> Payment:
         rate=Decimal(m.rate) if m.rate else None,
         quote=m.quote,
         refunded=int(m.refunded or 0),
+        fee_returned=int(m.fee_returned or 0),
+        channel_returned=int(m.channel_returned or 0),
+        pending_drawn=int(m.pending_drawn or 0),
+        released=bool(m.released),
         paid_at=m.paid_at,
         closed_at=m.closed_at,
         failure_code=m.failure_code,
@@ -156,6 +161,7 @@ def refund_to_item(r: Refund) -> RefundModel:
         channel_amount=r.channel_amount.amount if r.channel_amount else None,
         channel_currency=r.channel_amount.currency if r.channel_amount else None,
         draw=dict(r.draw),
+        borrowed=r.borrowed or None,
         created_at=r.created_at,
         processing_shard=PENDING_SHARD if r.status is RefundStatus.PROCESSING else None,
         livemode=r.livemode,
@@ -177,6 +183,7 @@ def refund_from_item(m: RefundModel) -> Refund:
         channel_amount=Money(int(m.channel_amount), m.channel_currency) if m.channel_amount is not None else None,
         draw=dict(m.draw or {}),
         livemode=True if m.livemode is None else bool(m.livemode),
+        borrowed=int(m.borrowed or 0),
     )
 
 

@@ -112,12 +112,13 @@ def _secondary_merchant(merchant: MerchantChannelConfig) -> dict[str, str]:
 
 def _channel_error(code: str, message: str = "") -> ChannelError:
     code = (code or "UNKNOWN_ERROR")[:64]
-    return ChannelError(code, message[:200], retryable=code.upper() in _RETRYABLE)
+    return ChannelError(code, message[:200], retryable=code.upper() in _RETRYABLE, refused=True)
 
 
 class AlipayChannel:
     name = "alipay"
     flows = ("web", "wap", "qr")
+    resends_refunds_safely = True   # out_return_no / partner_refund_id de-duplicate at the gateway
     closes_on_kauri_clock = False  # in-store trades are cancelled; online ones lapse at timeout_rule
 
     def unknown_order_payable_until(self, flow: str, created_at: datetime, expires_at: datetime) -> datetime | None:
@@ -399,9 +400,11 @@ class AlipayChannel:
     def refund(self, req: RefundRequest) -> ChannelRefund:
         """forex_refund (is_sync=Y, so the answer is final); spot refund when the order is in-store."""
         if not _ORDER_NO.match(req.channel_refund_id) or not _ORDER_NO.match(req.payment.channel_order_id):
-            raise ChannelError("ILLEGAL_ARGUMENT", "refund and order numbers must be [A-Za-z0-9_-]{1,64}")
+            raise ChannelError("ILLEGAL_ARGUMENT", "refund and order numbers must be [A-Za-z0-9_-]{1,64}",
+                               refused=True)
         if req.amount.currency != req.total.currency or req.amount.amount <= 0 or req.amount.amount > req.total.amount:
-            raise ChannelError("ILLEGAL_ARGUMENT", "refund amount must be positive and at most the payment")
+            raise ChannelError("ILLEGAL_ARGUMENT", "refund amount must be positive and at most the payment",
+                               refused=True)
         reason = _clean_text(req.reason, 100) or "refund"
         params = {
             **self._base("forex_refund"),

@@ -60,6 +60,7 @@ class WeChatChannel:
 
     def unknown_order_payable_until(self, flow, created_at, expires_at):
         return None  # unifiedorder creates the order: one WeChat does not know cannot be paid
+    resends_refunds_safely = True       # the same out_refund_no is the same refund (spec: retries reuse it)
 
     def __init__(self, config: settings.WeChatSettings | None = None):
         self._config = config
@@ -168,7 +169,7 @@ class WeChatChannel:
 
     def refund(self, req: RefundRequest) -> ChannelRefund:
         if req.amount.currency != req.total.currency:
-            raise ChannelError("INVALID_REQUEST", "refund currency must equal the payment currency")
+            raise ChannelError("INVALID_REQUEST", "refund currency must equal the payment currency", refused=True)
         params: dict[str, Any] = {
             "sub_mch_id": req.payment.merchant.get("sub_mch_id"),
             "out_refund_no": req.channel_refund_id,
@@ -326,7 +327,8 @@ class WeChatChannel:
             # Protocol-level failure: unsigned, only return_msg to go on.
             msg = fields.get("return_msg", "")[:128]
             log.warning("wechat_call_fail", path=path, return_msg=msg)
-            raise ChannelError(fields.get("err_code") or _return_fail_code(msg), msg)
+            # WeChat's documented "request not processed" answer: a refusal, though unsigned.
+            raise ChannelError(fields.get("err_code") or _return_fail_code(msg), msg, refused=True)
         if not signing.verify(fields, cfg.api_key, sign_type):
             log.error("wechat_response_bad_signature", path=path)
             raise ChannelError("INVALID_SIGNATURE", "response signature did not verify")
@@ -335,5 +337,5 @@ class WeChatChannel:
         if "result_code" in fields and fields["result_code"] != "SUCCESS":
             code = fields.get("err_code") or "FAIL"
             log.info("wechat_call_refused", path=path, err_code=code)
-            raise ChannelError(code, fields.get("err_code_des", ""), retryable=code in RETRYABLE)
+            raise ChannelError(code, fields.get("err_code_des", ""), retryable=code in RETRYABLE, refused=True)
         return fields

@@ -427,6 +427,8 @@ def _refund(req: dict[str, str]) -> dict[str, Any]:
             return None
         if _state(o, now) not in _PAID:
             raise _Refuse("ERROR", "订单状态错误，未支付的订单不能退款")
+        if o.get("refuse_refunds"):  # set by /simulate/refuse_refunds: WeChat's answer when it cannot pay
+            raise _Refuse(o["refuse_refunds"], "余额不足")
         if _epoch(now) - o["paid_at"] > REFUND_WINDOW.total_seconds():
             raise _Refuse("TRADE_OVERDUE", "订单已经超过退款期限")
         if len(o["refunds"]) >= MAX_REFUNDS:
@@ -862,6 +864,24 @@ def simulate_refund():
                            "notify": (store.get(link_pk) or {}).get("notify")})
     except _SimError as err:
         return _json(err.status, {"error": err.code, "message": err.message})
+
+
+@blueprint.route("/simulate/refuse_refunds", methods=["POST"], content_types=["application/json"])
+def simulate_refuse_refunds():
+    """{"out_trade_no": ..., "refuse": true|false}: WeChat refuses (NOTENOUGH) new refunds of the order."""
+    try:
+        body = json.loads(blueprint.current_request.raw_body or b"{}")
+    except ValueError:
+        return _json(400, {"error": "BAD_JSON", "message": "body must be JSON"})
+    out_trade_no = body.get("out_trade_no") if isinstance(body, dict) else None
+    if not isinstance(out_trade_no, str) or not _OUT_TRADE_NO.fullmatch(out_trade_no):
+        return _json(400, {"error": "BAD_OUT_TRADE_NO", "message": "out_trade_no must be 1-32 of [0-9A-Za-z_-|*]"})
+    pk = _pk("order", out_trade_no)
+    if _store().get(pk) is None:
+        return _json(404, {"error": "ORDERNOTEXIST", "message": "no such order"})
+    refuse = "NOTENOUGH" if body.get("refuse", True) else None
+    _store().update(pk, lambda o: {**o, "refuse_refunds": refuse})
+    return _json(200, {"out_trade_no": out_trade_no, "refuse_refunds": bool(refuse)})
 
 
 @blueprint.route("/simulate/pump", methods=["POST"])
