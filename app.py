@@ -57,6 +57,11 @@ def _framework_errors_in_our_shape(event, get_response):
     return response
 
 
+@app.middleware("http")
+def edge(request, get_response):
+    return api.edge(request, get_response)
+
+
 # ---- merchant API v1 -------------------------------------------------------------------------
 @app.route("/v1/payments", methods=["POST"], content_types=ANY_BODY)
 @api.json_endpoint
@@ -107,8 +112,8 @@ def close_payment(payment_id):
 
     req = _req()
     who = api.caller(req)
-    return api.idempotent(req, who, f"POST /v1/payments/{payment_id}/close", lambda _c: (
-        200, views.payment(payments.close(who.merchant, who.livemode, payment_id))))
+    return api.idempotent(req, who, f"POST /v1/payments/{payment_id}/close", lambda completion: (
+        200, views.payment(payments.close(who.merchant, who.livemode, payment_id, completion))))
 
 
 @app.route("/v1/payments/{payment_id}/refunds", methods=["POST"], content_types=ANY_BODY)
@@ -156,8 +161,9 @@ def create_webhook_endpoint():
 
     req = _req()
     who = api.caller(req)
-    return api.idempotent(req, who, "POST /v1/webhook_endpoints", lambda _c: (
-        201, merchants.add_webhook_endpoint(who.merchant, who.livemode, new_webhook_endpoint(api.body(req)))))
+    return api.idempotent(req, who, "POST /v1/webhook_endpoints", lambda completion: (
+        201, merchants.add_webhook_endpoint(who.merchant, who.livemode, new_webhook_endpoint(api.body(req)),
+                                            completion)))
 
 
 @app.route("/v1/webhook_endpoints", methods=["GET"])
@@ -167,6 +173,31 @@ def list_webhook_endpoints():
 
     who = api.caller(_req())
     return api.respond(200, {"object": "list", "data": merchants.list_webhook_endpoints(who.merchant, who.livemode)})
+
+
+@app.route("/v1/webhook_endpoints/{endpoint_id}", methods=["POST"], content_types=ANY_BODY)
+@api.json_endpoint
+def update_webhook_endpoint(endpoint_id):
+    from chalicelib.api.requests import webhook_endpoint_update
+    from chalicelib.services import merchants
+
+    req = _req()
+    who = api.caller(req)
+    return api.idempotent(req, who, f"POST /v1/webhook_endpoints/{endpoint_id}", lambda completion: (
+        200, merchants.set_webhook_endpoint_disabled(who.merchant, who.livemode, endpoint_id,
+                                                     webhook_endpoint_update(api.body(req)), completion)))
+
+
+@app.route("/v1/webhook_endpoints/{endpoint_id}", methods=["DELETE"])
+@api.json_endpoint
+def delete_webhook_endpoint(endpoint_id):
+    from chalicelib.api.errors import not_found
+    from chalicelib.services import merchants
+
+    who = api.caller(_req())
+    if not merchants.delete_webhook_endpoint(who.merchant, who.livemode, endpoint_id):
+        raise not_found("webhook endpoint", "endpoint_id")
+    return api.respond(200, {"id": endpoint_id, "object": "webhook_endpoint", "deleted": True})
 
 
 @app.route("/v1/events", methods=["GET"])
@@ -200,8 +231,8 @@ def resend_event(event_id):
     req = _req()
     who = api.caller(req)
 
-    def run(_completion):
-        found = notifications.resend(who.merchant.id, who.livemode, event_id)
+    def run(completion):
+        found = notifications.resend(who.merchant.id, who.livemode, event_id, completion)
         if found is None:
             raise not_found("event", "event_id")
         return 200, found
@@ -295,12 +326,12 @@ def create_alert_binding():
     req = _req()
     who = api.caller(req)
 
-    def run(_completion):
+    def run(completion):
         data = api.body(req)
         validate.only(data, {"openid", "store_name"})
         openid = validate.string(data, "openid", max_len=64, pattern=alerts.OPENID_PATTERN)
         store_name = validate.string(data, "store_name", max_len=alerts.STORE_NAME_MAX)
-        return 201, alerts.add_binding(who.merchant.id, openid, store_name)
+        return 201, alerts.add_binding(who.merchant.id, openid, store_name, completion)
     return api.idempotent(req, who, "POST /v1/alert_bindings", run)
 
 
@@ -344,14 +375,14 @@ def channel_callback(channel):
 def retry_webhooks(event):
     from chalicelib.services import jobs
 
-    return jobs.run(jobs.RETRY_WEBHOOKS, event.to_dict())
+    return jobs.run(jobs.RETRY_WEBHOOKS, event.to_dict(), event.context)
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="chase_payments")
 def chase_payments(event):
     from chalicelib.services import jobs
 
-    return jobs.run(jobs.CHASE_PAYMENTS, event.to_dict())
+    return jobs.run(jobs.CHASE_PAYMENTS, event.to_dict(), event.context)
 
 
 @app.schedule(Rate(30, unit=Rate.MINUTES), name="fx_pull")
@@ -365,7 +396,7 @@ def fx_pull(event):
 def merchant_alerts(event):
     from chalicelib.services import jobs
 
-    return jobs.run(jobs.MERCHANT_ALERTS, event.to_dict())
+    return jobs.run(jobs.MERCHANT_ALERTS, event.to_dict(), event.context)
 
 
 # Daily at 03:30 UTC = 16:30 NZDT / 15:30 NZST: always before the 17:00 local auto_withdraw.

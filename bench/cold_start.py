@@ -215,7 +215,7 @@ def run(runs: int = 7) -> dict:
             sm = boto3.client("secretsmanager", endpoint_url=facts["aws_endpoint_url"], region_name=facts["region"],
                               aws_access_key_id="local", aws_secret_access_key="local")
             demo_key = settings_module.load({"KAURI_STAGE": "dev"}).wechat.api_key
-            for name in ("kauri/prod/wechat", "kauri/prod/wechat-test"):
+            for name in ("kauri-prod-wechat", "kauri-prod-wechat-test"):
                 sm.create_secret(Name=name, SecretString=json.dumps({"api_key": demo_key}))
             ddb.create_table(TableName="bare-things", BillingMode="PAY_PER_REQUEST",
                              AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],

@@ -11,23 +11,48 @@ _mounts: dict[str, Any] = {}
 def mount(prefix: str, adapter: Any) -> None:
     """Route every request whose URL starts with `prefix` through `adapter` (tests, local stack)."""
     _mounts[prefix] = adapter
-    _local.__dict__.pop("session", None)
+    _forget_sessions()
 
 
 def unmount_all() -> None:
     _mounts.clear()
+    _forget_sessions()
+
+
+def _forget_sessions() -> None:
     _local.__dict__.pop("session", None)
+    _local.__dict__.pop("guarded_session", None)
 
 
-def session():
-    """A requests.Session per thread, created lazily (requests costs ~90 ms to import)."""
-    s = getattr(_local, "session", None)
+def session(guarded: bool = False):
+    """A requests.Session per thread, created lazily (requests costs ~90 ms to import).
+
+    `guarded`: for URLs someone else chose (chalicelib.egress): every connection not routed by a
+    mount goes through egress's address-checking adapter.
+    """
+    name = "guarded_session" if guarded else "session"
+    s = getattr(_local, name, None)
     if s is None:
         import requests
 
         s = requests.Session()
         s.trust_env = False
+        if guarded:
+            from chalicelib import egress
+
+            for scheme in ("http://", "https://"):
+                s.mount(scheme, egress.guarded_adapter())
         for prefix, adapter in _mounts.items():
             s.mount(prefix, adapter)
-        _local.session = s
+        setattr(_local, name, s)
     return s
+
+
+def read_bounded(resp, max_bytes: int) -> bytes | None:
+    """The body of a `stream=True` response, or None if it is longer than max_bytes (read no further)."""
+    if resp.raw is None:  # an adapter that hands over the whole body at once
+        body = resp.content or b""
+    else:
+        body = resp.raw.read(max_bytes + 1, decode_content=True) or b""
+        resp.close()
+    return None if len(body) > max_bytes else body

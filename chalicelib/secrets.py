@@ -1,7 +1,7 @@
 """Secrets: channel credentials from AWS Secrets Manager, webhook signing secrets under a KMS envelope.
 
 Channel credentials (prod): each channel's settings carry a `secret_id` (default
-`kauri/<stage>/<channel>`, test mode `kauri/<stage>/<channel>-test`; KAURI_<CHANNEL>_SECRET_ID overrides)
+`kauri-<stage>-<channel>`, test mode `kauri-<stage>-<channel>-test`; KAURI_<CHANNEL>_SECRET_ID overrides)
 instead of keys, and `resolve(cfg)` fills the keys in from the secret's JSON when a channel first needs
 them. A container caches what it read for SECRET_CACHE_SECONDS. Rotation without downtime
 (README "Secrets"): a new key is stored as a new version (AWSCURRENT; the old one becomes AWSPREVIOUS);

@@ -120,7 +120,7 @@ class Settings:
     channel_limits: dict = field(default_factory=dict)
     release_requires_recon: bool = False
     # Money jobs (release_funds, auto_withdraw); prod sets the payout source account.
-    release_lookback_days: int = 60           # how far back release_funds looks for unreleased payments
+    release_alert_days: int = 14              # a payment still unreleased this long after paid: ops record
     withdrawal_local_hour: int = 17           # auto_withdraw acts at this hour, Pacific/Auckland time
     payout_source_account: str = ""           # our NZD settlement account (16 digits), the batch file header
     payout_subscriber_name: str = "Kauri Payments"
@@ -133,6 +133,9 @@ class Settings:
     webhook_kms_key: str = ""   # KMS key (id, ARN or alias) sealing webhook signing secrets
     rate_limit_per_second: int = 25   # per API key per container (chalicelib.api.ratelimit); 0 = off
     rate_limit_burst: int = 50
+    # A stack on a developer's machine (make run, tests): webhooks and simulator notifications may go to
+    # http:// and loopback receivers. Off by default, never in prod (chalicelib.egress).
+    local_receivers: bool = False
 
     @property
     def is_prod(self) -> bool:
@@ -189,14 +192,14 @@ def _with_secret_ids(s: Settings, env: dict[str, str]) -> Settings:
     changes = {}
     for channel, var in _SECRET_CHANNELS:
         changes[channel] = replace(getattr(s, channel), secret_id=env.get(
-            f"KAURI_{var}_SECRET_ID", f"kauri/{s.stage}/{channel}"))
+            f"KAURI_{var}_SECRET_ID", f"kauri-{s.stage}-{channel}"))
         test = getattr(s, "test_" + channel)
         if test is not None:
             changes["test_" + channel] = replace(test, secret_id=env.get(
-                f"KAURI_TEST_{var}_SECRET_ID", f"kauri/{s.stage}/{channel}-test"))
+                f"KAURI_TEST_{var}_SECRET_ID", f"kauri-{s.stage}-{channel}-test"))
     if s.wechat_oa is not None:
         changes["wechat_oa"] = replace(s.wechat_oa, secret_id=env.get(
-            "KAURI_WECHAT_OA_SECRET_ID", f"kauri/{s.stage}/wechat_oa"))
+            "KAURI_WECHAT_OA_SECRET_ID", f"kauri-{s.stage}-wechat_oa"))
     return replace(s, **changes)
 
 
@@ -228,10 +231,11 @@ def _load(env: dict[str, str], stage: str) -> Settings:
         rate_limit_per_second=int(env.get("KAURI_RATE_LIMIT_PER_SECOND", "25")),
         rate_limit_burst=int(env.get("KAURI_RATE_LIMIT_BURST", "50")),
         release_requires_recon=_bool(env.get("KAURI_RELEASE_REQUIRES_RECON"), default=False),
-        release_lookback_days=int(env.get("KAURI_RELEASE_LOOKBACK_DAYS", "60")),
+        release_alert_days=int(env.get("KAURI_RELEASE_ALERT_DAYS", "14")),
         withdrawal_local_hour=int(env.get("KAURI_WITHDRAWAL_LOCAL_HOUR", "17")),
         payout_source_account=env.get("KAURI_PAYOUT_SOURCE_ACCOUNT", "0102420100194000" if stage != "prod" else ""),
         payout_subscriber_name=env.get("KAURI_PAYOUT_SUBSCRIBER_NAME", "Kauri Payments"),
+        local_receivers=_bool(env.get("KAURI_LOCAL_RECEIVERS")) and stage != "prod",
         wechat_oa=WeChatOASettings(
             appid=env.get("KAURI_WECHAT_OA_APPID", "wx5c1e0a9b7d3f2e41" if stage != "prod" else ""),
             appsecret=env.get("KAURI_WECHAT_OA_APPSECRET",

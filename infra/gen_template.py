@@ -1,10 +1,11 @@
-"""Generate infra/template.yaml and .chalice/policy.json from the pynamodb models, so neither can drift.
+"""Generate infra/template.yaml and .chalice/policy-<stage>.json from the pynamodb models, so none can drift.
 
     python -m infra.gen_template           write both files
     python -m infra.gen_template --check   exit 1 if the committed files differ from the models
 
 The template holds the stateful resources only (tables, bucket); chalice packages the functions.
-The IAM policy is least privilege over exactly those tables, their indexes, the bucket and logs.
+Each stage's IAM policy is least privilege over exactly that stage's tables, their indexes, its bucket
+and its logs, by literal name (.chalice/config.json names each stage's file).
 """
 from __future__ import annotations
 
@@ -16,23 +17,31 @@ from typing import Any
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = PROJECT_DIR / "infra" / "template.yaml"
-POLICY_PATH = PROJECT_DIR / ".chalice" / "policy.json"
+CONFIG_PATH = PROJECT_DIR / ".chalice" / "config.json"
 STAGES = ["dev", "sandbox", "prod"]
+SANDBOX_MODELS = {"SandboxRecord"}  # the channel simulators' own table: prod never mounts them
 APP = "kauri"
 BUCKET_SUFFIX = "files"  # settings default: KAURI_BUCKET = kauri-<stage>-files
 
-# What the code does to a table: item CRUD, queries, batches; transactions need the same item
+# What the code does to a table: item reads and writes, queries; transactions need the same item
 # actions. pynamodb 6 builds table metadata from the model, so no DescribeTable. No Scan, no admin.
+# Deleting (DeleteItem, and BatchWriteItem, which can delete) only where the code deletes.
 DYNAMODB_ITEM_ACTIONS = [
     "dynamodb:BatchGetItem",
-    "dynamodb:BatchWriteItem",
     "dynamodb:ConditionCheckItem",
-    "dynamodb:DeleteItem",
     "dynamodb:GetItem",
     "dynamodb:PutItem",
     "dynamodb:Query",
     "dynamodb:UpdateItem",
 ]
+DYNAMODB_DELETE_ACTIONS = ["dynamodb:BatchWriteItem", "dynamodb:DeleteItem"]
+# Money records are corrected by reversing entries, never deleted: the generator refuses to grant it.
+NEVER_DELETED = {"ledger_postings", "ledger_entries", "balances", "payments", "refunds", "withdrawals",
+                 "withdrawal_periods", "withdrawal_batches", "api_keys", "merchants"}
+
+
+def policy_path(stage: str) -> Path:
+    return PROJECT_DIR / ".chalice" / f"policy-{stage}.json"
 
 
 # ---- reading the models --------------------------------------------------------------------------
@@ -44,6 +53,7 @@ def table_specs() -> list[dict[str, Any]]:
 
     prefix = settings.get().table_prefix
     scanned = scanned_models()
+    deleting = deleting_models([m.__name__ for m in tables.models()])
     specs = []
     for model in tables.models():
         full = model.Meta.table_name
@@ -60,8 +70,12 @@ def table_specs() -> list[dict[str, Any]]:
             "lsis": sorted((_index_spec(i) for i in schema["local_secondary_indexes"]), key=lambda i: i["name"]),
             "ttl": ttl.attr_name if ttl is not None else None,
             "scanned": model.__name__ in scanned,
+            "deleted": model.__name__ in deleting,
         })
     names = [s["name"] for s in specs]
+    money = sorted(s["name"] for s in specs if s["deleted"] and s["name"] in NEVER_DELETED)
+    if money:
+        raise ValueError(f"code deletes from {money}: money records are reversed, never deleted")
     if len(set(names)) != len(names):
         raise ValueError(f"two models share a table name: {names}")
     return specs
@@ -72,6 +86,27 @@ def scanned_models() -> set[str]:
     sources = [PROJECT_DIR / "app.py", *sorted((PROJECT_DIR / "chalicelib").rglob("*.py"))]
     text = "\n".join(p.read_text(encoding="utf-8") for p in sources if p.exists())
     return set(re.findall(r"\b(\w+)\.scan\(", text))
+
+
+_DELETE_CALL = re.compile(r"\.delete\(|\bbatch_write\(")
+
+
+def deleting_models(model_names: list[str]) -> set[str]:
+    """Models the shipped code deletes from (`.delete(`, `tx.delete(`, `batch_write(` lines in chalicelib/
+    or app.py): only they get DeleteItem/BatchWriteItem. Each such line must name its model."""
+    named = re.compile(r"\b(" + "|".join(map(re.escape, model_names)) + r")\b")
+    found: set[str] = set()
+    for path in [PROJECT_DIR / "app.py", *sorted((PROJECT_DIR / "chalicelib").rglob("*.py"))]:
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if not _DELETE_CALL.search(code):
+                continue
+            models = set(named.findall(code))
+            if not models:
+                raise ValueError(f"{path.relative_to(PROJECT_DIR)}:{n} deletes without naming its model on the "
+                                 "line, so the IAM policy cannot tell which table needs DeleteItem")
+            found |= models
+    return found
 
 
 def _hash_first(keys: list[dict]) -> list[dict]:
@@ -214,6 +249,19 @@ def key_resources() -> dict[str, Any]:
                         "Principal": {"AWS": _sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root")},
                         "Action": "kms:*",
                         "Resource": "*",
+                    }, {
+                        # Only this stage's functions (chalice names their roles kauri-<stage>-...) seal
+                        # and open webhook secrets; the static IAM files cannot name a key ARN made here.
+                        "Sid": "StageFunctionsSealAndOpen",
+                        "Effect": "Allow",
+                        "Principal": {"AWS": "*"},
+                        "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                        "Resource": "*",
+                        "Condition": {
+                            "StringEquals": {"aws:PrincipalAccount": {"Ref": "AWS::AccountId"}},
+                            "ArnLike": {"aws:PrincipalArn": _sub(
+                                f"arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:role/{APP}-${{Stage}}-*")},
+                        },
                     }],
                 },
             },
@@ -310,13 +358,16 @@ def build_template(specs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-# ---- the IAM policy chalice attaches to every function (.chalice/policy.json) --------------------
+# ---- the IAM policy chalice attaches to a stage's functions (.chalice/policy-<stage>.json) ---------
 
-def build_policy(specs: list[dict[str, Any]]) -> dict[str, Any]:
-    # One file serves every stage (config.json names a single iam_policy_file), hence the stage wildcard.
-    tables = [f"arn:aws:dynamodb:*:*:table/{APP}-*-{s['name']}" for s in specs]
-    indexes = [f"{t}/index/*" for t, s in zip(tables, specs) if s["gsis"] or s["lsis"]]
-    bucket = f"arn:aws:s3:::{APP}-*-{BUCKET_SUFFIX}"
+def build_policy(specs: list[dict[str, Any]], stage: str) -> dict[str, Any]:
+    """The stage's own policy: its literal table, bucket and log group names, nothing of another stage."""
+    specs = [s for s in specs if not (stage == "prod" and s["model"] in SANDBOX_MODELS)]
+    arn = {s["name"]: f"arn:aws:dynamodb:*:*:table/{APP}-{stage}-{s['name']}" for s in specs}
+    indexes = [f"{arn[s['name']]}/index/*" for s in specs if s["gsis"] or s["lsis"]]
+    bucket = f"arn:aws:s3:::{APP}-{stage}-{BUCKET_SUFFIX}"
+    deleted = [arn[s["name"]] for s in specs if s["deleted"]]
+    scanned = [arn[s["name"]] for s in specs if s["scanned"]]
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -324,15 +375,21 @@ def build_policy(specs: list[dict[str, Any]]) -> dict[str, Any]:
                 "Sid": "Logs",
                 "Effect": "Allow",
                 "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-                "Resource": [f"arn:aws:logs:*:*:log-group:/aws/lambda/{APP}-*",
-                             f"arn:aws:logs:*:*:log-group:/aws/lambda/{APP}-*:*"],
+                "Resource": [f"arn:aws:logs:*:*:log-group:/aws/lambda/{APP}-{stage}-*",
+                             f"arn:aws:logs:*:*:log-group:/aws/lambda/{APP}-{stage}-*:*"],
             },
             {
                 "Sid": "Tables",
                 "Effect": "Allow",
                 "Action": DYNAMODB_ITEM_ACTIONS,
-                "Resource": tables,
+                "Resource": list(arn.values()),
             },
+            *([{
+                "Sid": "DeletedTables",
+                "Effect": "Allow",
+                "Action": DYNAMODB_DELETE_ACTIONS,
+                "Resource": deleted,
+            }] if deleted else []),
             {
                 "Sid": "TableIndexes",
                 "Effect": "Allow",
@@ -343,8 +400,8 @@ def build_policy(specs: list[dict[str, Any]]) -> dict[str, Any]:
                 "Sid": "ScannedTables",
                 "Effect": "Allow",
                 "Action": ["dynamodb:Scan"],
-                "Resource": [t for t, s in zip(tables, specs) if s["scanned"]],
-            }] if any(s["scanned"] for s in specs) else []),
+                "Resource": scanned,
+            }] if scanned else []),
             {
                 "Sid": "FilesObjects",
                 "Effect": "Allow",
@@ -361,15 +418,9 @@ def build_policy(specs: list[dict[str, Any]]) -> dict[str, Any]:
                 "Sid": "ChannelSecrets",
                 "Effect": "Allow",
                 "Action": ["secretsmanager:GetSecretValue"],
-                "Resource": [f"arn:aws:secretsmanager:*:*:secret:{APP}/*"],
+                "Resource": [f"arn:aws:secretsmanager:*:*:secret:{APP}-{stage}-*"],
             },
-            {
-                "Sid": "WebhookSecretsKey",
-                "Effect": "Allow",
-                "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
-                "Resource": ["arn:aws:kms:*:*:key/*"],
-                "Condition": {"ForAnyValue:StringLike": {"kms:ResourceAliases": f"alias/{APP}-*-webhooks"}},
-            },
+            # The webhook-secrets key is granted to this stage's roles by its own key policy (template).
         ],
     }
 
@@ -432,17 +483,17 @@ def to_yaml(doc: dict[str, Any]) -> str:
     return header + "\n".join(_yaml(doc, 0)) + "\n"
 
 
-def render() -> tuple[str, str]:
-    """(template.yaml text, policy.json text) for the models as they are now."""
+def render() -> tuple[str, dict[str, str]]:
+    """(template.yaml text, {stage: policy-<stage>.json text}) for the models as they are now."""
     specs = table_specs()
     template = to_yaml(build_template(specs))
-    policy = json.dumps(build_policy(specs), indent=2) + "\n"
-    return template, policy
+    policies = {stage: json.dumps(build_policy(specs, stage), indent=2) + "\n" for stage in STAGES}
+    return template, policies
 
 
 def main(argv: list[str]) -> int:
-    template, policy = render()
-    targets = [(TEMPLATE_PATH, template), (POLICY_PATH, policy)]
+    template, policies = render()
+    targets = [(TEMPLATE_PATH, template), *((policy_path(stage), text) for stage, text in policies.items())]
     if "--check" in argv:
         stale = [str(p.relative_to(PROJECT_DIR)) for p, text in targets
                  if not p.exists() or p.read_text() != text]

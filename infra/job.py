@@ -15,7 +15,7 @@ import socket
 import sys
 from urllib.parse import urlsplit
 
-from infra.local import PROJECT_DIR, STAGE, apply_environment, stack_environment, stack_file
+from infra.local import PROJECT_DIR, STAGE, apply_environment, invoke_configured, stack_environment, stack_file
 
 
 class JobError(Exception):
@@ -78,7 +78,7 @@ def invoke(chalice_app, name: str, event: object) -> object:
         known = ", ".join(sorted(functions)) or "(none defined yet)"
         raise JobError(f"unknown function {name!r}. app.py defines: {known}")
     with Client(chalice_app, stage_name=STAGE, project_dir=str(PROJECT_DIR)) as client:
-        return client.lambda_.invoke(name, event).payload
+        return invoke_configured(client, name, event)  # with the function's configured timeout in its context
 
 
 def main(argv: list[str]) -> int:

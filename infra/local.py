@@ -35,6 +35,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 REGION = "ap-southeast-2"
 STAGE = "dev"
+API_LISTEN_BACKLOG = 128  # pending connections the API server's socket holds (socketserver's default is 5)
 
 # Not under "kauri": chalice gives that logger (app.log) its own stdout handler and level ERROR.
 log = logging.getLogger("infra.local")
@@ -67,6 +68,7 @@ def stack_environment(api_url: str, aws_endpoint_url: str) -> dict[str, str]:
     return {
         "KAURI_STAGE": STAGE,
         "KAURI_SANDBOX_ENABLED": "1",
+        "KAURI_LOCAL_RECEIVERS": "1",  # webhooks to http://127.0.0.1:... receivers on this machine
         "KAURI_PUBLIC_BASE_URL": api_url,
         "KAURI_AWS_ENDPOINT_URL": aws_endpoint_url,
         "AWS_ENDPOINT_URL": aws_endpoint_url,  # any plain boto3 client lands on the embedded AWS too
@@ -286,12 +288,32 @@ def scheduled_event(name: str, at: datetime, region: str = REGION) -> dict[str, 
     }
 
 
-def invoke_handler(chalice_app, name: str, event: Any, memory_size: int = 1024) -> Any:
-    """Call one of app.py's non-HTTP handlers as Lambda would (no env patching: safe with threads)."""
+def lambda_context(name: str, stage: str = "dev"):
+    """The context Lambda would hand function `name`: its configured memory and timeout (the jobs plan
+    their work by the time left; chalice's local default would say 3 seconds)."""
+    from chalice.config import Config
     from chalice.local import LambdaContext
 
+    with open(PROJECT_DIR / ".chalice" / "config.json", encoding="utf-8") as f:
+        scoped = Config(stage, config_from_disk=json.load(f)).scope(stage, name)
+    return LambdaContext(name, memory_size=int(scoped.lambda_memory_size or 1024),
+                         max_runtime_ms=int(scoped.lambda_timeout or 60) * 1000)
+
+
+def invoke_configured(client, name: str, payload: Any) -> Any:
+    """What chalice's test `client.lambda_.invoke(...).payload` does, but with the function's configured
+    timeout in its context (chalice's always says 3 s)."""
+    lam = client.lambda_
+    stage = lam._config.chalice_stage
+    scoped = lam._config.scope(stage, name)
+    with lam._patched_env_vars(scoped.environment_variables):
+        return lam._app.handler_map[name](payload, lambda_context(name, stage))
+
+
+def invoke_handler(chalice_app, name: str, event: Any) -> Any:
+    """Call one of app.py's non-HTTP handlers as Lambda would (no env patching: safe with threads)."""
     handler = chalice_app.handler_map[name]
-    return handler(event, LambdaContext(name, memory_size=memory_size))
+    return handler(event, lambda_context(name))
 
 
 class Scheduler(threading.Thread):
@@ -395,6 +417,9 @@ class Stack:
         config = factory.create_config_obj(chalice_stage_name=STAGE)
         chalice_app = config.chalice_app  # imports app.py with the stage's environment variables
         self.server = local_server(chalice_app, config, HOST, api_port)
+        # socketserver listens with a backlog of 5: a burst of clients overflows it and the kernel drops
+        # (or resets) their connections. Listening again on the bound socket only raises the backlog.
+        self.server.server.socket.listen(API_LISTEN_BACKLOG)
 
         demo = self._seed()
         s = settings.get()

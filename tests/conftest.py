@@ -6,6 +6,7 @@ import os
 os.environ.update({
     "KAURI_STAGE": "test",
     "KAURI_SANDBOX_ENABLED": "1",
+    "KAURI_LOCAL_RECEIVERS": "1",
     "KAURI_PUBLIC_BASE_URL": "http://kauri.test",
     "KAURI_TABLE_PREFIX": "kauri-test-",
     "KAURI_BUCKET": "kauri-test-files",
@@ -26,12 +27,26 @@ from infra import moto_atomic  # noqa: E402
 
 moto_atomic.install()
 
-from chalicelib import channels, clock, http  # noqa: E402
+from chalicelib import channels, clock, egress, http  # noqa: E402
 from chalicelib import secrets  # noqa: E402
 from chalicelib.services import merchants  # noqa: E402
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = "http://kauri.test"
+
+
+def _test_names(host: str, port: int) -> list[str]:
+    """Test host names (*.test, localhost) resolve to loopback; nothing else resolves. No DNS query leaves."""
+    if host == "localhost" or host.endswith(".test"):
+        return ["127.0.0.1"]
+    raise OSError(f"{host} is not a test host name")
+
+
+@pytest.fixture(autouse=True)
+def test_resolver():
+    egress.use_resolver(_test_names)
+    yield
+    egress.use_resolver(None)
 
 
 @pytest.fixture

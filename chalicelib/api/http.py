@@ -58,6 +58,24 @@ def framework_error(response: Response) -> Response:
     return respond(status, {"error": {"type": type_, "code": code, "message": message, "param": None}}, headers)
 
 
+EDGE_PREFIXES = ("/v1/", "/pay/")  # the merchant API and the payer's pages; channels speak their own protocols
+
+
+def edge(request, get_response: Callable) -> Response:
+    """Before any merchant or payer route: every query and path parameter must be storable text."""
+    if request.path.startswith(EDGE_PREFIXES):
+        try:
+            query = request.query_params
+            for name in (query or {}):
+                for value in query.getlist(name):
+                    validate.texts(name, "query parameter name")
+                    validate.texts(value, name)
+            validate.texts(dict(request.uri_params or {}))
+        except ApiError as exc:
+            return respond(exc.status, exc.body())
+    return get_response(request)
+
+
 def header(request, name: str) -> str | None:
     lname = name.lower()
     for k, v in (request.headers or {}).items():
@@ -101,7 +119,6 @@ def idempotent(request, who, route: str, handler: Callable[..., tuple[int, dict]
 
     key = header(request, "Idempotency-Key")
     raw = request.raw_body or b""
-    if len(raw) > settings.get().max_body_bytes:
-        validate.json_body(raw, settings.get().max_body_bytes)  # raises the 413
+    body(request)  # every POST body is bounded and checked here, even where the route reads no field
     status, out = idempotency.run(f"{who.merchant.id}:{'live' if who.livemode else 'test'}", route, key, raw, handler)
     return respond(status, out)

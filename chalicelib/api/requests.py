@@ -27,7 +27,7 @@ def new_payment(data: dict, source_ip: str | None) -> NewPayment:
         money = Money(amount, currency)
     except MoneyError as exc:
         raise invalid("parameter_invalid", str(exc), "amount") from None
-    client_ip = v.string(data, "client_ip", max_len=45, pattern=r"[0-9A-Fa-f:.]+", default=None) or source_ip
+    client_ip = v.ip_address(data, "client_ip", default=None) or source_ip
     return NewPayment(
         amount=money,
         channel=v.string(data, "channel", max_len=32, pattern=r"[a-z]+"),
@@ -48,5 +48,21 @@ def new_refund(data: dict) -> tuple[int, str]:
 
 
 def new_webhook_endpoint(data: dict) -> str:
+    from chalicelib import egress
+
     v.only(data, {"url"})
-    return v.url(data, "url")
+    url = v.url(data, "url")
+    try:  # checked again at every delivery: DNS answers change
+        egress.check(url)
+    except egress.Refused as exc:
+        raise invalid("url_not_allowed", f"url {exc}: webhooks go to public https receivers only", "url") from None
+    return url
+
+
+def webhook_endpoint_update(data: dict) -> bool:
+    """{"disabled": true|false}: whether deliveries to the endpoint stop."""
+    v.only(data, {"disabled"})
+    disabled = v.required(data, "disabled")
+    if not isinstance(disabled, bool):
+        raise invalid("parameter_invalid", "disabled must be true or false", "disabled")
+    return disabled

@@ -1,6 +1,7 @@
 """Reading merchant requests: bounded JSON bodies and strictly typed fields, each with a clear error."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from typing import Any
@@ -9,6 +10,14 @@ from urllib.parse import urlsplit
 from chalicelib.api.errors import ApiError, invalid
 
 MAX_AMOUNT = 100_000_000  # 1,000,000.00 in a 2-decimal currency: anything above is a mistake
+MAX_DEPTH = 8             # our deepest request (payment -> payer -> value) is 2 levels: no JSON parser recursion
+
+# What no field may hold: C0/C1 controls and DEL, lone surrogates (not encodable in UTF-8, so they crash
+# DynamoDB writes and channel signing) and Unicode noncharacters (U+FDD0-FDEF, U+xFFFE/xFFFF).
+_BAD_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
+                       + "".join(f"{chr(plane + 0xFFFE)}{chr(plane + 0xFFFF)}" for plane in range(0, 0x110000, 0x10000))
+                       + "]")
+_JSON_TOKEN = re.compile(rb'\\.|["\[\]{}]', re.DOTALL)  # an escape, a quote or a bracket
 
 
 def json_body(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
@@ -16,6 +25,8 @@ def json_body(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
         return {}
     if len(raw) > max_bytes:
         raise ApiError(413, "invalid_request_error", "body_too_large", f"request body is over {max_bytes} bytes")
+    if _depth(raw) > MAX_DEPTH:
+        raise invalid("body_invalid", f"request body is nested more than {MAX_DEPTH} levels deep")
     try:
         data = json.loads(raw.decode("utf-8"), parse_float=_no_float, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
@@ -23,7 +34,59 @@ def json_body(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
         raise invalid("body_invalid", msg) from None
     if not isinstance(data, dict):
         raise invalid("body_invalid", "request body must be a JSON object")
+    texts(data)
     return data
+
+
+def _depth(raw: bytes) -> int:
+    """How deep the JSON text nests, counted before parsing (the parser recurses once per level).
+
+    One linear pass over quotes, escapes and brackets; stops as soon as the limit is passed.
+    """
+    depth = deepest = 0
+    in_string = False
+    for m in _JSON_TOKEN.finditer(raw):
+        token = m.group()
+        if token == b'"':
+            in_string = not in_string
+        elif in_string or token[:1] == b"\\":
+            continue
+        elif token in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                break
+        else:
+            depth -= 1
+    return deepest
+
+
+def text_problem(value: str) -> str | None:
+    """Why a piece of outside text cannot be stored, signed or sent to a channel (None: it can)."""
+    bad = _BAD_TEXT.search(value)
+    if bad is None:
+        return None
+    c = bad.group()
+    if "\ud800" <= c <= "\udfff":
+        return "is not valid Unicode (lone surrogate)"
+    if ord(c) < 0xA0:
+        return "must not contain control characters"
+    return "must not contain Unicode noncharacters"
+
+
+def texts(value: Any, param: str | None = None) -> None:
+    """Every string (and object key) anywhere in a parsed request must be storable text; else a 400."""
+    if isinstance(value, str):
+        problem = text_problem(value)
+        if problem:
+            raise invalid("parameter_invalid", f"{param or 'text'} {problem}", param)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            texts(k, param)  # a bad key is never echoed back: name its parent
+            texts(v, k if param is None else f"{param}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            texts(v, f"{param}[{i}]" if param else f"[{i}]")
 
 
 class _FloatSeen(ValueError):
@@ -64,8 +127,9 @@ def string(data: dict, name: str, max_len: int = 255, default: Any = ..., patter
         raise invalid("parameter_invalid", f"{name} must be a string", name)
     if not v or len(v) > max_len:
         raise invalid("parameter_invalid", f"{name} must be 1-{max_len} characters", name)
-    if any(ord(c) < 32 for c in v):
-        raise invalid("parameter_invalid", f"{name} must not contain control characters", name)
+    problem = text_problem(v)
+    if problem:
+        raise invalid("parameter_invalid", f"{name} {problem}", name)
     if pattern and not re.fullmatch(pattern, v):
         raise invalid("parameter_invalid", f"{name} has an invalid format", name)
     if choices and v not in choices:
@@ -77,11 +141,25 @@ def url(data: dict, name: str, default: Any = ..., https_only: bool = False) -> 
     v = string(data, name, max_len=2000, default=default)
     if v is None:
         return None
-    parts = urlsplit(v)
     schemes = ("https",) if https_only else ("https", "http")
-    if parts.scheme not in schemes or not parts.netloc:
+    try:
+        parts = urlsplit(v)
+        ok = parts.scheme in schemes and bool(parts.hostname) and parts.port != 0 and " " not in v
+    except ValueError:  # "https://[::1" or a port that is not a number
+        ok = False
+    if not ok:
         raise invalid("parameter_invalid", f"{name} must be an absolute {'/'.join(schemes)} URL", name)
     return v
+
+
+def ip_address(data: dict, name: str, default: Any = ...) -> str | None:
+    v = string(data, name, max_len=45, default=default)
+    if v is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(v))
+    except ValueError:
+        raise invalid("parameter_invalid", f"{name} must be an IPv4 or IPv6 address", name) from None
 
 
 def string_map(data: dict, name: str, max_keys: int = 20, max_len: int = 500) -> dict[str, str]:
@@ -91,9 +169,11 @@ def string_map(data: dict, name: str, max_keys: int = 20, max_len: int = 500) ->
     if not isinstance(v, dict) or len(v) > max_keys:
         raise invalid("parameter_invalid", f"{name} must be an object of at most {max_keys} string values", name)
     for k, val in v.items():
-        if not isinstance(val, str) or len(k) > 40 or len(val) > max_len:
-            raise invalid("parameter_invalid", f"{name} values must be strings (keys <= 40, values <= {max_len})",
+        if not isinstance(val, str) or not k or len(k) > 40 or len(val) > max_len:
+            raise invalid("parameter_invalid", f"{name} values must be strings (keys 1-40, values <= {max_len})",
                           name)
+        texts(k, name)
+        texts(val, f"{name}.{k}")
     return dict(v)
 
 

@@ -6,6 +6,7 @@ Services hand it plain request objects and get plain results back.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -14,14 +15,26 @@ from typing import Any, Protocol
 from chalicelib.money import Money
 
 
-class ChannelError(Exception):
-    """The channel refused or failed a call. `retryable` says whether the same call may succeed later."""
+_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]{0,63}")
 
-    def __init__(self, code: str, message: str = "", retryable: bool = False):
+
+class ChannelError(Exception):
+    """The channel refused or failed a call. `retryable` says whether the same call may succeed later.
+
+    `refused` says the call certainly had no effect at the channel: the channel answered a readable,
+    verified "no", or the request was never sent. Anything else (timeout, reset, an HTTP error page, an
+    unreadable or unverifiable answer) may have reached the channel, and money decisions must not
+    treat it as a refusal."""
+
+    def __init__(self, code: str, message: str = "", retryable: bool = False, refused: bool = False):
+        # `code` reaches merchants (API errors, a refund's failure_code): only a channel's documented
+        # token, never its free text; the text stays in `message`, for our logs.
+        code = code if isinstance(code, str) and _CODE.fullmatch(code) else "CHANNEL_ERROR"
         super().__init__(f"{code}: {message}" if message else code)
         self.code = code
         self.message = message
         self.retryable = retryable
+        self.refused = refused and not retryable
 
 
 class InvalidNotification(Exception):
@@ -45,6 +58,7 @@ class RefundStatus(str, enum.Enum):
     PROCESSING = "processing"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    NOT_FOUND = "not_found"   # the channel does not list the refund (never reached it, or its list lags)
 
 
 @dataclass(frozen=True)
@@ -150,11 +164,29 @@ class Channel(Protocol):
     # Optional: set to a currency code when the channel can only charge that currency (PayEase: CNY).
     # Payments priced in another currency then lock an FX quote and send the channel the quoted amount.
     charge_currency: str | None
+    # True when the channel can neither close nor expire an order (PayEase): Kauri closes it on its own
+    # clock at expires_at, and money arriving later is the callback rule's case, never a reason to wait.
+    closes_on_kauri_clock: bool
+    # True when sending a refund again under the same refund number is the same refund at the channel
+    # (so a refund the channel never saw can simply be sent again); False where it would pay twice.
+    resends_refunds_safely: bool
 
     def create(self, req: CreateRequest) -> CreateResult: ...
     def query(self, ref: OrderRef) -> ChannelPayment: ...
-    def close(self, ref: OrderRef) -> None: ...
+    def close(self, ref: OrderRef) -> ChannelPayment | None:
+        """Close an unpaid order. None: closed, nobody can pay it. A ChannelPayment (status REFUNDED):
+        the channel's close reversed a payment made meanwhile (Alipay cancel's `action: refund`), which
+        Kauri must book as paid and then refunded. Raises ChannelError when it cannot close."""
+        ...
     def refund(self, req: RefundRequest) -> ChannelRefund: ...
     def refund_query(self, req: RefundRequest) -> ChannelRefund: ...
     def parse_notification(self, body: bytes, headers: dict[str, str]) -> Notification: ...
     def ack(self, ok: bool, message: str = "") -> Ack: ...
+
+    def unknown_order_payable_until(self, flow: str, created_at: datetime, expires_at: datetime) -> datetime | None:
+        """Until when an order the channel answers "not found" for could still be opened and paid.
+
+        None: an order the channel does not know can never be paid (it is created when we create it).
+        A time: the channel creates the trade only when the shopper opens its page, so "not found" is no
+        proof; the payment stays open until this hard deadline."""
+        ...

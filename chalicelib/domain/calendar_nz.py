@@ -123,6 +123,13 @@ def add_business_days(start: date, n: int) -> date:
     return d
 
 
+def business_day_on_or_after(d: date) -> date:
+    """`d` if it is a business day, else the next one (a bank file's due date, a rolled sweep)."""
+    while not is_business_day(d):
+        d += timedelta(days=1)
+    return d
+
+
 # ---- New Zealand local time ------------------------------------------------------------------
 TIMEZONE = "Pacific/Auckland"
 

@@ -36,13 +36,11 @@ def for_mode(posting: "Posting", livemode: bool) -> "Posting":
     return Posting(posting.id, posting.kind, legs, posting.ref, posting.merchant_id, posting.memo)
 
 
-def rebucket(posting: "Posting", source: str, target: str) -> "Posting":
-    """The same posting with merchant legs on `source` moved to `target` (e.g. a refund reversed after
-    the payment's funds were released must credit available, where that money now belongs)."""
-    legs = tuple(Leg(l.account[: -len(source)] + target, l.amount, l.currency)
-                 if is_merchant_account(l.account) and l.account.endswith(":" + source) else l
-                 for l in posting.legs)
-    return Posting(posting.id, posting.kind, legs, posting.ref, posting.merchant_id, posting.memo)
+def with_merchant_legs(posting: "Posting", legs: list["Leg"]) -> "Posting":
+    """The same posting with its merchant legs replaced by `legs` (which must carry the same total, so it
+    still balances): e.g. a refund's reversal crediting each bucket the part that belongs there now."""
+    kept = tuple(l for l in posting.legs if not is_merchant_account(l.account))
+    return Posting(posting.id, posting.kind, kept + tuple(legs), posting.ref, posting.merchant_id, posting.memo)
 
 
 def merchant_account(merchant_id: str, currency: str, bucket: str) -> str:

@@ -66,6 +66,10 @@ class Payment:
     rate: Decimal | None = None                 # payer currency per unit of `amount`
     quote: dict[str, Any] | None = None         # locked FX quote (tuition)
     refunded: int = 0                           # minor units of `amount.currency` refunded or in flight
+    fee_returned: int = 0                       # of `fee`, handed back by live refunds
+    channel_returned: int = 0                   # of `channel_amount`, asked back by live refunds
+    pending_drawn: int = 0                      # taken from pending by live refunds before the release
+    released: bool = False                      # release_funds moved the net from pending to available
     paid_at: datetime | None = None
     closed_at: datetime | None = None
     failure_code: str | None = None             # why it failed; on a pending payment, why the last attempt did

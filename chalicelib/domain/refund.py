@@ -37,6 +37,7 @@ class Refund:
     channel_amount: Money | None = None   # what the channel returns, when it charged another currency
     draw: dict = field(default_factory=dict)  # merchant buckets the refund was taken from {"available": n, ...}
     livemode: bool = True                   # its payment's mode
+    borrowed: int = 0   # of draw["pending"], taken from other payments' unreleased money (payment released)
 
 
 def check_refund(payment: Payment, amount: Money) -> None:

@@ -15,7 +15,10 @@ from datetime import datetime, timezone
 from chalicelib import clock, ids, log
 from chalicelib.domain.payment import Payment
 from chalicelib.services import errors
-from chalicelib.services.notifications import BACKOFF, LEASE_SECONDS, MAX_ATTEMPTS
+from chalicelib.services.idempotency import Completion
+from chalicelib.store.unit import Conflict, Unit
+from chalicelib.services import notifications
+from chalicelib.services.notifications import BACKOFF
 from chalicelib.store import alerts as store
 
 MAX_BINDINGS = 20          # every alert of a payment rides in its transaction (<= 100 items in all)
@@ -27,7 +30,8 @@ _REFERENCE_CHARS = re.compile(r"[^A-Za-z0-9_.\-]")
 
 # ---- bindings ----------------------------------------------------------------------------------
 
-def add_binding(merchant_id: str, openid: str, store_name: str) -> dict:
+def add_binding(merchant_id: str, openid: str, store_name: str, completion: Completion | None = None) -> dict:
+    """Bind an openid; the binding and the idempotent reply are written in one transaction."""
     existing = store.bindings(merchant_id, limit=MAX_BINDINGS + 1)
     if any(b.openid == openid for b in existing):
         raise errors.conflict("binding_exists", "this openid already receives this merchant's alerts")
@@ -35,8 +39,13 @@ def add_binding(merchant_id: str, openid: str, store_name: str) -> dict:
         raise errors.invalid("too_many_bindings", f"at most {MAX_BINDINGS} openids per merchant", "openid")
     item = store.AlertBindingModel(merchant_id, ids.new("alb", 16), openid=openid, store_name=store_name,
                                    created_at=clock.now())
-    if not store.add_binding(item):  # pragma: no cover - a 16-character random id collided
-        raise errors.conflict("binding_exists", "try again")
+    unit = Unit().put_new(item)
+    if completion is not None:
+        completion.attach(unit, 201, view(item))
+    try:
+        unit.commit()
+    except Conflict:  # pragma: no cover - a 16-character random id collided
+        raise errors.conflict("binding_exists", "try again") from None
     _copy_to_merchant(merchant_id)
     log.info("alert_binding_added", merchant_id=merchant_id, binding_id=item.binding_id)
     return view(item)
@@ -139,7 +148,7 @@ def _local(at: datetime) -> datetime:
 
 # ---- delivery (the merchant_alerts job) ----------------------------------------------------------
 
-def deliver_due(dry_run: bool = False, merchant_id: str | None = None, limit: int = 200) -> dict:
+def deliver_due(dry_run: bool = False, merchant_id: str | None = None, limit: int = 200, budget=None) -> dict:
     from chalicelib.channels.wechat_oa.client import OAError, OfficialAccountClient
 
     due = store.due(clock.epoch(), limit=limit)
@@ -155,31 +164,42 @@ def deliver_due(dry_run: bool = False, merchant_id: str | None = None, limit: in
         log.error("merchant_alerts_not_configured", due=len(due))
         out["not_configured"] = True
         return out
+    budget = budget or notifications.Budget()
     for item in due:
-        outcome = deliver(item, client)
+        if not budget.allows(notifications.send_ms()):
+            out["out_of_time"] = True  # the rest stay due for the next minute's run
+            break
+        outcome = deliver(item, client, notifications.send_timeout(budget))
         if outcome:
             out[outcome] += 1
     return out
 
 
-def deliver(item, client) -> str | None:
-    """One attempt at one alert, under a lease so two workers never send it at once."""
+def deliver(item, client, timeout: int | None = None) -> str | None:
+    """One attempt at one alert. As for webhooks, the attempt is counted (and its retry scheduled) in
+    the versioned write that leases the alert, before anything is sent: a run killed mid-send still
+    counts, and an alert whose last attempt never finished ends `failed`."""
     from chalicelib.channels.wechat_oa.client import OAError
 
     now = clock.epoch()
-    item.next_attempt_at = now + LEASE_SECONDS
-    if not store.save_if_unchanged(item):
-        return None  # another worker has it
     if store.binding(item.merchant_id, item.binding_id) is None:
         outcome = "cancelled"   # the staff member was unbound before we got to it
         item.status, item.due_shard, item.next_attempt_at = "cancelled", None, None
+    elif notifications.out_of_attempts(item):
+        outcome = "failed"
+        item.status, item.due_shard, item.next_attempt_at = "failed", None, None
+        item.last_error = "LAST_ATTEMPT_UNFINISHED"
+        log.error("merchant_alert_failed", alert_id=item.alert_id, merchant_id=item.merchant_id,
+                  code=item.last_error, attempts=item.attempts)
+    elif not notifications.start_attempt(item, now):
+        return None  # another worker has it
     else:
-        item.attempts = int(item.attempts or 0) + 1
         try:
-            item.msgid = client.send_template(item.openid, dict(item.data), client_msg_id=item.alert_id)
+            item.msgid = client.send_template(item.openid, dict(item.data), client_msg_id=item.alert_id,
+                                              timeout=timeout)
         except OAError as exc:
             item.last_error = str(exc.code)[:100]
-            if not exc.retryable or item.attempts >= MAX_ATTEMPTS:
+            if not exc.retryable or notifications.out_of_attempts(item):
                 outcome = "failed"
                 item.status, item.due_shard, item.next_attempt_at = "failed", None, None
                 log.error("merchant_alert_failed", alert_id=item.alert_id, merchant_id=item.merchant_id,
@@ -192,6 +212,7 @@ def deliver(item, client) -> str | None:
             item.status, item.due_shard, item.next_attempt_at, item.last_error = "delivered", None, None, None
     if not store.save_if_unchanged(item):
         log.error("merchant_alert_state_lost", alert_id=item.alert_id)
+        return None
     log.info("merchant_alert_attempt", alert_id=item.alert_id, payment_id=item.payment_id,
              attempt=int(item.attempts or 0), status=item.status)
     return outcome

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import random
+import re
 import time
 from datetime import date, datetime, timedelta
 from typing import Callable
@@ -42,7 +43,7 @@ def balance_of(merchant: Merchant, livemode: bool = True) -> dict:
 def list_limit(query: dict) -> int:
     """The `limit` query parameter of a list endpoint (default 20)."""
     raw = (query or {}).get("limit", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST:
+    if not re.fullmatch(r"[0-9]{1,6}", raw) or not 1 <= int(raw) <= MAX_LIST:  # isdigit() takes '²'; int() does not
         raise errors.invalid("parameter_invalid", f"limit must be an integer between 1 and {MAX_LIST}", "limit")
     return int(raw)
 
@@ -119,7 +120,10 @@ def release_date(paid_at: datetime, holding_days: int) -> date:
 
 
 def release_funds_job(event: dict) -> dict:
-    """The schedule's event or a hand-run one: {"date": "YYYY-MM-DD", "merchant_id": ..., "dry_run": true}."""
+    """The schedule's event or a hand-run one: {"date": "YYYY-MM-DD", "merchant_id": ..., "dry_run": true}.
+
+    {"backfill": true} first indexes payments paid before the unreleased index existed (run it once after
+    deploying that index, before the first scheduled run)."""
     day = None
     if event.get("date"):
         try:
@@ -128,20 +132,34 @@ def release_funds_job(event: dict) -> dict:
             summary = {"job": "release_funds", "error": "date must be YYYY-MM-DD"}
             log.warning("release_funds_summary", **summary)
             return summary
-    return release_funds(day, merchant_id=event.get("merchant_id"), dry_run=bool(event.get("dry_run")))
+    backfilled = None
+    if event.get("backfill") is True and not event.get("dry_run"):
+        from chalicelib.store import withdrawals as store
+
+        mids = [event["merchant_id"]] if event.get("merchant_id") else store.active_merchant_ids()
+        backfilled = sum(len(store.index_unreleased(mid)) for mid in mids)
+    summary = release_funds(day, merchant_id=event.get("merchant_id"), dry_run=bool(event.get("dry_run")))
+    if backfilled is not None:
+        summary["backfilled"] = backfilled
+    return summary
 
 
 def release_funds(day: date | None = None, merchant_id: str | None = None, dry_run: bool = False) -> dict:
-    """Release every due payment (one posting each, `release:{payment_id}`); safe to re-run at any point."""
+    """Release every due payment (one posting each, `release:{payment_id}`); safe to re-run at any point.
+
+    Every unreleased payment is found, however old (a sparse index holds exactly the succeeded,
+    unreleased ones), and one still unreleased `release_alert_days` after it was paid raises an ops record.
+    """
     from chalicelib.store import merchants as merchant_store
+    from chalicelib.store import ops
     from chalicelib.store import withdrawals as store
 
     now = clock.now()
     today = day or calendar_nz.local_date(now)
     summary = {"job": "release_funds", "date": today.isoformat(), "dry_run": dry_run, "merchants": 0,
                "checked": 0, "released": 0, "released_amount": {}, "not_due": 0, "held_for_recon": 0,
-               "already_released": 0, "errors": 0}
-    paid_from = now - timedelta(days=settings.get().release_lookback_days)
+               "already_released": 0, "errors": 0, "overdue": 0}
+    alert_before = now - timedelta(days=settings.get().release_alert_days)
     ids = [merchant_id] if merchant_id else store.active_merchant_ids()
     for mid in ids:
         merchant = merchant_store.get(mid)
@@ -150,65 +168,81 @@ def release_funds(day: date | None = None, merchant_id: str | None = None, dry_r
             log.warning("release_unknown_merchant", merchant_id=mid)
             continue
         summary["merchants"] += 1
-        for payment_id in store.paid_unreleased(mid, paid_from, now):
+        for payment_id, paid_at in store.unreleased_of(mid):   # a GSI read: each is re-read consistently
             summary["checked"] += 1
             try:
                 outcome, amount, currency = _release_one(merchant, payment_id, today, dry_run)
             except Exception as exc:  # one bad payment must not stop the others; ops sees the count
                 summary["errors"] += 1
+                outcome, amount, currency = "errors", 0, ""
                 log.error("release_failed", payment_id=payment_id, error=type(exc).__name__)
-                continue
-            summary[outcome] += 1
+            else:
+                summary[outcome] += 1
             if outcome == "released":
                 summary["released_amount"][currency] = summary["released_amount"].get(currency, 0) + amount
+            elif outcome != "already_released" and paid_at < alert_before:
+                summary["overdue"] += 1
+                if not dry_run and ops.record_once(
+                        f"unreleased:{payment_id}", "payment_unreleased", "", payment_id,
+                        {"merchant_id": mid, "paid_at": iso(paid_at), "last_outcome": outcome}):
+                    log.error("payment_unreleased_overdue", payment_id=payment_id, paid_at=iso(paid_at),
+                              outcome=outcome)
     log.info("release_funds_summary", **summary)
     return summary
 
 
 def _release_one(merchant: Merchant, payment_id: str, today: date, dry_run: bool) -> tuple[str, int, str]:
+    """Move one due payment's net, less what its refunds took from pending while it was unreleased, from
+    pending to available; conditional on the payment and the pending account being as read.
+
+    `borrowed` on the pending account is what refunds of released payments took from pending (other
+    payments' unreleased money): pending then holds less than the unreleased payments' nets, so the
+    payments released last find pending short. That shortfall is money already spent on those refunds;
+    the release records it as absorbed (borrowed goes down), so a refund that fails later knows how
+    much of its borrowed part still belongs in pending and how much to available (services.refunds.fail).
+    """
     from chalicelib.store import balances as balance_store
     from chalicelib.store import ledger as ledger_store
     from chalicelib.store import payments as payment_store
     from chalicelib.store import withdrawals as store
     from chalicelib.store.unit import Conflict
 
-    p = payment_store.get(payment_id)
-    if p is None or p.status is not PaymentStatus.SUCCEEDED or p.paid_at is None:
-        raise LookupError("payment is not a succeeded payment")
-    if release_date(p.paid_at, merchant.holding_days) > today:
-        return "not_due", 0, ""
-    if not recon_cleared(p):
-        return "held_for_recon", 0, ""
-    credited = ledger_store.get(f"payment:{p.id}")
-    if credited is None:
-        raise LookupError("payment has no ledger posting")
-    credits = [(a, d) for a, d in credited.merchant_deltas().items() if a.endswith(":pending")]
-    currency = credits[0][0].split(":")[2] if credits else p.amount.currency
-    who = ledger.owner(merchant.id, p.livemode)  # test-mode payments release within the test books
-    pending_account = ledger.merchant_account(who, currency, "pending")
-    net = credits[0][1] if credits else 0
     for attempt in range(MAX_ATTEMPTS):
-        drawn = store.pending_drawn_by_refunds(p.id)
-        amount = funds.release_amount(net, drawn, balance_store.get(pending_account))
+        p = payment_store.get(payment_id)
+        if p is None or p.status is not PaymentStatus.SUCCEEDED or p.paid_at is None:
+            raise LookupError("payment is not a succeeded payment")
+        if p.released:
+            return "already_released", 0, ""
+        if release_date(p.paid_at, merchant.holding_days) > today:
+            return "not_due", 0, ""
+        if not recon_cleared(p):
+            return "held_for_recon", 0, ""
+        credited = ledger_store.get(f"payment:{p.id}")
+        if credited is None:
+            raise LookupError("payment has no ledger posting")
+        credits = [(a, d) for a, d in credited.merchant_deltas().items() if a.endswith(":pending")]
+        currency = credits[0][0].split(":")[2] if credits else p.amount.currency
+        who = ledger.owner(merchant.id, p.livemode)  # test-mode payments release within the test books
+        pending_account = ledger.merchant_account(who, currency, "pending")
+        net = credits[0][1] if credits else 0
+        pending = balance_store.get(pending_account)
+        borrowed = balance_store.borrowed(pending_account)
+        amount = funds.release_amount(net, p.pending_drawn, pending)
+        absorbed = min(max(0, net - p.pending_drawn) - amount, borrowed)
         if dry_run:
             return "released", amount, currency
-        unit = store.FundsUnit().mark_released(p.id)
+        unit = store.FundsUnit().mark_released(p.id, p.pending_drawn)
         if amount:
-            unit.post(funds.release_posting(who, p.id, currency, amount), floors={pending_account: 0})
+            unit.post(funds.release_posting(who, p.id, currency, amount), floors={pending_account: 0},
+                      borrowed={pending_account: (borrowed, -absorbed)} if absorbed else None)
+        elif absorbed:
+            unit.adjust_borrowed(pending_account, borrowed, -absorbed)
         try:
             unit.commit()
         except Conflict:
-            if _released(p.id):
-                return "already_released", 0, currency
-            time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))  # a refund moved pending meanwhile
+            time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))  # a refund moved it meanwhile: read again
             continue
-        log.info("payment_released", payment_id=p.id, amount=amount, currency=currency,
+        log.info("payment_released", payment_id=p.id, amount=amount, currency=currency, absorbed=absorbed,
                  release_date=today.isoformat(), posted_at=iso(clock.now()))
         return "released", amount, currency
     raise RuntimeError("release kept conflicting")
-
-
-def _released(payment_id: str) -> bool:
-    from chalicelib.store.models import PaymentModel
-
-    return bool(PaymentModel.get(payment_id, consistent_read=True).released)

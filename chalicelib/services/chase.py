@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from chalicelib import channels, clock, log
+from chalicelib import channels, clock, log, settings
 from chalicelib.channels.base import ChannelError, ChannelStatus, MerchantChannelConfig, OrderRef
 from chalicelib.channels.base import RefundStatus as ChannelRefundStatus
 from chalicelib.domain.payment import PaymentStatus
@@ -18,37 +18,80 @@ from chalicelib.store import payments as store
 
 # What a channel answers a refund query when it has never heard of the refund.
 REFUND_UNKNOWN_CODES = ("REFUNDNOTEXIST", "ORDER_NOT_FOUND", "NOT_FOUND", "REFUND_NOT_EXIST")
-PAYMENT_GRACE = timedelta(minutes=2)   # give the callback a chance first
+PAYMENT_GRACE = timedelta(seconds=store.FIRST_CHECK_AFTER_SECONDS)   # give the callback a chance first
 REFUND_GRACE = timedelta(seconds=5)
+# A payment the chase looked at and left pending is looked at again after a quarter of its age, within
+# these bounds (and never later than the next moment its fate can change: expires_at, or the channel's
+# hard deadline for an order it does not know). Old unresolvable payments thus go to the back of the
+# queue, and a newer one whose callback was lost is reached in the next run whatever their number.
+RECHECK_MIN = timedelta(minutes=5)
+RECHECK_MAX = timedelta(hours=6)
+PAGE_SIZE = 100
+REFUNDS_RESERVE_MS = 60_000      # time the payment half leaves for chase_refunds in the same run
+RUN_MS = 240_000                 # the chase_payments Lambda's timeout (.chalice/config.json): a run without
+                                 # a Lambda context (a hand call) gets the same budget
+# A refund a channel that cannot take it twice (PayEase) still does not list after this is failed, with an
+# ops record; any refund still processing after REFUND_STUCK_AFTER gets an ops record (README: Jobs).
+REFUND_NOT_AT_CHANNEL_AFTER = timedelta(hours=6)
+REFUND_STUCK_AFTER = timedelta(hours=24)
 
 
-def chase_payments(dry_run: bool = False, merchant_id: str | None = None, limit: int = 500) -> dict:
-    """Ask the channel about every payment pending past the grace period; apply what it says.
+def chase_payments(dry_run: bool = False, merchant_id: str | None = None, budget=None) -> dict:
+    """Ask the channel about every pending payment whose next check is due; apply what it says.
 
-    Counters only: the job runner (services.jobs) logs and returns the one summary.
+    Pages through the due payments, soonest first, while the run has time for one more payment (three
+    channel calls at their timeout) and for the refunds after it. Counters only: the job runner
+    (services.jobs) logs and returns the one summary.
     """
+    from chalicelib.services.jobs import Budget
+
+    budget = budget or Budget(total_ms=RUN_MS)
     now = clock.now()
     summary = {"checked": 0, "succeeded": 0, "failed": 0, "closed": 0, "still_pending": 0, "errors": 0,
                "mismatches": 0}
-    for payment_id in store.pending_created_before(now - PAYMENT_GRACE, limit=limit):
-        p = store.get(payment_id)
-        if p is None or p.status is not PaymentStatus.PENDING:
-            continue
-        if merchant_id and p.merchant_id != merchant_id:
-            continue
-        summary["checked"] += 1
-        try:
-            outcome = _chase_one(p, now, dry_run)
-        except ChannelError as exc:
-            outcome = "errors"
-            log.warning("chase_query_failed", payment_id=p.id, code=exc.code)
-        except Exception as exc:  # one odd payment must not stop the others
-            outcome = "errors"
-            log.error("chase_payment_error", payment_id=p.id, error=type(exc).__name__)
-        if outcome:
-            summary[outcome] += 1
-    summary.update(chase_refunds(dry_run=dry_run, merchant_id=merchant_id, limit=limit))
+    per_payment_ms = 3 * settings.get().http_timeout_seconds * 1000
+    after, more = None, True
+    while more:
+        due, after = store.pending_due(int(now.timestamp()), limit=PAGE_SIZE, after=after)
+        more = after is not None
+        for payment_id in due:
+            if not budget.allows(per_payment_ms + REFUNDS_RESERVE_MS):
+                summary["out_of_time"] = True  # the rest stay due: the next run starts with them
+                more = False
+                break
+            _chase_payment(payment_id, now, dry_run, merchant_id, summary)
+    summary.update(chase_refunds(dry_run=dry_run, merchant_id=merchant_id))
     return summary
+
+
+def _chase_payment(payment_id: str, now, dry_run: bool, merchant_id: str | None, summary: dict) -> None:
+    p = store.get(payment_id)
+    if p is None or p.status is not PaymentStatus.PENDING:
+        return
+    if merchant_id and p.merchant_id != merchant_id:
+        return
+    summary["checked"] += 1
+    try:
+        outcome = _chase_one(p, now, dry_run)
+    except ChannelError as exc:
+        outcome = "errors"
+        log.warning("chase_query_failed", payment_id=p.id, code=exc.code)
+    except Exception as exc:  # one odd payment must not stop the others
+        outcome = "errors"
+        log.error("chase_payment_error", payment_id=p.id, error=type(exc).__name__)
+    if outcome:
+        summary[outcome] += 1
+    if outcome in ("still_pending", "errors", "mismatches") and not dry_run:
+        store.check_again_at(p.id, int(_next_check(p, now).timestamp()))
+
+
+def _next_check(p, now):
+    at = now + min(max((now - p.created_at) / 4, RECHECK_MIN), RECHECK_MAX)
+    deadline = channels.get(p.channel, p.livemode).unknown_order_payable_until(p.flow, p.created_at, p.expires_at)
+    for moment in (p.expires_at, deadline):
+        if moment is not None and now < moment:
+            at = min(at, moment)
+    return at
 
 
 def _chase_one(p, now, dry_run: bool) -> str | None:
@@ -59,21 +102,31 @@ def _chase_one(p, now, dry_run: bool) -> str | None:
     if cp.status in (ChannelStatus.PENDING, ChannelStatus.NOT_FOUND):
         if now < p.expires_at:
             return "still_pending"
+        if channel.closes_on_kauri_clock:
+            # The channel can neither close nor expire it: it ends here, on our clock (a paid notice
+            # arriving later is the callbacks' late-money rule).
+            return "closed" if dry_run else _counter(payments.mark_closed(p, reason="expired_on_kauri_clock"))
+        payable_until = channel.unknown_order_payable_until(p.flow, p.created_at, p.expires_at)
+        if cp.status is ChannelStatus.NOT_FOUND and payable_until is not None and now < payable_until:
+            return "still_pending"  # the shopper may still open the channel's page: "not found" proves nothing
         if dry_run:
             return "closed"
         try:
-            channel.close(ref)  # the channel first: after this no one can pay it
+            reversed_trade = channel.close(ref)  # the channel first: after this no one can pay it
         except ChannelError as exc:
             # Paid at the last moment, closed already, or never known there: the channel's word decides.
             log.info("chase_close_refused", payment_id=p.id, code=exc.code)
             cp = channel.query(ref)
             if cp.status is ChannelStatus.PENDING:
+                if exc.code == "NOT_SUPPORTED":
+                    return "still_pending"  # the channel lapses it at its own timeout; we look again
                 log.warning("chase_close_failed", payment_id=p.id, code=exc.code)
                 return "errors"
-            if cp.status is ChannelStatus.NOT_FOUND:  # nobody can pay an order the channel does not have
+            if cp.status is ChannelStatus.NOT_FOUND:
+                # Past the channel's hard deadline for an order it does not know: nobody can pay it.
                 return _counter(payments.mark_closed(p, reason="expired_unknown_at_channel"))
-        else:
-            return _counter(payments.mark_closed(p, reason="expired"))  # lost a race: count what won
+        else:  # lost a race (paid meanwhile, even reversed by the close): count what won
+            return _counter(payments.after_channel_close(p, reversed_trade, reason="expired"))
     problem = callbacks.mismatch(p, cp)
     if problem:
         ops.record_once(f"mismatch:{p.id}:query", "query_mismatch", p.channel, p.id, {"problem": problem})
@@ -91,46 +144,84 @@ def _counter(p) -> str | None:
 
 
 def chase_refunds(dry_run: bool = False, merchant_id: str | None = None, limit: int = 500) -> dict:
-    out = {"refunds_checked": 0, "refunds_succeeded": 0, "refunds_failed": 0}
-    for refund_id in store.processing_refunds_before(clock.now() - REFUND_GRACE, limit=limit):
+    """Ask the channel about every refund still processing; each refund on its own (one that cannot be
+    settled is counted and logged, and the others go on)."""
+    now = clock.now()
+    out = {"refunds_checked": 0, "refunds_succeeded": 0, "refunds_failed": 0, "refunds_resubmitted": 0,
+           "refunds_unknown": 0, "refunds_errors": 0, "refunds_stuck": 0}
+    for refund_id in store.processing_refunds_before(now - REFUND_GRACE, limit=limit):
         found = store.get_refund(refund_id)
         if found is None or found[0].status is not RefundStatus.PROCESSING:
             continue
-        refund, draw = found
+        refund = found[0]
         if merchant_id and refund.merchant_id != merchant_id:
             continue
-        p = store.get(refund.payment_id)
         out["refunds_checked"] += 1
-        req = refunds.channel_request(p, refund)
-        channel = channels.get(p.channel, p.livemode)
+        p = store.get(refund.payment_id)
         try:
-            answer = channel.refund_query(req)
-        except ChannelError as exc:
-            if exc.retryable or exc.code not in REFUND_UNKNOWN_CODES:
-                log.warning("chase_refund_query_failed", refund_id=refund.id, code=exc.code)
-                continue
-            answer = None
-        if answer is None:
+            outcome = _chase_refund(p, refund, now, dry_run)
+        except Exception as exc:  # one odd refund must not stop the others
+            outcome = "refunds_errors"
+            log.error("chase_refund_error", refund_id=refund.id, error=type(exc).__name__)
+        if outcome:
+            out[outcome] += 1
+        if not dry_run and outcome not in ("refunds_succeeded", "refunds_failed") \
+                and now - refund.created_at >= REFUND_STUCK_AFTER:
+            if ops.record_once(f"refund_stuck:{refund.id}", "refund_stuck", p.channel if p else "", refund.id,
+                               {"payment_id": refund.payment_id, "created": clock.iso(refund.created_at),
+                                "last_outcome": outcome or ""}):
+                log.error("refund_stuck", refund_id=refund.id, payment_id=refund.payment_id)
+            out["refunds_stuck"] += 1
+    return out
+
+
+def _chase_refund(p, refund, now, dry_run: bool) -> str | None:
+    """One processing refund: the summary counter its outcome belongs to (None: still waiting)."""
+    req = refunds.channel_request(p, refund)
+    channel = channels.get(p.channel, p.livemode)
+    try:
+        answer = channel.refund_query(req)
+    except ChannelError as exc:
+        if exc.retryable or exc.code not in REFUND_UNKNOWN_CODES:
+            log.warning("chase_refund_query_failed", refund_id=refund.id, code=exc.code)
+            return "refunds_unknown"
+        answer = None
+    if answer is None or answer.status is ChannelRefundStatus.NOT_FOUND:
+        if getattr(channel, "resends_refunds_safely", False):
             # The channel never saw it (our request was lost on the way): send it again under the same
-            # refund number, which the channels treat as the same refund, and take that answer.
+            # refund number, which the channel treats as the same refund, and take that answer.
             if dry_run:
-                continue
+                return None
             try:
                 answer = channel.refund(req)
-                out["refunds_resubmitted"] = out.get("refunds_resubmitted", 0) + 1
             except ChannelError as exc:
-                if exc.retryable:
+                if not exc.refused:
                     log.warning("chase_refund_resubmit_failed", refund_id=refund.id, code=exc.code)
-                    continue
+                    return "refunds_unknown"
                 refunds.fail(p, refund, refunds.posting_of(refund), exc.code)
-                out["refunds_failed"] += 1
-                continue
-        if dry_run:
-            continue
-        if answer.status is ChannelRefundStatus.SUCCEEDED:
-            refunds.succeed(refund, answer.channel_refund_ref)
-            out["refunds_succeeded"] += 1
-        elif answer.status is ChannelRefundStatus.FAILED:
-            refunds.fail(p, refund, refunds.posting_of(refund), "channel_refund_failed")
-            out["refunds_failed"] += 1
-    return out
+                return "refunds_failed"
+            log.info("chase_refund_resubmitted", refund_id=refund.id)
+            if answer.status is ChannelRefundStatus.PROCESSING:
+                return "refunds_resubmitted"
+        elif now - refund.created_at < REFUND_NOT_AT_CHANNEL_AFTER:
+            return None  # the channel's list may lag its refund desk: ask again later
+        else:
+            # Sending it again could pay the shopper twice, so after the limit the refund is failed (the
+            # merchant gets the money back and may refund again) and ops confirm it with the channel.
+            if dry_run:
+                return "refunds_failed"
+            refunds.fail(p, refund, refunds.posting_of(refund), "refund_not_at_channel")
+            ops.record_once(f"refund_not_at_channel:{refund.id}", "refund_not_at_channel", p.channel, refund.id,
+                            {"payment_id": p.id, "created": clock.iso(refund.created_at),
+                             "amount": (refund.channel_amount or refund.amount).amount,
+                             "currency": (refund.channel_amount or refund.amount).currency})
+            return "refunds_failed"
+    if dry_run:
+        return None
+    if answer.status is ChannelRefundStatus.SUCCEEDED:
+        refunds.succeed(refund, answer.channel_refund_ref)
+        return "refunds_succeeded"
+    if answer.status is ChannelRefundStatus.FAILED:
+        refunds.fail(p, refund, refunds.posting_of(refund), "channel_refund_failed")
+        return "refunds_failed"
+    return None

@@ -24,8 +24,10 @@ def _s3():
 def start_upload(payment_id: str, filename: str, content_type: str, size: int) -> dict:
     """A presigned POST the payer's browser uploads one file with; S3 enforces type and size."""
     p = store.get(payment_id)
-    if p is None:
+    if p is None or p.quote is None:  # only quoted payments (tuition) take documents
         raise errors.not_found("payment", "payment_id")
+    if p.status.value != "pending" or clock.now() >= p.expires_at:  # the payer's door shuts with the payment
+        raise errors.conflict("payment_not_payable", "documents can be added only while the payment can be paid")
     if not isinstance(filename, str) or not _NAME.match(filename):
         raise errors.invalid("filename_invalid", "filename: 1-100 letters, digits, spaces, . ( ) - _", "filename")
     if content_type not in TYPES:

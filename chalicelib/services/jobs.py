@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from typing import Any, Callable
 
@@ -23,12 +23,33 @@ class JobParamError(ValueError):
     """A hand-written event the job cannot run with; the message says what to fix."""
 
 
+class Budget:
+    """How long this run may still take: the Lambda context's remaining time when there is one
+    (chalice hands scheduled functions their context), else `total_ms` (DEFAULT_MS) from its start."""
+    DEFAULT_MS = 30_000           # .chalice/config.json lambda_timeout
+
+    def __init__(self, context: Any = None, total_ms: int | None = None):
+        self._remaining = getattr(context, "get_remaining_time_in_millis", None)
+        self._total = self.DEFAULT_MS if total_ms is None else total_ms
+        self._t0 = clock.ticks()
+
+    def left_ms(self) -> int:
+        if self._remaining is not None:
+            return int(self._remaining())
+        return self._total - clock.ms_since(self._t0)
+
+    def allows(self, ms: int) -> bool:
+        """Is there time for a step that may take `ms` (e.g. one HTTP call at its timeout)?"""
+        return self.left_ms() > ms
+
+
 @dataclass(frozen=True)
 class JobParams:
     dry_run: bool = False         # look, change nothing (no claim either)
     force: bool = False           # run a period that already finished
     merchant_id: str | None = None
     date: date | None = None
+    budget: Budget | None = field(default=None, compare=False)   # set by run(), never by the event
 
 
 @dataclass(frozen=True)
@@ -70,15 +91,16 @@ def period_start(now: datetime, period_seconds: int) -> datetime:
     return datetime.fromtimestamp(epoch - epoch % period_seconds, tz=timezone.utc)
 
 
-def run(job: Job, raw_event: Any) -> dict:
-    """Run `job` for the current period; log and return its one summary."""
+def run(job: Job, raw_event: Any, context: Any = None) -> dict:
+    """Run `job` for the current period; log and return its one summary. `context`: the Lambda
+    context, whose remaining time bounds the work (see Budget)."""
     from chalicelib.store import jobs as store
 
     started = clock.now()
     t0 = clock.ticks()
     summary: dict[str, Any] = {"job": job.name}
     try:
-        params = params_of(raw_event, job.accepts)
+        params = replace(params_of(raw_event, job.accepts), budget=Budget(context))
     except JobParamError as exc:
         summary.update(outcome="bad_params", message=str(exc))
         log.error("job_summary", **summary)
@@ -148,7 +170,7 @@ def _fx_pull(params: JobParams, start: datetime) -> dict:
 def _chase_payments(params: JobParams, start: datetime) -> dict:
     from chalicelib.services import chase
 
-    return chase.chase_payments(dry_run=params.dry_run, merchant_id=params.merchant_id)
+    return chase.chase_payments(dry_run=params.dry_run, merchant_id=params.merchant_id, budget=params.budget)
 
 
 def _retry_webhooks(params: JobParams, start: datetime) -> dict:
@@ -162,13 +184,19 @@ def _retry_webhooks(params: JobParams, start: datetime) -> dict:
         due = [item for item in due if item.merchant_id == params.merchant_id]
     if params.dry_run:
         return {"due": len(due), "attempted": 0}
-    return {"due": len(due), "attempted": sum(1 for item in due if notifications.deliver(item))}
+    out = {"due": len(due), "attempted": 0}
+    for item in due:
+        if not params.budget.allows(notifications.send_ms()):
+            out["out_of_time"] = True  # the rest stay due for the next minute's run
+            break
+        out["attempted"] += 1 if notifications.deliver(item, params.budget) else 0
+    return out
 
 
 def _merchant_alerts(params: JobParams, start: datetime) -> dict:
     from chalicelib.services import alerts
 
-    return alerts.deliver_due(dry_run=params.dry_run, merchant_id=params.merchant_id)
+    return alerts.deliver_due(dry_run=params.dry_run, merchant_id=params.merchant_id, budget=params.budget)
 
 
 FX_PULL = Job("fx_pull", 1800, _fx_pull, frozenset({"dry_run", "force", "date"}))

@@ -8,7 +8,10 @@ from dataclasses import dataclass
 
 from chalicelib import clock, ids
 from chalicelib.domain.merchant import Merchant
+from chalicelib.services import errors
+from chalicelib.services.idempotency import Completion
 from chalicelib.store import merchants as store
+from chalicelib.store.unit import Conflict, Unit
 
 _KEY_RE = re.compile(r"^sk_(test|live)_(mch_[0-9a-z]{16})_([0-9A-Za-z]{32})$")
 
@@ -110,17 +113,83 @@ def forget_keys(merchant_id: str | None = None) -> None:
             _key_cache.pop(digest, None)
 
 
-def add_webhook_endpoint(merchant: Merchant, livemode: bool, url: str) -> dict:
+MAX_WEBHOOK_ENDPOINTS = 10   # per merchant (both modes), enabled or disabled; enforced by a counter item
+
+
+def add_webhook_endpoint(merchant: Merchant, livemode: bool, url: str, completion: Completion | None = None) -> dict:
+    """A new endpoint of the caller's mode, its secret shown this once. The endpoint, the merchant's
+    endpoint counter and the idempotent reply (which holds the secret) are one transaction: a retry
+    replays this very secret."""
     secret = "whsec_" + secrets.token_urlsafe(32)
-    endpoint_id = ids.new("we", 16)
-    item = store.add_endpoint(merchant.id, endpoint_id, url, secret, livemode)
-    return {"id": endpoint_id, "object": "webhook_endpoint", "livemode": livemode, "url": item.url, "enabled": True,
-            "secret": secret}
+    item = store.new_endpoint(merchant.id, ids.new("we", 16), url, secret, livemode)
+    body = {**endpoint_view(item), "secret": secret}
+    for _ in range(3):  # a concurrent add may start the counter, or touch it, in between: count again
+        uncounted = store.uncounted_endpoints(merchant.id)
+        if uncounted is not None and uncounted >= MAX_WEBHOOK_ENDPOINTS:
+            raise _too_many()
+        unit = Unit().add_webhook_endpoint(item, MAX_WEBHOOK_ENDPOINTS, uncounted)
+        if completion is not None:
+            completion.attach(unit, 201, body)
+        try:
+            unit.commit()
+            return body
+        except Conflict as exc:
+            if completion is not None:
+                completion.attached = False
+            if uncounted is None and len(exc.reasons) > 1 and exc.reasons[1] == "ConditionalCheckFailed":
+                raise _too_many() from None
+    raise errors.conflict("webhook_endpoint_conflict", "the endpoints changed meanwhile; try again")
+
+
+def _too_many() -> errors.ServiceError:
+    return errors.invalid("too_many_webhook_endpoints",
+                          f"at most {MAX_WEBHOOK_ENDPOINTS} webhook endpoints per merchant; delete one first", "url")
 
 
 def list_webhook_endpoints(merchant: Merchant, livemode: bool) -> list[dict]:
-    return [{"id": e.endpoint_id, "object": "webhook_endpoint", "livemode": livemode, "url": e.url,
-             "enabled": e.enabled} for e in store.endpoints(merchant.id, livemode)]
+    """The caller's mode only: a test key never sees a live endpoint, nor the reverse."""
+    return [endpoint_view(e) for e in store.all_endpoints(merchant.id) if store.mode_of(e) == livemode]
+
+
+def _own_endpoint(merchant: Merchant, livemode: bool, endpoint_id: str):
+    item = store.endpoint(merchant.id, endpoint_id) if ids.looks_like(endpoint_id, "we") else None
+    return item if item is not None and store.mode_of(item) == livemode else None
+
+
+def set_webhook_endpoint_disabled(merchant: Merchant, livemode: bool, endpoint_id: str, disabled: bool,
+                                  completion: Completion | None = None) -> dict:
+    """Stop (or resume) deliveries to an endpoint; it keeps its secret and its place in the limit."""
+    item = _own_endpoint(merchant, livemode, endpoint_id)
+    if item is None:
+        raise errors.not_found("webhook endpoint", "endpoint_id")
+    item.enabled = not disabled
+    body = endpoint_view(item)
+    unit = Unit().set_webhook_endpoint_enabled(merchant.id, endpoint_id, not disabled, store.seal_legacy(item))
+    if completion is not None:
+        completion.attach(unit, 200, body)
+    try:
+        unit.commit()
+    except Conflict:
+        raise errors.not_found("webhook endpoint", "endpoint_id") from None
+    return body
+
+
+def delete_webhook_endpoint(merchant: Merchant, livemode: bool, endpoint_id: str) -> bool:
+    """Delete an endpoint (events not yet sent to it are no longer sent there); frees its place."""
+    if _own_endpoint(merchant, livemode, endpoint_id) is None:
+        return False
+    for _ in range(2):  # a second try when a concurrent change started the counter meanwhile
+        try:
+            Unit().remove_webhook_endpoint(merchant.id, endpoint_id, store.uncounted_endpoints(merchant.id)).commit()
+            return True
+        except Conflict:
+            continue
+    return False
+
+
+def endpoint_view(e) -> dict:
+    return {"id": e.endpoint_id, "object": "webhook_endpoint", "livemode": store.mode_of(e), "url": e.url,
+            "enabled": bool(e.enabled)}
 
 
 DEMO_CHANNELS = {

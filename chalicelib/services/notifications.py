@@ -4,16 +4,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from chalicelib import clock, http, ids, log, settings
+from chalicelib import clock, egress, ids, log, settings
 from chalicelib.store import events as store
 from chalicelib.store import merchants as merchant_store
-from chalicelib.store.unit import DUE_SHARD
+from chalicelib.services.jobs import Budget
+from chalicelib.services.idempotency import Completion
+from chalicelib.store.unit import DUE_SHARD, Conflict, Unit
 
 # Seconds to wait after attempt n (1-based) failed: 15 s ... 24 h, about 52 hours in all.
 BACKOFF = (15, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400)
 MAX_ATTEMPTS = len(BACKOFF) + 1
-LEASE_SECONDS = 60          # a worker owns an event this long while it sends
+LEASE_SECONDS = 60          # a worker owns an event this long after its last send began (renewed per send)
 SIGNATURE_HEADER = "Kauri-Signature"
+RESEND_INLINE_MS = 15_000   # a resend tries the endpoints inside the API call for at most this long
 
 
 def signature(secret: str, timestamp: int, body: str) -> str:
@@ -35,14 +38,17 @@ def verify_signature(secret: str, header: str, body: str, tolerance: int = 300, 
     return hmac.compare_digest(expected, parts.get("v1", ""))
 
 
-def deliver_due(limit: int = 100) -> int:
-    """Attempt every event whose time has come. Returns how many events were attempted."""
-    now = clock.epoch()
+def deliver_due(limit: int = 100, budget=None) -> int:
+    """Attempt every event whose time has come, while the run has time. Returns how many were attempted."""
+    budget = budget or Budget()
     attempted = 0
+    now = clock.epoch()
     due = store.due(now, limit=limit)
     report_backlog(due, now)
     for item in due:
-        if deliver(item):
+        if not budget.allows(send_ms()):
+            break
+        if deliver(item, budget):
             attempted += 1
     return attempted
 
@@ -57,46 +63,78 @@ def report_backlog(due: list, now: int) -> int:
     return age
 
 
-def deliver(item) -> bool:
+RECORD_MS = 1000          # time kept back after a send to record its outcome
+MIN_SEND_SECONDS = 1
+
+
+def send_ms() -> int:
+    """The least time a send needs: its shortest timeout plus recording it."""
+    return MIN_SEND_SECONDS * 1000 + RECORD_MS
+
+
+def send_timeout(budget) -> int:
+    """The HTTP timeout for the next send: the configured one, cut to what the run has left."""
+    return max(MIN_SEND_SECONDS, min(settings.get().http_timeout_seconds, (budget.left_ms() - RECORD_MS) // 1000))
+
+
+def start_attempt(item, now: int) -> bool:
+    """Lease the item and count the attempt in one versioned write, before anything is sent.
+
+    Its retry is scheduled here too (never sooner than the lease): a run killed mid-send has still made
+    its attempt, the next worker waits for the backoff, and the attempts still run out (see
+    `out_of_attempts`). False: another worker holds it or changed it since we read it."""
+    item.attempts = int(item.attempts or 0) + 1
+    wait = BACKOFF[item.attempts - 1] if item.attempts <= len(BACKOFF) else 0
+    item.next_attempt_at = now + max(LEASE_SECONDS, wait)
+    return store.save_if_unchanged(item)
+
+
+def out_of_attempts(item) -> bool:
+    """Every attempt has started already (the last one died before it could say how it went)."""
+    return int(item.attempts or 0) >= MAX_ATTEMPTS
+
+
+def deliver(item, budget=None) -> bool:
     """One delivery attempt of one event to each of the merchant's endpoints not yet served.
 
-    The event is leased first (a versioned write), so two workers never send it at once; an endpoint
-    that answered 2xx is remembered and never sent the event again.
+    The attempt counts when it starts (start_attempt). Before each send the lease is renewed in a
+    versioned write that also saves every 2xx so far, so however slow the receivers, no second worker
+    takes the event while this one sends, and no 2xx is forgotten. A send that would not fit in the
+    run's remaining time is left for the next run. True when an attempt was made.
     """
+    budget = budget or Budget()
     now = clock.epoch()
-    item.next_attempt_at = now + LEASE_SECONDS
-    if not store.save_if_unchanged(item):
+    if out_of_attempts(item):
+        _settle(item, ["the last attempt never finished"])
+        return store.save_if_unchanged(item)
+    if not start_attempt(item, now):
         return False  # another worker has it
     endpoints = merchant_store.endpoints(item.merchant_id, store.mode_of(item))  # test events: test endpoints
     delivered = set(item.delivered_endpoints or [])
+    saved = set(delivered)
     errors = []
     for ep in endpoints:
         if ep.endpoint_id in delivered:
             continue
-        ok, detail = _send(ep.url, merchant_store.signing_secret(ep), item.payload)
+        if not budget.allows(send_ms()):
+            errors.append(f"{ep.endpoint_id}: not tried (run out of time)")
+            break
+        timeout = send_timeout(budget)
+        if delivered != saved or int(item.next_attempt_at) < clock.epoch() + timeout + RECORD_MS // 1000 + 1:
+            # Keep the 2xx answers so far, and a lease that outlasts this send.
+            item.next_attempt_at = max(int(item.next_attempt_at), clock.epoch() + LEASE_SECONDS)
+            item.delivered_endpoints = sorted(delivered)
+            if not store.save_if_unchanged(item):
+                log.error("webhook_lease_lost", event_id=item.event_id)
+                return True
+            saved = set(delivered)
+        ok, detail = _send(ep.url, merchant_store.signing_secret(ep), item.payload, timeout)
         if ok:
             delivered.add(ep.endpoint_id)
         else:
             errors.append(f"{ep.endpoint_id}: {detail}")
-    item.attempts = int(item.attempts or 0) + 1
     item.delivered_endpoints = sorted(delivered)
-    if not errors:
-        item.status = "delivered" if endpoints else "no_endpoint"
-        item.due_shard = None
-        item.next_attempt_at = None
-        item.last_error = None
-    elif item.attempts >= MAX_ATTEMPTS:
-        item.status = "failed"
-        item.due_shard = None
-        item.next_attempt_at = None
-        item.last_error = "; ".join(errors)[:1000]
-        log.error("webhook_failed", event_id=item.event_id, merchant_id=item.merchant_id, attempts=item.attempts)
-        from chalicelib import metrics
-
-        metrics.emit("DeadLetters", Kind="webhook")
-    else:
-        item.next_attempt_at = clock.epoch() + BACKOFF[item.attempts - 1]
-        item.last_error = "; ".join(errors)[:1000]
+    _settle(item, errors, has_endpoints=bool(endpoints))
     if not store.save_if_unchanged(item):
         log.error("webhook_state_lost", event_id=item.event_id)
     if errors:
@@ -109,24 +147,45 @@ def deliver(item) -> bool:
     return True
 
 
-def _send(url: str, secret: str, body: str) -> tuple[bool, str]:
-    import requests
+def _settle(item, errors: list[str], has_endpoints: bool = True) -> None:
+    """The event's state after an attempt: delivered, failed for good, or due again after its backoff."""
+    if not errors:
+        item.status = "delivered" if has_endpoints else "no_endpoint"
+        item.due_shard = None
+        item.next_attempt_at = None
+        item.last_error = None
+    elif out_of_attempts(item):
+        item.status = "failed"
+        item.due_shard = None
+        item.next_attempt_at = None
+        item.last_error = "; ".join(errors)[:1000]
+        log.error("webhook_failed", event_id=item.event_id, merchant_id=item.merchant_id, attempts=item.attempts)
+        from chalicelib import metrics
 
+        metrics.emit("DeadLetters", Kind="webhook")
+    else:
+        item.next_attempt_at = clock.epoch() + BACKOFF[int(item.attempts) - 1]
+        item.last_error = "; ".join(errors)[:1000]
+
+
+def _send(url: str, secret: str, body: str, timeout: int) -> tuple[bool, str]:
     ts = clock.epoch()
     headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature(secret, ts, body),
                "User-Agent": "Kauri-Webhooks/1"}
-    try:
-        resp = http.session().post(url, data=body.encode("utf-8"), headers=headers,
-                                   timeout=settings.get().http_timeout_seconds, allow_redirects=False)
-    except requests.RequestException as exc:
-        return False, type(exc).__name__
-    if 200 <= resp.status_code < 300:
-        return True, str(resp.status_code)
-    return False, f"HTTP {resp.status_code}"
+    try:  # egress checks the URL and the address it connects to, follows no redirect, reads a bounded answer
+        answer = egress.post(url, body.encode("utf-8"), headers, timeout=timeout)
+    except egress.Failed as exc:
+        return False, str(exc)
+    if 200 <= answer.status < 300:
+        return True, str(answer.status)
+    return False, f"HTTP {answer.status}"
 
 
-def resend(merchant_id: str, livemode: bool, event_id: str) -> dict | None:
-    """Queue an event again for every endpoint (ops or the merchant asked), and try it now."""
+def resend(merchant_id: str, livemode: bool, event_id: str, completion: Completion | None = None) -> dict | None:
+    """Queue an event again for every endpoint (ops or the merchant asked), and try it now.
+
+    The re-queue and the reply saying so are one transaction; once the attempt is made, the stored
+    reply is brought up to date."""
     item = _own(merchant_id, livemode, event_id)
     if item is None:
         return None
@@ -135,9 +194,20 @@ def resend(merchant_id: str, livemode: bool, event_id: str) -> dict | None:
     item.delivered_endpoints = []
     item.attempts = 0
     item.next_attempt_at = clock.epoch()
-    if store.save_if_unchanged(item):
-        deliver(store.get(event_id))
-    return view(store.get(event_id))
+    unit = Unit().save_versioned(item)
+    if completion is not None:
+        completion.attach(unit, 200, view(item))
+    try:
+        unit.commit()
+    except Conflict:  # a worker is sending it right now: it is being delivered anyway
+        if completion is not None:
+            completion.attached = False
+        return view(store.get(event_id))
+    deliver(store.get(event_id), Budget(total_ms=RESEND_INLINE_MS))
+    out = view(store.get(event_id))
+    if completion is not None:
+        completion.refresh(200, out)
+    return out
 
 
 def _own(merchant_id: str, livemode: bool, event_id: str):

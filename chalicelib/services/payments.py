@@ -5,8 +5,15 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from chalicelib import channels, clock, ids, log, settings
-from chalicelib.channels.base import ChannelError, ChannelStatus, CreateRequest, MerchantChannelConfig, OrderRef
-from chalicelib.domain import views
+from chalicelib.channels.base import (
+    ChannelError,
+    ChannelPayment,
+    ChannelStatus,
+    CreateRequest,
+    MerchantChannelConfig,
+    OrderRef,
+)
+from chalicelib.domain import ledger, views
 from chalicelib.domain.merchant import Merchant
 from chalicelib.domain.payment import Payment, PaymentStatus
 from chalicelib.money import Money, bps_of
@@ -192,8 +199,9 @@ def find_by_reference(merchant: Merchant, livemode: bool, reference: str) -> lis
     return [p for p in store.by_merchant_reference(merchant.id, reference) if p.livemode == livemode]
 
 
-def close(merchant: Merchant, livemode: bool, payment_id: str) -> Payment:
-    """Close a pending payment at the channel and here. A paid payment cannot be closed (409)."""
+def close(merchant: Merchant, livemode: bool, payment_id: str, completion: Completion | None = None) -> Payment:
+    """Close a pending payment at the channel and here (the reply stored with the change). A paid payment
+    cannot be closed (409)."""
     from chalicelib.services import callbacks
 
     p = get_for(merchant, livemode, payment_id)
@@ -204,7 +212,7 @@ def close(merchant: Merchant, livemode: bool, payment_id: str) -> Payment:
     channel = channels.get(p.channel, p.livemode)
     ref = OrderRef(p.channel_order_id, MerchantChannelConfig(dict(p.channel_merchant)))
     try:
-        channel.close(ref)
+        reversed_trade = channel.close(ref)
     except ChannelError as exc:
         if exc.code in ("ORDERPAID", "TRADE_PAID"):
             # Paid meanwhile: learn the payment through the verified exactly-once path, then refuse.
@@ -218,17 +226,93 @@ def close(merchant: Merchant, livemode: bool, payment_id: str) -> Payment:
             raise errors.conflict("close_not_supported",
                                   f"{p.channel} cannot close an order; it lapses at expires_at") from None
         raise errors.channel(exc.code, f"{p.channel} could not close the payment: {exc.code}") from None
-    return mark_closed(p, reason="merchant")
+    closed = after_channel_close(p, reversed_trade, reason="merchant", completion=completion)
+    if closed.status is PaymentStatus.SUCCEEDED:
+        raise errors.conflict("payment_refunded", f"the shopper paid just before the close; {p.channel} "
+                                                  "refunded the payment in full (see its refunds)")
+    return closed
 
 
-def mark_closed(p: Payment, reason: str) -> Payment:
-    """Move a pending payment to closed (once), with its payment.closed event. One whose last attempt
-    failed (failure_code kept while it stayed payable) ends as failed instead, with payment.failed."""
-    closed = p.ended("merchant" if reason == "merchant" else "clock", clock.now())
+def after_channel_close(p: Payment, reversed_trade: ChannelPayment | None, reason: str,
+                        completion: Completion | None = None) -> Payment:
+    """The channel closed the order: close the payment here too. If the channel's close reversed a
+    payment made meanwhile, the money came in and went back: book it as paid, then refunded in full."""
+    if reversed_trade is None:
+        return mark_closed(p, reason=reason, completion=completion)
+    return _book_reversal(p, reversed_trade, source=reason)
+
+
+def _book_reversal(p: Payment, reversed_trade: ChannelPayment, source: str) -> Payment:
+    from chalicelib.services import callbacks
+    from chalicelib.store import ops
+
+    paid = replace(reversed_trade, status=ChannelStatus.PAID)
+    problem = callbacks.mismatch(p, paid)
+    if problem:
+        ops.record_once(f"close_reversed:{p.id}", "close_reversed_mismatch", p.channel, p.id,
+                        {"problem": problem, "fields": reversed_trade.raw})
+        return store.get(p.id) or p
+    callbacks.apply_channel_payment(p, paid, source=source)  # the payment first: posting, event, alerts
+    current = store.get(p.id)
+    if current is None or current.status is not PaymentStatus.SUCCEEDED:
+        return current or p  # ended otherwise meanwhile: the callbacks' late-money rule recorded it
+    if current.refundable > 0:
+        _book_channel_refund(current, reversed_trade, reason=f"reversed by {p.channel} on close")
+    return store.get(p.id) or current
+
+
+def _book_channel_refund(p: Payment, reversed_trade: ChannelPayment, reason: str) -> None:
+    """A refund the channel already made (nothing to ask it): the rest of the payment goes back, once
+    (the refund id derives from the payment), in one transaction with its posting and event. No balance
+    floor: the money has left, so a merchant without the funds owes them."""
+    from chalicelib.domain.refund import Refund, RefundStatus
+    from chalicelib.services import refunds
+
+    amount = p.refundable
+    fee_back = refunds.fee_share(p, amount)
+    net = amount - fee_back
+    # The payment's own money first: its unreleased net while pending, else the available balance. Only
+    # what exceeds its own unreleased net is borrowed from other payments' pending money.
+    bucket = "available" if p.released else "pending"
+    own_left = 0 if p.released else max(0, p.amount.amount - p.fee.amount - p.pending_drawn)
+    pending_own = min(net, own_left) if bucket == "pending" else 0
+    borrowed = net - pending_own if bucket == "pending" else 0
+    draw = {bucket: net}
+    channel_amount = None
+    if p.channel_amount is not None and p.channel_amount.currency != p.amount.currency:
+        channel_amount = Money(refunds.channel_share(p, amount), p.channel_amount.currency)
+    refund_id = "re_rev" + p.id[len("pay"):]
+    refund = Refund(id=refund_id, payment_id=p.id, merchant_id=p.merchant_id, amount=Money(amount, p.amount.currency),
+                    reason=reason, status=RefundStatus.SUCCEEDED, channel_refund_id=refund_id,
+                    created_at=clock.now(), channel_refund_ref=reversed_trade.channel_transaction_id,
+                    channel_amount=channel_amount, draw=draw, borrowed=borrowed, livemode=p.livemode)
+    posting = refunds.refund_posting(f"refund:{refund_id}", p, refund_id, amount, fee_back, draw, channel_amount)
+    pending_account = ledger.merchant_account(ledger.owner(p.merchant_id, p.livemode), p.amount.currency, "pending")
     try:
-        Unit().move_payment(closed, PaymentStatus.PENDING).emit(
-            new_event(p.merchant_id, f"payment.{closed.status.value}", views.payment(closed))).commit()
+        (Unit().reserve_refund(p, amount, fee_back, channel_amount.amount if channel_amount else 0, pending_own)
+         .save_refund(store.refund_to_item(refund), new=True)
+         .post(posting, borrowed={pending_account: (None, borrowed)} if borrowed else None)
+         .emit(new_event(p.merchant_id, "refund.succeeded", views.refund(refund))).commit())
+    except Conflict:
+        log.info("channel_reversal_already_booked", payment_id=p.id, refund_id=refund_id)
+        return
+    log.warning("channel_reversal_booked", payment_id=p.id, refund_id=refund_id, amount=amount)
+
+
+def mark_closed(p: Payment, reason: str, completion: Completion | None = None) -> Payment:
+    """Move a pending payment to closed (once), with its payment.closed event (and the merchant's reply).
+    One whose last attempt failed (failure_code kept while it stayed payable) ends as failed instead,
+    with payment.failed."""
+    closed = p.ended("merchant" if reason == "merchant" else "clock", clock.now())
+    unit = Unit().move_payment(closed, PaymentStatus.PENDING).emit(
+        new_event(p.merchant_id, f"payment.{closed.status.value}", views.payment(closed)))
+    if completion is not None:
+        completion.attach(unit, 200, views.payment(closed))
+    try:
+        unit.commit()
     except Conflict:  # someone else moved it first: report what it is now
+        if completion is not None:
+            completion.attached = False  # nothing was written: the reply is stored on its own
         current = store.get(p.id)
         log.info("payment_close_lost_race", payment_id=p.id, status=current.status.value if current else None)
         return current

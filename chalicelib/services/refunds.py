@@ -22,21 +22,32 @@ from chalicelib.store.unit import Conflict, Unit, new_event
 from chalicelib.services.idempotency import Completion
 
 
-def pro_rata(part_of: int, total: int, refunded_before: int, amount: int) -> int:
-    """`part_of`'s share of a refund; ROUND_FLOOR on the running total so all refunds sum to `part_of`."""
-    def upto(x: int) -> int:
-        return int((Decimal(part_of) * x / total).to_integral_value(rounding=ROUND_FLOOR))
-    return upto(refunded_before + amount) - upto(refunded_before)
+def share_of(part_of: int, total: int, refunded_after: int, returned: int) -> int:
+    """`part_of`'s share of a refund that brings the running total to `refunded_after`: its target for that
+    total (ROUND_FLOOR) less what live refunds have already returned. Failed refunds leave `returned`, so
+    the shares always add up to exactly `part_of` when everything is refunded, never more."""
+    target = int((Decimal(part_of) * refunded_after / total).to_integral_value(rounding=ROUND_FLOOR))
+    return max(0, target - returned)
 
 
-def fee_share(payment: Payment, refunded_before: int, amount: int) -> int:
+def fee_share(payment: Payment, amount: int) -> int:
     """Our fee returned with a refund, pro rata (the channels return their fee on refunds too)."""
-    return pro_rata(payment.fee.amount, payment.amount.amount, refunded_before, amount)
+    return share_of(payment.fee.amount, payment.amount.amount, payment.refunded + amount, payment.fee_returned)
 
 
-def plan_draw(merchant: Merchant, livemode: bool, currency: str, net: int) -> dict[str, int]:
-    """Take a refund from the available balance first, then pending (one round trip to read both)."""
-    who = ledger.owner(merchant.id, livemode)
+def channel_share(payment: Payment, amount: int) -> int:
+    """What the channel is asked to return of what it charged (CNY on a quoted payment)."""
+    return share_of(payment.channel_amount.amount, payment.amount.amount, payment.refunded + amount,
+                    payment.channel_returned)
+
+
+def plan_draw(merchant: Merchant, p: Payment, net: int) -> tuple[dict[str, int], int]:
+    """Take a refund from the available balance first, then pending (one round trip to read both).
+
+    Also what of the pending part is borrowed: taken from other payments' unreleased money. That is all
+    of it once this payment is released, and whatever exceeds the payment's own unreleased net before."""
+    currency = p.amount.currency
+    who = ledger.owner(merchant.id, p.livemode)
     acc_av = ledger.merchant_account(who, currency, "available")
     acc_pe = ledger.merchant_account(who, currency, "pending")
     bal = balances.get_many([acc_av, acc_pe])
@@ -45,7 +56,8 @@ def plan_draw(merchant: Merchant, livemode: bool, currency: str, net: int) -> di
     if not merchant.allow_negative_balance and from_pending > max(0, bal[acc_pe]):
         raise errors.ServiceError("unprocessable", "insufficient_balance",
                                   "the merchant's balance cannot cover this refund", "amount")
-    return {"available": from_available, "pending": from_pending}
+    own_left = 0 if p.released else max(0, p.amount.amount - p.fee.amount - p.pending_drawn)
+    return {"available": from_available, "pending": from_pending}, max(0, from_pending - own_left)
 
 
 def refund_posting(posting_id: str, p: Payment, refund_id: str, amount: int, fee_back: int,
@@ -107,23 +119,28 @@ def _reservation(merchant: Merchant, p: Payment, amount: int, reason: str):
     except RefundNotAllowed as exc:
         kind = "conflict" if exc.code == "payment_not_succeeded" else "invalid"
         raise errors.ServiceError(kind, exc.code, exc.message, "amount") from None
-    fee_back = fee_share(p, p.refunded, amount)
-    draw = plan_draw(merchant, p.livemode, p.amount.currency, amount - fee_back)
+    fee_back = fee_share(p, amount)
+    draw, borrowed = plan_draw(merchant, p, amount - fee_back)
     who = ledger.owner(merchant.id, p.livemode)
     floors = {} if merchant.allow_negative_balance else {
         ledger.merchant_account(who, p.amount.currency, b): 0 for b in draw}
     channel_amount = None
     if p.channel_amount is not None and p.channel_amount.currency != p.amount.currency:
-        channel_amount = Money(pro_rata(p.channel_amount.amount, p.amount.amount, p.refunded, amount),
-                               p.channel_amount.currency)
+        channel_amount = Money(channel_share(p, amount), p.channel_amount.currency)
+        if channel_amount.amount <= 0:
+            raise errors.ServiceError("invalid", "amount_too_small",
+                                      f"a refund this small returns no {channel_amount.currency} to the payer",
+                                      "amount")
     refund_id = ids.new("re")
     refund = Refund(id=refund_id, payment_id=p.id, merchant_id=merchant.id, amount=money, reason=reason,
                     status=RefundStatus.PROCESSING, channel_refund_id=refund_id, created_at=clock.now(),
-                    channel_amount=channel_amount, draw=draw, livemode=p.livemode)
+                    channel_amount=channel_amount, draw=draw, borrowed=borrowed, livemode=p.livemode)
     posting = refund_posting(f"refund:{refund.id}", p, refund.id, amount, fee_back, draw, channel_amount)
-    unit = (Unit().reserve_refund(p.id, amount, p.refunded, p.amount.amount)
+    pending_account = ledger.merchant_account(who, p.amount.currency, "pending")
+    unit = (Unit().reserve_refund(p, amount, fee_back, channel_amount.amount if channel_amount else 0,
+                                  draw["pending"] - borrowed)
             .save_refund(store.refund_to_item(refund), new=True)
-            .post(posting, floors=floors))
+            .post(posting, floors=floors, borrowed={pending_account: (None, borrowed)} if borrowed else None))
     return refund, draw, posting, unit
 
 
@@ -147,10 +164,12 @@ def _ask_channel(p: Payment, refund: Refund, posting: ledger.Posting) -> Refund:
     try:
         answer = channel.refund(req)
     except ChannelError as exc:
-        if exc.retryable:
+        if not exc.refused:
+            # No answer, or none we can read or trust (timeout, reset, 404, garbage): it may have reached
+            # the channel. It stays processing and the channel's own word, asked by the chase job, decides.
             log.warning("refund_outcome_unknown", refund_id=refund.id, code=exc.code)
-            return refund  # stays processing; the chase job asks the channel again
-        return fail(p, refund, posting, exc.code)  # the channel refused it: nothing left our hands
+            return refund
+        return fail(p, refund, posting, exc.code)  # the channel clearly refused it
     if answer.status is ChannelRefundStatus.PROCESSING:
         try:
             answer = channel.refund_query(req)
@@ -178,29 +197,47 @@ def succeed(refund: Refund, channel_ref: str | None) -> Refund:
 
 
 def fail(p: Payment, refund: Refund, posting: ledger.Posting, code: str) -> Refund:
-    """The channel refused: give the amount back to the payment and reverse the posting.
+    """The channel refused: give the amount back to the payment and reverse the posting, once.
 
-    If release_funds has meanwhile moved the payment's funds to available, the pending share comes back
-    to available (nothing would ever release it from pending again)."""
+    Each part of the draw goes back where it came from, decided on consistent reads inside the reversal's
+    transaction: available to available; the payment's own pending money to pending while the payment
+    is unreleased, to available once released (its release left that part out); money borrowed from
+    other payments' pending to pending as far as no release has absorbed it yet (services.balances)."""
+    from chalicelib.store import balances as balance_store
+
     failed = replace(refund, status=RefundStatus.FAILED, failure_code=code)
     item = store.refund_to_item(failed)
+    currency = refund.amount.currency
+    who = ledger.owner(refund.merchant_id, p.livemode)
+    pending_account = ledger.merchant_account(who, currency, "pending")
+    fee_back = sum(leg.amount for leg in posting.legs if leg.account.startswith("P:fee_revenue:"))
+    from_available = int(refund.draw.get("available", 0))
+    from_pending = int(refund.draw.get("pending", 0))
+    borrowed = min(refund.borrowed, from_pending)
+    own = from_pending - borrowed
     for attempt in range(RESERVE_ATTEMPTS):
-        released = store.is_released(p.id)
-        reversal = posting.reversed(f"refund_reversal:{refund.id}", "refund_reversal", memo=code)
-        if released:
-            reversal = ledger.rebucket(reversal, "pending", "available")
+        now = store.get(p.id)
+        outstanding = balance_store.borrowed(pending_account) if borrowed else 0
+        back_to_pending = min(borrowed, outstanding) + (0 if now.released else own)
+        back = {"available": from_available + from_pending - back_to_pending, "pending": back_to_pending}
+        reversal = ledger.with_merchant_legs(
+            posting.reversed(f"refund_reversal:{refund.id}", "refund_reversal", memo=code),
+            [ledger.Leg(ledger.merchant_account(who, currency, bucket), -part, currency)
+             for bucket, part in back.items() if part])
         try:
             (Unit().save_refund(item, new=False, from_status=RefundStatus.PROCESSING.value)
-             .release_refund(p.id, refund.amount.amount, released=released)
-             .post(reversal)
+             .unreserve_refund(p.id, refund.amount.amount, fee_back,
+                               refund.channel_amount.amount if refund.channel_amount else 0, own, now.released)
+             .post(reversal, borrowed={pending_account: (outstanding, -min(borrowed, outstanding))}
+                   if borrowed else None)
              .emit(new_event(refund.merchant_id, "refund.failed", views.refund(failed))).commit())
         except Conflict:
             current = store.get_refund(refund.id)[0]
             if current.status is not RefundStatus.PROCESSING:
                 return current  # settled by someone else
-            time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))  # release_funds moved it: plan again
+            time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))  # released or re-borrowed meanwhile: plan again
             continue
-        log.warning("refund_failed", refund_id=refund.id, code=code, released=released)
+        log.warning("refund_failed", refund_id=refund.id, code=code, released=now.released, back=back)
         return failed
     raise errors.ServiceError("unavailable", "busy", "the refund is changing; try again in a moment")
 

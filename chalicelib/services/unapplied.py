@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from chalicelib import channels, clock, ids, log
+from chalicelib import channels, ids, log
 from chalicelib.channels.base import (
     ChannelError, ChannelPayment, MerchantChannelConfig, OrderRef, RefundRequest, RefundStatus,
 )

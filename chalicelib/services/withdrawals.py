@@ -45,6 +45,9 @@ def job_day(event: dict, now: datetime) -> tuple[date | None, str | None]:
         local = calendar_nz.local_time(fired)
         if local.hour != settings.get().withdrawal_local_hour:
             return None, f"local time {local:%H:%M} is not {settings.get().withdrawal_local_hour}:00"
+        if not calendar_nz.is_business_day(local.date()):
+            # No bank run today: the money stays available and the next business day's sweep takes it.
+            return None, f"{local.date().isoformat()} is not an NZ business day"
         return local.date(), None
     if event.get("date"):
         try:
@@ -267,7 +270,8 @@ def _file_batch(batch: str) -> str | None:
         f = bank_files.render([bank_files.Credit(w.bank_account, w.amount, names[w.merchant_id], w.bank_reference)
                                for w in members],
                               source_account=bank_account.validate(s.payout_source_account),
-                              subscriber_name=s.payout_subscriber_name, due=max(day, created), created=created)
+                              subscriber_name=s.payout_subscriber_name,
+                              due=calendar_nz.business_day_on_or_after(max(day, created)), created=created)
         if f.count != len(members) or f.total != sum(w.amount for w in members):
             raise BatchMismatch("the rendered file does not match its members")
         key = f"withdrawals/{record.period}/batch-{batch}.csv"
@@ -332,7 +336,10 @@ def batch_paid(batch_id: str) -> dict:
 
 
 def failed(withdrawal_id: str, reason: str) -> dict:
-    """The credit did not happen: the reservation goes back to available (a reversing posting), once."""
+    """The credit did not happen: the reservation goes back to available (a reversing posting), once, in
+    one transaction with a check of its batch. Out of an open batch (the file is not written yet);
+    refused while the batch is filing (the file being written may pay it); after filing only as a bank
+    return of a withdrawal the file lists (the bank did not credit it)."""
     from chalicelib.store import withdrawals as store
     from chalicelib.store.unit import Conflict
 
@@ -346,15 +353,37 @@ def failed(withdrawal_id: str, reason: str) -> dict:
     elif w.status is not WithdrawalStatus.FILED:
         out["error"] = f"withdrawal is {w.status.value}; a bank return after payment is booked separately"
     else:
-        reserved = ledger.merchant_account(w.merchant_id, w.currency, "reserved")
-        try:
-            (store.FundsUnit().move_withdrawal(w.move(WithdrawalStatus.FAILED, clock.now(), reason),
-                                               WithdrawalStatus.FILED)
-             .post(funds.reversal_posting(w, reason), floors={reserved: 0}).commit())
-            out["result"] = "reversed"
-            out["amount"] = w.amount
-        except Conflict:
-            now = store.get(w.id)
-            out["result"] = f"already_{now.status.value}" if now else "conflict"
+        batch = store.get_batch(w.batch_id)
+        why_not = _why_not_failable(w, batch)
+        if why_not:
+            out["error"] = why_not
+        else:
+            reserved = ledger.merchant_account(w.merchant_id, w.currency, "reserved")
+            try:
+                (store.FundsUnit().move_withdrawal(w.move(WithdrawalStatus.FAILED, clock.now(), reason),
+                                                   WithdrawalStatus.FILED)
+                 .batch_unchanged_for_failure(w.batch_id, w.id, batch.status)
+                 .post(funds.reversal_posting(w, reason), floors={reserved: 0}).commit())
+                out["result"] = "reversed"
+                out["amount"] = w.amount
+                out["as"] = "before_filing" if batch.status == "open" else "bank_return"
+            except Conflict:
+                now = store.get(w.id)
+                if now is not None and now.status is not WithdrawalStatus.FILED:
+                    out["result"] = f"already_{now.status.value}"
+                else:
+                    out["error"] = _why_not_failable(w, store.get_batch(w.batch_id)) or "conflict: try again"
     log.info("withdrawal_failed_summary", **out)
     return out
+
+
+def _why_not_failable(w: Withdrawal, batch) -> str | None:
+    if batch is None:
+        return "the withdrawal's batch is missing: ops must look"
+    if batch.status == "open":
+        return None
+    if batch.status == "filing":
+        return "its batch is being filed (the file may pay it): fail it after filing, as a bank return"
+    if w.id not in (batch.members or []):
+        return f"its batch is {batch.status} and its file does not list this withdrawal"
+    return None

@@ -71,10 +71,6 @@ def binding(merchant_id: str, binding_id: str) -> AlertBindingModel | None:
         return None
 
 
-def add_binding(item: AlertBindingModel) -> bool:
-    return applied(lambda: item.save(condition=AlertBindingModel.binding_id.does_not_exist()))
-
-
 def delete_binding(merchant_id: str, binding_id: str) -> bool:
     return applied(lambda: AlertBindingModel(merchant_id, binding_id).delete(
         condition=AlertBindingModel.binding_id.exists()))

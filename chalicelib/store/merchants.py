@@ -7,7 +7,7 @@ from pynamodb.transactions import TransactGet
 from chalicelib import clock
 from chalicelib.domain.merchant import Merchant
 from chalicelib.store.connection import connection
-from chalicelib.store.models import ApiKeyModel, MerchantModel, WebhookEndpointModel
+from chalicelib.store.models import ENDPOINT_COUNTER, ApiKeyModel, MerchantModel, WebhookEndpointModel
 
 
 def to_item(m: Merchant) -> MerchantModel:
@@ -71,22 +71,31 @@ def _found(future):
         return None
 
 
-def add_endpoint(merchant_id: str, endpoint_id: str, url: str, secret: str, livemode: bool) -> WebhookEndpointModel:
-    item = WebhookEndpointModel(merchant_id, endpoint_id, url=url, secret=secret, enabled=True,
-                                created_at=clock.now(), livemode=livemode)
-    save_endpoint(item, condition=WebhookEndpointModel.endpoint_id.does_not_exist())
-    return item
-
-
-def save_endpoint(item: WebhookEndpointModel, condition=None) -> None:
-    """Every write of an endpoint goes here: a plaintext secret (new, or left by older code) is sealed
-    under KMS first, and only the sealed form is stored."""
+def new_endpoint(merchant_id: str, endpoint_id: str, url: str, secret: str, livemode: bool) -> WebhookEndpointModel:
+    """A new endpoint item; its signing secret is stored only sealed (chalicelib.secrets.seal)."""
     from chalicelib import secrets
 
-    if item.secret:
-        item.secret_sealed = secrets.seal(item.secret)
-        item.secret = None
-    item.save(condition=condition)
+    return WebhookEndpointModel(merchant_id, endpoint_id, url=url, secret=None, secret_sealed=secrets.seal(secret),
+                                enabled=True, created_at=clock.now(), livemode=livemode)
+
+
+def mode_of(e: WebhookEndpointModel) -> bool:
+    """The endpoint's mode (absent on old items: live)."""
+    return True if e.livemode is None else bool(e.livemode)
+
+
+def all_endpoints(merchant_id: str) -> list[WebhookEndpointModel]:
+    """Every endpoint of the merchant, of both modes, enabled or not (the counter item is not one)."""
+    return list(WebhookEndpointModel.query(merchant_id, WebhookEndpointModel.endpoint_id.startswith("we_"),
+                                           consistent_read=True))
+
+
+def seal_legacy(item: WebhookEndpointModel) -> dict | None:
+    """The sealed form of an endpoint's plaintext secret (an item written before sealing), else None;
+    every write of an endpoint stores it and removes the plaintext."""
+    from chalicelib import secrets
+
+    return secrets.seal(item.secret) if item.secret and not item.secret_sealed else None
 
 
 def signing_secret(item: WebhookEndpointModel) -> str:
@@ -99,6 +108,18 @@ def signing_secret(item: WebhookEndpointModel) -> str:
 
 
 def endpoints(merchant_id: str, livemode: bool) -> list[WebhookEndpointModel]:
-    """The merchant's enabled endpoints of one mode (absent mode on old items: live)."""
-    return [e for e in WebhookEndpointModel.query(merchant_id)
-            if e.enabled and (True if e.livemode is None else bool(e.livemode)) == livemode]
+    """The endpoints events of one mode are delivered to."""
+    return [e for e in all_endpoints(merchant_id) if e.enabled and mode_of(e) == livemode]
+
+
+def endpoint(merchant_id: str, endpoint_id: str) -> WebhookEndpointModel | None:
+    try:
+        return WebhookEndpointModel.get(merchant_id, endpoint_id, consistent_read=True)
+    except DoesNotExist:
+        return None
+
+
+def uncounted_endpoints(merchant_id: str) -> int | None:
+    """None when the merchant's endpoint counter exists; else how many endpoints it has (made before it)."""
+    counter = endpoint(merchant_id, ENDPOINT_COUNTER)
+    return None if counter is not None else len(all_endpoints(merchant_id))

@@ -76,13 +76,36 @@ class _PendingByCreated(GlobalSecondaryIndex):
     created_at = UTCDateTimeAttribute(range_key=True)
 
 
+class _PendingByNextCheck(GlobalSecondaryIndex):
+    """Sparse: pending payments by when the chase looks at them next. Each look that leaves a payment
+    pending moves it back (backing off with age), so old unresolvable ones never hide newer ones."""
+    class Meta:
+        index_name = "pending_by_next_check"
+        projection = KeysOnlyProjection()
+
+    pending_shard = UnicodeAttribute(hash_key=True)
+    next_check_at = NumberAttribute(range_key=True)
+
+
 class _PaidByMerchant(GlobalSecondaryIndex):
-    """Sparse: only paid payments carry `paid_at`; release_funds reads a merchant's recent ones."""
+    """Sparse: only paid payments carry `paid_at`. Kept to backfill `unreleased_by` on payments paid before
+    that attribute existed (release_funds reads unreleased_by_merchant)."""
     class Meta:
         index_name = "paid_by_merchant"
         projection = IncludeProjection(["released"])
 
     merchant_id = UnicodeAttribute(hash_key=True)
+    paid_at = UTCDateTimeAttribute(range_key=True)
+
+
+class _UnreleasedByMerchant(GlobalSecondaryIndex):
+    """Sparse: only succeeded payments whose funds are not released carry `unreleased_by` (their merchant),
+    so release_funds finds every one of them, however old, without a time window."""
+    class Meta:
+        index_name = "unreleased_by_merchant"
+        projection = KeysOnlyProjection()
+
+    unreleased_by = UnicodeAttribute(hash_key=True)
     paid_at = UTCDateTimeAttribute(range_key=True)
 
 
@@ -112,6 +135,12 @@ class PaymentModel(Model):
     rate = UnicodeAttribute(null=True)          # Decimal as text
     quote = JSONAttribute(null=True)
     refunded = NumberAttribute(default=0)
+    # What live refunds (reserved or succeeded, not failed) have handed back: our fee and, on payments the
+    # channel charged in another currency, the channel amount. Each refund is priced against these.
+    fee_returned = NumberAttribute(null=True)
+    channel_returned = NumberAttribute(null=True)
+    # What live refunds took from `pending` while this payment was unreleased: its release leaves it out.
+    pending_drawn = NumberAttribute(null=True)
     created_at = UTCDateTimeAttribute()
     expires_at = UTCDateTimeAttribute()
     paid_at = UTCDateTimeAttribute(null=True)
@@ -119,12 +148,16 @@ class PaymentModel(Model):
     failure_code = UnicodeAttribute(null=True)
     closed_by = UnicodeAttribute(null=True)     # merchant | clock | channel
     pending_shard = UnicodeAttribute(null=True)
+    next_check_at = NumberAttribute(null=True)  # epoch s: when the chase looks at this pending payment next
     released = BooleanAttribute(null=True)
+    unreleased_by = UnicodeAttribute(null=True)    # merchant id while succeeded and not released (sparse)
     documents = JSONAttribute(null=True)
     alert_bindings = JSONAttribute(null=True)   # staff alerts owed on success; absent: read the bindings
     by_merchant_reference = _ByMerchantReference()
     pending_by_created = _PendingByCreated()
+    pending_by_next_check = _PendingByNextCheck()
     paid_by_merchant = _PaidByMerchant()
+    unreleased_by_merchant = _UnreleasedByMerchant()
 
 
 class _RefundsByPayment(GlobalSecondaryIndex):
@@ -161,6 +194,7 @@ class RefundModel(Model):
     channel_amount = NumberAttribute(null=True)
     channel_currency = UnicodeAttribute(null=True)
     draw = JSONAttribute(default=dict)          # which merchant buckets the refund was taken from
+    borrowed = NumberAttribute(null=True)       # of draw["pending"]: other payments' unreleased money
     created_at = UTCDateTimeAttribute()
     processing_shard = UnicodeAttribute(null=True)
     livemode = BooleanAttribute(null=True)      # its payment's mode (absent on old items: live)
@@ -208,6 +242,9 @@ class BalanceModel(Model):
     Meta = meta("balances")
     account = UnicodeAttribute(hash_key=True)
     balance = NumberAttribute(default=0)       # credit-normal for merchant accounts
+    # On a merchant's pending account only: what refunds of already released payments took from pending
+    # (other payments' unreleased money) and no release has absorbed yet. See services.balances.
+    borrowed = NumberAttribute(null=True)
 
 
 class _EventsDue(GlobalSecondaryIndex):
@@ -250,18 +287,24 @@ class EventModel(Model):
 
 
 class WebhookEndpointModel(Model):
+    """A merchant's webhook endpoints (`we_...`), and one counter item per merchant (endpoint_id
+    ENDPOINT_COUNTER, only `endpoint_count`) written in the same transaction as each add and delete."""
     Meta = meta("webhook_endpoints")
     merchant_id = UnicodeAttribute(hash_key=True)
     endpoint_id = UnicodeAttribute(range_key=True)
-    url = UnicodeAttribute()
+    url = UnicodeAttribute(null=True)          # (null only on the counter item)
     # The signing secret, sealed under the stage's KMS key (chalicelib.secrets.seal); opened only to sign,
     # never returned after creation. `secret`: plaintext on items written before sealing (still read;
     # sealed when the item is next written).
     secret = UnicodeAttribute(null=True)
     secret_sealed = JSONAttribute(null=True)
     enabled = BooleanAttribute(default=True)
-    created_at = UTCDateTimeAttribute()
+    created_at = UTCDateTimeAttribute(null=True)
     livemode = BooleanAttribute(null=True)      # receives only events of this mode (absent on old items: live)
+    endpoint_count = NumberAttribute(null=True)
+
+
+ENDPOINT_COUNTER = "count"
 
 
 class OpsRecordModel(Model):

@@ -8,9 +8,11 @@ from pynamodb.exceptions import DoesNotExist
 from chalicelib.domain.payment import Payment, PaymentStatus
 from chalicelib.domain.refund import Refund, RefundStatus
 from chalicelib.money import Money
+from chalicelib.store.base import applied
 from chalicelib.store.models import PaymentModel, RefundModel
 
 PENDING_SHARD = "pending"
+FIRST_CHECK_AFTER_SECONDS = 120  # the chase gives the channel's callback this long before asking
 
 
 def to_item(p: Payment) -> PaymentModel:
@@ -46,6 +48,9 @@ def to_item(p: Payment) -> PaymentModel:
         failure_code=p.failure_code,
         closed_by=p.closed_by,
         pending_shard=PENDING_SHARD if p.status is PaymentStatus.PENDING else None,
+        next_check_at=(int(p.created_at.timestamp()) + FIRST_CHECK_AFTER_SECONDS
+                       if p.status is PaymentStatus.PENDING else None),
+        unreleased_by=p.merchant_id if p.status is PaymentStatus.SUCCEEDED and not p.released else None,
         documents=list(p.documents) or None,
         alert_bindings=[list(b) for b in p.alert_bindings] if p.alert_bindings is not None else None,
     )
@@ -76,6 +81,10 @@ def from_item(m: PaymentModel) -> Payment:
         rate=Decimal(m.rate) if m.rate else None,
         quote=m.quote,
         refunded=int(m.refunded or 0),
+        fee_returned=int(m.fee_returned or 0),
+        channel_returned=int(m.channel_returned or 0),
+        pending_drawn=int(m.pending_drawn or 0),
+        released=bool(m.released),
         paid_at=m.paid_at,
         closed_at=m.closed_at,
         failure_code=m.failure_code,
@@ -102,7 +111,8 @@ def add_document(payment_id: str, doc: dict, max_documents: int) -> None:
 
 def is_released(payment_id: str) -> bool:
     """Has release_funds moved this payment's net from pending to available?"""
-    return bool(PaymentModel.get(payment_id, consistent_read=True, attributes_to_get=["released"]).released)
+    # The whole item: a projection of only `released` comes back keyless when it is unset (DoesNotExist).
+    return bool(PaymentModel.get(payment_id, consistent_read=True).released)
 
 
 def get(payment_id: str) -> Payment | None:
@@ -115,6 +125,21 @@ def get(payment_id: str) -> Payment | None:
 def by_merchant_reference(merchant_id: str, reference: str, limit: int = 100) -> list[Payment]:
     return [from_item(m) for m in PaymentModel.by_merchant_reference.query(
         merchant_id, PaymentModel.merchant_reference == reference, limit=limit)]
+
+
+def pending_due(now_epoch: int, limit: int = 100, after: dict | None = None) -> tuple[list[str], dict | None]:
+    """One page of pending payments whose next check is due, soonest first: (ids, key of the next page)."""
+    result = PaymentModel.pending_by_next_check.query(
+        PENDING_SHARD, PaymentModel.next_check_at <= now_epoch, limit=limit, last_evaluated_key=after)
+    ids = [m.payment_id for m in result]
+    return ids, result.last_evaluated_key
+
+
+def check_again_at(payment_id: str, at_epoch: int) -> bool:
+    """Schedule the chase's next look at a payment that is still pending (False: it moved on meanwhile)."""
+    return applied(lambda: PaymentModel(payment_id).update(
+        actions=[PaymentModel.next_check_at.set(at_epoch)],
+        condition=PaymentModel.status == PaymentStatus.PENDING.value))
 
 
 def pending_created_before(before, limit: int = 500) -> list[str]:
@@ -138,6 +163,7 @@ def refund_to_item(r: Refund) -> RefundModel:
         channel_amount=r.channel_amount.amount if r.channel_amount else None,
         channel_currency=r.channel_amount.currency if r.channel_amount else None,
         draw=dict(r.draw),
+        borrowed=r.borrowed or None,
         created_at=r.created_at,
         processing_shard=PENDING_SHARD if r.status is RefundStatus.PROCESSING else None,
         livemode=r.livemode,
@@ -159,6 +185,7 @@ def refund_from_item(m: RefundModel) -> Refund:
         channel_amount=Money(int(m.channel_amount), m.channel_currency) if m.channel_amount is not None else None,
         draw=dict(m.draw or {}),
         livemode=True if m.livemode is None else bool(m.livemode),
+        borrowed=int(m.borrowed or 0),
     )
 
 

@@ -68,6 +68,52 @@ def update(pk: str, change: Callable[[dict[str, Any]], dict[str, Any] | None], a
     raise RuntimeError(f"sandbox record {pk} kept changing under us")
 
 
+def change_together(changes: dict[str, Callable[[dict[str, Any] | None], dict[str, Any] | None]],
+                    queues: dict[str, tuple[str | None, int | None]] | None = None,
+                    attempts: int = 10) -> dict[str, dict[str, Any] | None]:
+    """Several records changed in one DynamoDB transaction: all of it is written, or none of it.
+
+    Each change gets the record's data (None if there is none yet) and returns its new data, or None to
+    leave it as it is. `queues` sets a changed record's (queue, due_at) in the same write, so a state
+    change and the notification it owes cannot be separated. Every write is versioned; a lost race reads again.
+    Returns each record's data as written (or as found).
+    """
+    from pynamodb.exceptions import TransactWriteError
+    from pynamodb.transactions import TransactWrite
+
+    from chalicelib.store.connection import connection
+
+    queues = queues or {}
+    for _ in range(attempts):
+        out: dict[str, dict[str, Any] | None] = {}
+        writes = []
+        for pk, change in changes.items():
+            try:
+                rec = SandboxRecord.get(pk, consistent_read=True)
+                current = json.loads(rec.data)
+            except DoesNotExist:
+                rec, current = SandboxRecord(pk=pk), None
+            new = change(current)
+            out[pk] = new if new is not None else current
+            if new is None:
+                continue
+            rec.data = json.dumps(new, sort_keys=True)
+            if pk in queues:
+                rec.queue, rec.due_at = queues[pk]
+            writes.append(rec)
+        if not writes:
+            return out
+        try:
+            with TransactWrite(connection=connection()) as tx:
+                for rec in writes:
+                    tx.save(rec)  # versioned: a record someone changed (or created) meanwhile cancels it all
+            return out
+        except TransactWriteError as exc:
+            if not is_conditional_failure(exc):
+                raise
+    raise RuntimeError(f"sandbox records {sorted(changes)} kept changing under us")
+
+
 def schedule(pk: str, queue: str | None, due_at: int | None, attempts: int = 5) -> None:
     """Set (or clear, with None) when a record's next notification is due.
 

@@ -20,6 +20,7 @@ from chalicelib.domain.payment import Payment, PaymentStatus
 from chalicelib.store import payments as payment_store
 from chalicelib.store.connection import connection
 from chalicelib.store.models import (
+    ENDPOINT_COUNTER,
     BalanceModel,
     EntryModel,
     EventModel,
@@ -28,9 +29,19 @@ from chalicelib.store.models import (
     PaymentModel,
     PostingModel,
     RefundModel,
+    WebhookEndpointModel,
 )
 
 DUE_SHARD = "due"
+
+
+def _count_is(attr, value: int):
+    """`attr` holds `value`, an absent attribute counting as 0."""
+    return (attr.does_not_exist() | (attr == 0)) if value == 0 else (attr == value)
+
+
+def _released_is(released: bool):
+    return (PaymentModel.released == True) if released else PaymentModel.released.does_not_exist()  # noqa: E712
 
 
 class Conflict(Exception):
@@ -73,7 +84,7 @@ class Unit:
 
     # The attributes a state transition may change; everything else (documents, refunds) is left alone.
     _TRANSITION_FIELDS = ("status", "channel_transaction_id", "payer_amount", "payer_currency", "rate", "paid_at",
-                          "closed_at", "failure_code", "closed_by", "pending_shard")
+                          "closed_at", "failure_code", "closed_by", "pending_shard", "unreleased_by")
 
     def move_payment(self, p: Payment, from_status: PaymentStatus) -> "Unit":
         """Write the payment's new state, only if it is still in `from_status`."""
@@ -102,25 +113,41 @@ class Unit:
                                             & (PaymentModel.channel_order_id == expected_order)))
         return self
 
-    def reserve_refund(self, payment_id: str, amount: int, refunded_before: int, total: int) -> "Unit":
-        """Add `amount` to the refunded total, only if it is still the total the refund was priced on
-        (pro-rata fee and CNY shares depend on it) and stays within the payment."""
-        if refunded_before + amount > total:
+    def reserve_refund(self, p: Payment, amount: int, fee_back: int, channel_back: int,
+                       pending_own: int) -> "Unit":
+        """Add a refund to the payment's running totals, only if they are still the ones it was priced on
+        (refunded, fee and channel amount returned, pending drawn, released or not) and stay within it.
+        `pending_own`: what the refund takes from pending while the payment is unreleased (its own money)."""
+        if p.refunded + amount > p.amount.amount or p.fee_returned + fee_back > p.fee.amount:
             raise ValueError("refund above the payment")
-
-        def op(tx):
-            tx.update(PaymentModel(payment_id), actions=[PaymentModel.refunded.add(amount)],
-                      condition=(PaymentModel.status == PaymentStatus.SUCCEEDED.value)
-                      & (PaymentModel.refunded == refunded_before))
-        self._ops.append(op)
+        if p.channel_amount is not None and p.channel_returned + channel_back > p.channel_amount.amount:
+            raise ValueError("refund above what the channel received")
+        if pending_own and p.released:
+            raise ValueError("a released payment has no pending money of its own")
+        actions = [PaymentModel.refunded.add(amount)]
+        for attr, delta in ((PaymentModel.fee_returned, fee_back), (PaymentModel.channel_returned, channel_back),
+                            (PaymentModel.pending_drawn, pending_own)):
+            if delta:
+                actions.append(attr.add(delta))
+        cond = ((PaymentModel.status == PaymentStatus.SUCCEEDED.value) & (PaymentModel.refunded == p.refunded)
+                & _count_is(PaymentModel.fee_returned, p.fee_returned)
+                & _count_is(PaymentModel.channel_returned, p.channel_returned)
+                & _count_is(PaymentModel.pending_drawn, p.pending_drawn) & _released_is(p.released))
+        self._ops.append(lambda tx: tx.update(PaymentModel(p.id), actions=actions, condition=cond))
         return self
 
-    def release_refund(self, payment_id: str, amount: int, released: bool) -> "Unit":
-        """Give a failed refund's amount back to the payment, if the payment's funds are (or are not yet)
-        released as the caller planned for: the reversal's pending share goes where the money now is."""
-        cond = (PaymentModel.released == True) if released else PaymentModel.released.does_not_exist()  # noqa: E712
-        self._ops.append(lambda tx: tx.update(PaymentModel(payment_id), actions=[PaymentModel.refunded.add(-amount)],
-                                              condition=cond))
+    def unreserve_refund(self, payment_id: str, amount: int, fee_back: int, channel_back: int,
+                         pending_own: int, released: bool) -> "Unit":
+        """Take a failed refund out of the payment's running totals, if the payment's funds are (or are not
+        yet) released as the caller planned the reversal for. `pending_own` leaves `pending_drawn` only
+        while unreleased: after the release it was already left out of what was released."""
+        actions = [PaymentModel.refunded.add(-amount)]
+        for attr, delta in ((PaymentModel.fee_returned, fee_back), (PaymentModel.channel_returned, channel_back),
+                            (PaymentModel.pending_drawn, 0 if released else pending_own)):
+            if delta:
+                actions.append(attr.add(-delta))
+        cond = _released_is(released)
+        self._ops.append(lambda tx: tx.update(PaymentModel(payment_id), actions=actions, condition=cond))
         return self
 
     def save_refund(self, item: RefundModel, new: bool, from_status: str | None = None) -> "Unit":
@@ -132,11 +159,15 @@ class Unit:
         return self
 
     # -- ledger -----------------------------------------------------------------------------
-    def post(self, posting: Posting, floors: dict[str, int] | None = None) -> "Unit":
+    def post(self, posting: Posting, floors: dict[str, int] | None = None,
+             borrowed: dict[str, tuple[int | None, int]] | None = None) -> "Unit":
         """The journal item (once per id, ever), one entry per leg, merchant balances in step.
 
         `floors`: merchant accounts that must not drop below a value (e.g. 0) after this posting.
+        `borrowed`: pending account -> (the `borrowed` figure read, or None to add blindly; its change),
+        written with that account's balance (services.balances explains the figure).
         """
+        borrowed = dict(borrowed or {})
         now = clock.now()
         journal = PostingModel(posting.id, kind=posting.kind, ref=posting.ref, merchant_id=posting.merchant_id,
                                legs=[[l.account, l.amount, l.currency] for l in posting.legs],
@@ -147,16 +178,35 @@ class Unit:
             entry = EntryModel(leg.account, f"{stamp}#{posting.id}#{n}", posting_id=posting.id,
                                kind=posting.kind, ref=posting.ref, amount=leg.amount, currency=leg.currency)
             self._ops.append(lambda tx, e=entry: tx.save(e))
-        for account, delta in posting.merchant_deltas().items():
+        deltas = posting.merchant_deltas()
+        for account in list(deltas) + [a for a in borrowed if a not in deltas]:
+            delta = deltas.get(account, 0)
             floor = (floors or {}).get(account)
+            actions, cond = [], None
+            if delta:
+                actions.append(BalanceModel.balance.add(delta))
+            if floor is not None and delta < 0:
+                # balance + delta >= floor  <=>  balance >= floor - delta
+                cond = BalanceModel.balance >= floor - delta
+            if account in borrowed:
+                expected, change = borrowed[account]
+                if change:
+                    actions.append(BalanceModel.borrowed.add(change))
+                if expected is not None:
+                    seen = _count_is(BalanceModel.borrowed, expected)
+                    cond = seen if cond is None else cond & seen
+            if actions:
+                self._ops.append(lambda tx, a=account, acts=actions, c=cond: tx.update(BalanceModel(a), actions=acts,
+                                                                                     condition=c))
+            elif cond is not None:
+                self._ops.append(lambda tx, a=account, c=cond: tx.condition_check(BalanceModel, a, condition=c))
+        return self
 
-            def op(tx, account=account, delta=delta, floor=floor):
-                cond = None
-                if floor is not None and delta < 0:
-                    # balance + delta >= floor  <=>  balance >= floor - delta
-                    cond = BalanceModel.balance >= floor - delta
-                tx.update(BalanceModel(account), actions=[BalanceModel.balance.add(delta)], condition=cond)
-            self._ops.append(op)
+    def adjust_borrowed(self, pending_account: str, expected: int, change: int) -> "Unit":
+        """Only the `borrowed` figure of a pending account (no money moves), if it is still `expected`."""
+        self._ops.append(lambda tx: tx.update(BalanceModel(pending_account),
+                                              actions=[BalanceModel.borrowed.add(change)],
+                                              condition=_count_is(BalanceModel.borrowed, expected)))
         return self
 
     # -- outbox / ops -----------------------------------------------------------------------
@@ -181,6 +231,46 @@ class Unit:
         """Any other new item that must be written with this change (e.g. a staff alert), once, never replaced."""
         first_write = type(item)._hash_key_attribute().does_not_exist()
         self._ops.append(lambda tx: tx.save(item, condition=first_write))
+        return self
+
+    def save_versioned(self, item) -> "Unit":
+        """Save an item that carries a VersionAttribute, only if nobody changed it since it was read."""
+        self._ops.append(lambda tx: tx.save(item))
+        return self
+
+    # -- merchant settings ------------------------------------------------------------------
+    def add_webhook_endpoint(self, item: WebhookEndpointModel, max_count: int, uncounted: int | None) -> "Unit":
+        """The endpoint, and the merchant's endpoint counter, which must stay at most `max_count`.
+        `uncounted`: the merchant has no counter yet and has this many endpoints (made before it)."""
+        self._ops.append(lambda tx: tx.save(item, condition=WebhookEndpointModel.endpoint_id.does_not_exist()))
+        return self._count_endpoints(item.merchant_id, +1, max_count, uncounted)
+
+    def remove_webhook_endpoint(self, merchant_id: str, endpoint_id: str, uncounted: int | None) -> "Unit":
+        self._ops.append(lambda tx: tx.delete(WebhookEndpointModel(merchant_id, endpoint_id),
+                                              condition=WebhookEndpointModel.endpoint_id.exists()))
+        return self._count_endpoints(merchant_id, -1, None, uncounted)
+
+    def _count_endpoints(self, merchant_id: str, delta: int, max_count: int | None, uncounted: int | None) -> "Unit":
+        count = WebhookEndpointModel.endpoint_count
+        counter = WebhookEndpointModel(merchant_id, ENDPOINT_COUNTER)
+        if uncounted is not None:  # the first counted change starts the counter from what exists
+            action, cond = count.set(uncounted + delta), count.does_not_exist()
+        else:
+            action, cond = count.add(delta), count.exists()
+            if max_count is not None:
+                cond = cond & (count < max_count)
+        self._ops.append(lambda tx: tx.update(counter, actions=[action], condition=cond))
+        return self
+
+    def set_webhook_endpoint_enabled(self, merchant_id: str, endpoint_id: str, enabled: bool,
+                                     sealed: dict | None = None) -> "Unit":
+        """`sealed`: the sealed form of a plaintext secret left by older code, stored in its place."""
+        actions = [WebhookEndpointModel.enabled.set(enabled)]
+        if sealed is not None:
+            actions += [WebhookEndpointModel.secret_sealed.set(sealed), WebhookEndpointModel.secret.remove()]
+        self._ops.append(lambda tx: tx.update(WebhookEndpointModel(merchant_id, endpoint_id),
+                                              actions=actions,
+                                              condition=WebhookEndpointModel.endpoint_id.exists()))
         return self
 
     def complete_idempotency(self, key: str, status_code: int, body: str, expires: datetime) -> "Unit":

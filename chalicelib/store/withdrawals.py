@@ -11,7 +11,6 @@ from chalicelib.store.base import applied, is_conditional_failure
 from chalicelib.store.models import (
     MerchantModel,
     PaymentModel,
-    RefundModel,
     WithdrawalBatchModel,
     WithdrawalModel,
     WithdrawalPeriodModel,
@@ -22,10 +21,14 @@ from chalicelib.store.unit import Unit
 class FundsUnit(Unit):
     """A Unit that can also mark payments released and move withdrawals, each conditionally."""
 
-    def mark_released(self, payment_id: str) -> "FundsUnit":
+    def mark_released(self, payment_id: str, pending_drawn: int) -> "FundsUnit":
+        """Released (and out of the unreleased index), only if its refunds' pending draw is still the one
+        the release was computed from: a refund reserved or failed meanwhile makes the release read again."""
+        drawn = (PaymentModel.pending_drawn.does_not_exist() | (PaymentModel.pending_drawn == 0)) \
+            if pending_drawn == 0 else (PaymentModel.pending_drawn == pending_drawn)
         self._ops.append(lambda tx: tx.update(
-            PaymentModel(payment_id), actions=[PaymentModel.released.set(True)],
-            condition=PaymentModel.released.does_not_exist() & (PaymentModel.status == "succeeded")))
+            PaymentModel(payment_id), actions=[PaymentModel.released.set(True), PaymentModel.unreleased_by.remove()],
+            condition=PaymentModel.released.does_not_exist() & (PaymentModel.status == "succeeded") & drawn))
         return self
 
     def create_withdrawal(self, w: Withdrawal) -> "FundsUnit":
@@ -61,6 +64,20 @@ class FundsUnit(Unit):
         return self
 
 
+    def batch_unchanged_for_failure(self, batch_id: str, withdrawal_id: str, status: str) -> "FundsUnit":
+        """Check, in the failure's transaction, that the batch is as the failure was allowed on: still open
+        (nothing filed), or filed/paid with the withdrawal among the members its file lists."""
+        if status == "open":
+            cond = WithdrawalBatchModel.status == "open"
+        elif status in ("filed", "paid"):
+            cond = WithdrawalBatchModel.status.is_in("filed", "paid") & WithdrawalBatchModel.members.contains(
+                withdrawal_id)
+        else:
+            raise ValueError(f"a withdrawal cannot fail while its batch is {status}")
+        self._ops.append(lambda tx: tx.condition_check(WithdrawalBatchModel, batch_id, condition=cond))
+        return self
+
+
 # ---- merchants and payments the jobs walk -----------------------------------------------------
 def set_payout_account(merchant_id: str, account: str) -> bool:
     """Only the payout account changes (a validated BB-bbbb-AAAAAAA-SSS). False: no such merchant."""
@@ -78,17 +95,30 @@ def active_merchant_ids() -> list[str]:
     return [m.merchant_id for m in MerchantModel.by_status.query("active")]
 
 
-def paid_unreleased(merchant_id: str, paid_from: datetime, paid_to: datetime) -> list[str]:
-    """Ids of a merchant's payments paid in [paid_from, paid_to] and not yet released (oldest first)."""
-    return [m.payment_id for m in PaymentModel.paid_by_merchant.query(
-        merchant_id, PaymentModel.paid_at.between(paid_from, paid_to),
-        filter_condition=PaymentModel.released.does_not_exist())]
+def index_unreleased(merchant_id: str) -> list[str]:
+    """Put the merchant's succeeded, unreleased payments written before `unreleased_by` and `pending_drawn`
+    existed into the unreleased index, with the pending draw of their live refunds (a one-off backfill:
+    those refunds are long settled in the by_payment index). Returns the payment ids it changed."""
+    from chalicelib.store.models import RefundModel
+
+    changed = []
+    for m in PaymentModel.paid_by_merchant.query(merchant_id, filter_condition=PaymentModel.released.does_not_exist()):
+        drawn = sum(int((r.draw or {}).get("pending", 0)) - int(r.borrowed or 0)
+                    for r in RefundModel.by_payment.query(m.payment_id) if r.status != "failed")
+        actions = [PaymentModel.unreleased_by.set(merchant_id)]
+        if drawn:
+            actions.append(PaymentModel.pending_drawn.set(drawn))
+        if applied(lambda: PaymentModel(m.payment_id).update(actions=actions, condition=(
+                PaymentModel.status == "succeeded") & PaymentModel.released.does_not_exist()
+                & PaymentModel.unreleased_by.does_not_exist() & PaymentModel.pending_drawn.does_not_exist())):
+            changed.append(m.payment_id)
+    return changed
 
 
-def pending_drawn_by_refunds(payment_id: str) -> int:
-    """What this payment's refunds (other than failed ones, which were reversed) took from pending."""
-    return sum(int((r.draw or {}).get("pending", 0)) for r in RefundModel.by_payment.query(payment_id)
-               if r.status != "failed")
+def unreleased_of(merchant_id: str) -> list[tuple[str, datetime]]:
+    """(id, paid_at) of every succeeded payment of the merchant not yet released, oldest first, from the
+    sparse index (eventually consistent: callers re-read each payment before acting on it)."""
+    return [(m.payment_id, m.paid_at) for m in PaymentModel.unreleased_by_merchant.query(merchant_id)]
 
 
 # ---- withdrawals -----------------------------------------------------------------------------

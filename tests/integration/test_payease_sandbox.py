@@ -18,6 +18,7 @@ from chalicelib.channels.base import (
     RefundRequest,
     RefundStatus,
 )
+from chalicelib.channels.payease import signing
 from chalicelib.money import Money
 from tests.support.transport import FakeReceiver
 
@@ -204,8 +205,10 @@ def test_notify_is_retried_on_schedule_until_merchant_answers_sent(client, payea
 
 
 def test_console_notify_url_is_used_when_order_has_no_override(client, payease, receiver):
+    console = {"v_mid": "444", "notify_url": MERCHANT + "/console"}
+    console["v_mac"] = signing.mac("test", [console["v_mid"], console["notify_url"]])
     resp = client.http.post("/sandbox/payease/merchant/config", headers={"Content-Type": "application/json"},
-                            body=json.dumps({"v_mid": "444", "notify_url": MERCHANT + "/console"}).encode())
+                            body=json.dumps(console).encode())
     assert resp.status_code == 200
     _, v_oid = _place_order(client, payease, notify_url=None)
     _pay(client, v_oid)

@@ -30,7 +30,7 @@ def prod(aws, monkeypatch):
     settings.reset()
     secrets.reset()
     sm = boto3.client("secretsmanager", region_name=REGION)
-    sm.create_secret(Name="kauri/prod/wechat", SecretString=json.dumps({"api_key": OLD_KEY}))
+    sm.create_secret(Name="kauri-prod-wechat", SecretString=json.dumps({"api_key": OLD_KEY}))
     yield sm
     monkeypatch.undo()
     settings.reset()
@@ -67,7 +67,7 @@ def test_prod_reads_the_wechat_key_from_secrets_manager_once_per_container_lifet
     client = secrets._client("secretsmanager")
     client.meta.events.register("before-call.secrets-manager", secret_reads(calls))
     cfg = settings.get().wechat
-    assert cfg.api_key == "" and cfg.secret_id == "kauri/prod/wechat"
+    assert cfg.api_key == "" and cfg.secret_id == "kauri-prod-wechat"
     assert secrets.resolve(cfg).api_key == OLD_KEY
     assert secrets.resolve(cfg).api_key == OLD_KEY
     assert calls == ["GetSecretValue"]
@@ -80,7 +80,7 @@ def test_callbacks_signed_with_the_old_or_the_new_key_verify_while_a_key_rotates
     assert note is not None and note.payment.channel_order_id == "pay_unknown00000000000"
     # Rotation step 1: the new key becomes AWSCURRENT (the old one AWSPREVIOUS); this container still
     # caches the old one, and the channel may sign with either until it has switched.
-    prod.put_secret_value(SecretId="kauri/prod/wechat", SecretString=json.dumps({"api_key": NEW_KEY}))
+    prod.put_secret_value(SecretId="kauri-prod-wechat", SecretString=json.dumps({"api_key": NEW_KEY}))
     assert callbacks.verify("wechat", wechat_notification(OLD_KEY), {})[0] is not None
     assert callbacks.verify("wechat", wechat_notification(NEW_KEY), {})[0] is not None   # re-read at once
     assert secrets.resolve(settings.get().wechat).api_key == NEW_KEY                    # and kept
@@ -105,7 +105,7 @@ def test_a_forged_callback_does_not_make_every_container_hammer_secrets_manager(
 
 
 def test_prod_callback_fails_closed_without_its_secret(prod):
-    prod.delete_secret(SecretId="kauri/prod/wechat", ForceDeleteWithoutRecovery=True)
+    prod.delete_secret(SecretId="kauri-prod-wechat", ForceDeleteWithoutRecovery=True)
     secrets.reset()
     ack = callbacks.handle("wechat", wechat_notification(OLD_KEY), {})
     assert "FAIL" in ack.body and OLD_KEY not in ack.body     # WeChat resends later; nothing is applied
@@ -116,7 +116,7 @@ def test_webhook_secrets_are_stored_sealed_and_opened_only_to_sign(client):
     r = merchant.post("/v1/webhook_endpoints", {"url": "http://kauri.test/hooks/a"})
     assert r.status_code in (200, 201), r.body
     secret = r.json_body["secret"]
-    [item] = list(WebhookEndpointModel.query(merchant.merchant.id))
+    [item] = merchant_store.all_endpoints(merchant.merchant.id)
     assert item.secret is None and item.secret_sealed
     assert secret not in json.dumps(item.secret_sealed)
     assert merchant_store.signing_secret(item) == secret
@@ -129,6 +129,8 @@ def test_a_plaintext_webhook_secret_from_before_sealing_still_signs_and_is_seale
     legacy.save()                                            # as older code stored it
     item = WebhookEndpointModel.get(merchant.merchant.id, "we_legacy000000001")
     assert merchant_store.signing_secret(item) == "whsec_legacy"
-    merchant_store.save_endpoint(item)
+    r = merchant.post("/v1/webhook_endpoints/we_legacy000000001", {"disabled": True})   # any write of it
+    assert r.status_code == 200, r.body
     item = WebhookEndpointModel.get(merchant.merchant.id, "we_legacy000000001")
-    assert item.secret is None and merchant_store.signing_secret(item) == "whsec_legacy"
+    assert item.secret is None and item.secret_sealed and item.enabled is False
+    assert merchant_store.signing_secret(item) == "whsec_legacy"

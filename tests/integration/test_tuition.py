@@ -251,8 +251,13 @@ def test_lapsed_quote_money_found_by_the_chase_after_expiry_is_returned_once_and
     dead = FakeReceiver()
     dead.down = True                                  # the notify is lost: the chase finds the money
     http.mount("http://nowhere.test", dead)
+    from chalicelib.channels.payease import signing as payease_signing
+
+    cfg = settings.get().payease
+    console = {"v_mid": cfg.mid, "notify_url": "http://nowhere.test/x"}
+    console["v_mac"] = payease_signing.mac(cfg.md5_key, [console["v_mid"], console["notify_url"]])
     r = client.http.post("/sandbox/payease/merchant/config", headers={"Content-Type": "application/json"},
-                         body=json.dumps({"notify_url": "http://nowhere.test/x"}).encode())
+                         body=json.dumps(console).encode())
     assert r.status_code == 200, r.body
     bank_pays(client, action["fields"]["v_oid"])
     assert school.get(f"/v1/payments/{p['id']}").json_body["status"] == "pending"

@@ -75,3 +75,33 @@ class FakeReceiver(BaseAdapter):
 
     def close(self):
         pass
+
+
+class Faulty(BaseAdapter):
+    """A broken network or proxy in front of another adapter, for the paths in `faults`.
+
+    Per path (exact URL path): "reset" drops the request before it arrives; "timeout" and "garble"
+    forward it (the far side acts on it) and then lose the answer or hand back garbage; "404" forwards
+    it and answers an HTTP 404 page, as a misrouted proxy does.
+    """
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.faults: dict[str, str] = {}
+
+    def send(self, request, **kwargs):
+        fault = self.faults.get(urlsplit(request.url).path)
+        if fault == "reset":
+            raise requests.exceptions.ConnectionError("connection reset by peer (test)")
+        resp = self.inner.send(request, **kwargs)
+        if fault == "timeout":
+            raise requests.exceptions.ReadTimeout("read timed out (test)")
+        if fault == "garble":
+            return _response(request, 200, {"Content-Type": "text/xml"}, b"<xml><return_code>SUC\x00\xff")
+        if fault == "404":
+            return _response(request, 404, {"Content-Type": "text/html"}, b"<html>Not Found</html>")
+        return resp
+
+    def close(self):
+        pass

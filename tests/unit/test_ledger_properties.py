@@ -86,7 +86,7 @@ def run(sequence, allow_negative: bool) -> Book:
             book.post(ledger.payment_succeeded(f"payment:{pid}", MID, pid, "wechat", Money(amount, CUR),
                                                Money(fee, CUR)))
             payments.append({"id": pid, "amount": amount, "fee": fee, "refunded": 0, "drawn_pending": 0,
-                             "released": False})
+                             "fee_returned": 0, "released": False})
         elif op[0] == "refund" and payments:
             p = payments[op[1] % len(payments)]
             amount = min(op[2], p["amount"] - p["refunded"])
@@ -95,14 +95,15 @@ def run(sequence, allow_negative: bool) -> Book:
             from chalicelib.domain.payment import Payment, PaymentStatus
             from datetime import datetime, timezone
             now = datetime(2026, 1, 1, tzinfo=timezone.utc)
-            payment = Payment(p["id"], MID, False, Money(p["amount"], CUR), "wechat", "native",
+            payment = Payment(p["id"], MID, True, Money(p["amount"], CUR), "wechat", "native",
                               PaymentStatus.SUCCEEDED, p["id"], "r", "d", now, now, Money(p["fee"], CUR),
-                              refunded=p["refunded"])
-            fee_back = refunds.fee_share(payment, p["refunded"], amount)
+                              refunded=p["refunded"], fee_returned=p["fee_returned"],
+                              pending_drawn=p["drawn_pending"], released=p["released"])
+            fee_back = refunds.fee_share(payment, amount)
             # The real planner, reading our in-memory book instead of DynamoDB.
             with mock.patch.object(refunds.balances, "get_many", balances_get_many):
                 try:
-                    draw = refunds.plan_draw(merchant, True, CUR, amount - fee_back)
+                    draw, borrowed = refunds.plan_draw(merchant, payment, amount - fee_back)
                 except errors.ServiceError as exc:
                     assert not allow_negative and exc.code == "insufficient_balance"
                     continue
@@ -110,7 +111,8 @@ def run(sequence, allow_negative: bool) -> Book:
             book.post(refunds.refund_posting(f"refund:{n}", payment, f"re_{n}", amount, fee_back, draw, None),
                       floors)
             p["refunded"] += amount
-            p["drawn_pending"] += draw.get("pending", 0)
+            p["fee_returned"] += fee_back
+            p["drawn_pending"] += draw.get("pending", 0) - borrowed
         elif op[0] == "release" and payments:
             p = payments[op[1] % len(payments)]
             if p["released"]:

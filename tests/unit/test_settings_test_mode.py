@@ -10,18 +10,18 @@ PROD_LIVE = {"KAURI_STAGE": "prod", "KAURI_WECHAT_BASE_URL": "https://api.mch.we
 def test_prod_has_no_test_environment_unless_one_is_configured():
     s = settings.load(PROD_LIVE)
     assert [s.channel_config(c, livemode=False) for c in ("wechat", "alipay", "payease")] == [None, None, None]
-    assert s.channel_config("wechat", livemode=True).secret_id == "kauri/prod/wechat"
+    assert s.channel_config("wechat", livemode=True).secret_id == "kauri-prod-wechat"
 
 
 def test_a_configured_test_environment_borrows_nothing_from_live():
     s = settings.load({**PROD_LIVE, "KAURI_TEST_WECHAT_BASE_URL": "https://apitest.mch.weixin.qq.com",
-                       "KAURI_TEST_WECHAT_SECRET_ID": "kauri/prod/wechat-apitest"})
+                       "KAURI_TEST_WECHAT_SECRET_ID": "kauri-prod-wechat-apitest"})
     test = s.channel_config("wechat", livemode=False)
-    assert test.base_url == "https://apitest.mch.weixin.qq.com" and test.secret_id == "kauri/prod/wechat-apitest"
+    assert test.base_url == "https://apitest.mch.weixin.qq.com" and test.secret_id == "kauri-prod-wechat-apitest"
     assert s.channel_config("payease", livemode=False) is None
     half = settings.load({**PROD_LIVE, "KAURI_TEST_WECHAT_BASE_URL": "https://apitest.mch.weixin.qq.com"})
     test = half.channel_config("wechat", livemode=False)
-    assert test.api_key == "" and test.secret_id == "kauri/prod/wechat-test"   # never the live key or secret
+    assert test.api_key == "" and test.secret_id == "kauri-prod-wechat-test"   # never the live key or secret
     assert not settings.same_credentials(test, half.wechat)
 
 

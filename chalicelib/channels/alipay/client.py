@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
@@ -45,6 +45,10 @@ _TIMEOUT_RULES = (("15d", 21600), ("7d", 10080), ("3d", 4320), ("1d", 1440), ("1
                   ("5h", 300), ("3h", 180), ("2h", 120), ("1h", 60), ("30m", 30), ("15m", 15), ("10m", 10),
                   ("5m", 5))
 _STANDARD_MAX_MINUTES = 1440  # 3d/7d/15d only on newer contracts; stay within the classic list
+# order_valid_time maximum: the sources disagree (21600 s vs 2592000 s, spec §2.2); the smaller is safe.
+LOGIN_WINDOW_MAX_SECONDS = 21600
+# Our clock and Alipay's may differ a little: the hard deadline of an unknown online order adds this.
+CLOCK_MARGIN = timedelta(minutes=2)
 
 # Error codes worth trying again later; everything else is a refusal.
 _RETRYABLE = {"SYSTEM_ERROR", "SYSTEM_EXCEPTION", "SYSTEM_BUSY", "NETWORK", "HTTP_5XX", "UNKNOW", "UNKNOWN",
@@ -61,15 +65,29 @@ def _clean_text(text: str, limit: int) -> str:
     return " ".join(_UNSAFE_TEXT.sub(" ", text or "").split())[:limit]
 
 
-def _timeout_rule(expires_at: datetime) -> str:
+def _minutes_left(expires_at: datetime, now: datetime) -> int:
     # nearest minute: an expiry set 30 minutes ahead a few milliseconds ago still means 30m
-    minutes = int(((expires_at - clock.now()).total_seconds() + 30) // 60)
-    if minutes < 1:
-        raise ChannelError("ORDER_EXPIRED", "expires_at is in the past")
+    return int(((expires_at - now).total_seconds() + 30) // 60)
+
+
+def _rule_for(minutes: int) -> tuple[str, int]:
+    """The longest timeout_rule within `minutes` (and its length in minutes)."""
     for rule, length in _TIMEOUT_RULES:
         if length <= min(minutes, _STANDARD_MAX_MINUTES):
-            return rule
-    return "5m"  # under five minutes left: the shortest Alipay offers
+            return rule, length
+    return "5m", 5  # under five minutes left: the shortest Alipay offers
+
+
+def _timeout_rule(expires_at: datetime) -> str:
+    minutes = _minutes_left(expires_at, clock.now())
+    if minutes < 1:
+        raise ChannelError("ORDER_EXPIRED", "expires_at is in the past")
+    return _rule_for(minutes)[0]
+
+
+def _login_window_seconds(created_at: datetime, expires_at: datetime) -> int:
+    """order_valid_time: the shopper must open the cashier (log in) before our expires_at (spec §2.2)."""
+    return max(1, min(int((expires_at - created_at).total_seconds()), LOGIN_WINDOW_MAX_SECONDS))
 
 
 def _it_b_pay(expires_at: datetime) -> str:
@@ -94,12 +112,25 @@ def _secondary_merchant(merchant: MerchantChannelConfig) -> dict[str, str]:
 
 def _channel_error(code: str, message: str = "") -> ChannelError:
     code = (code or "UNKNOWN_ERROR")[:64]
-    return ChannelError(code, message[:200], retryable=code.upper() in _RETRYABLE)
+    return ChannelError(code, message[:200], retryable=code.upper() in _RETRYABLE, refused=True)
 
 
 class AlipayChannel:
     name = "alipay"
     flows = ("web", "wap", "qr")
+    resends_refunds_safely = True   # out_return_no / partner_refund_id de-duplicate at the gateway
+    closes_on_kauri_clock = False  # in-store trades are cancelled; online ones lapse at timeout_rule
+
+    def unknown_order_payable_until(self, flow: str, created_at: datetime, expires_at: datetime) -> datetime | None:
+        """Online (web/wap): Alipay creates the trade only when the shopper opens the cashier, which
+        order_valid_time allows until our expires_at (at most LOGIN_WINDOW_MAX_SECONDS after creation);
+        timeout_rule then runs from that moment. So an order Alipay does not know can still be paid up to
+        login deadline + timeout_rule (+ CLOCK_MARGIN). In-store: precreate made it, "not found" is final."""
+        if flow not in ("web", "wap"):
+            return None
+        login_deadline = created_at + timedelta(seconds=_login_window_seconds(created_at, expires_at))
+        rule_minutes = _rule_for(_minutes_left(expires_at, created_at))[1]
+        return login_deadline + timedelta(minutes=rule_minutes) + CLOCK_MARGIN
 
     def __init__(self, cfg=None):
         self._cfg = cfg  # AlipaySettings; None = settings.get().alipay at call time
@@ -139,12 +170,8 @@ class AlipayChannel:
             else:  # POST wants _input_charset on the URL too (spec §1.1)
                 resp = http.session().post(url + ("&" if "?" in url else "?") + "_input_charset=utf-8",
                                            data=params, timeout=timeout, stream=True)
-            if resp.raw is None:  # an adapter that hands over the whole body at once
-                body = resp.content or b""
-            else:
-                body = resp.raw.read(max_bytes + 1, decode_content=True) or b""
-                resp.close()
-            if len(body) > max_bytes:
+            body = http.read_bounded(resp, max_bytes)
+            if body is None:
                 raise ChannelError("RESPONSE_TOO_LARGE", retryable=False)
         except requests.RequestException as exc:
             log.warning("alipay_network_error", service=params.get("service"), error=type(exc).__name__)
@@ -224,6 +251,8 @@ class AlipayChannel:
             "total_fee": req.amount.to_major_str(),
             "product_code": product,
             "timeout_rule": _timeout_rule(req.expires_at),
+            "order_gmt_create": beijing_str(clock.now()),
+            "order_valid_time": str(_login_window_seconds(clock.now(), req.expires_at)),
             "supplier": _clean_text(sub["secondary_merchant_name"], 64),
             **sub,
         }
@@ -319,9 +348,14 @@ class AlipayChannel:
         found = self._query_online(ref) or self._query_instore(ref)
         return found or ChannelPayment(channel_order_id=ref.channel_order_id, status=ChannelStatus.NOT_FOUND)
 
-    def close(self, ref: OrderRef) -> None:
+    def close(self, ref: OrderRef) -> ChannelPayment | None:
         """In-store: alipay.acquire.cancel on an unpaid trade. Online: Alipay has no close service
-        (spec §5.3); the trade lapses by timeout_rule, so a late payment must be refunded upstream."""
+        (spec §5.3); the trade lapses by timeout_rule, so a late payment must be refunded upstream.
+
+        The overseas MAPI has no close that leaves a paid trade alone (spec §6.4): cancel closes an unpaid
+        trade and refunds one paid the same day. So the trade is read first (a paid one is refused), and
+        cancel's `action` is read after: `refund` means the shopper paid in between and Alipay has given
+        the money back; the reversed payment (paid, then refunded in full) is returned for booking."""
         online = self._query_online(ref)
         if online is not None:
             if online.status == ChannelStatus.PAID:
@@ -335,7 +369,6 @@ class AlipayChannel:
             # Unknown to both: an online trade the shopper has not opened yet, still payable by its URL.
             raise ChannelError("NOT_SUPPORTED", "Alipay online trades lapse at their timeout_rule")
         if instore.status == ChannelStatus.PAID:
-            # acquire.cancel would refund a same-day payment: never do that as a "close".
             raise ChannelError("TRADE_PAID", "paid orders are refunded, not closed")
         if instore.status == ChannelStatus.CLOSED:
             return None
@@ -345,16 +378,35 @@ class AlipayChannel:
         if biz.get("result_code") != "SUCCESS":
             code = biz.get("detail_error_code") or biz.get("error") or "CANCEL_FAILED"
             raise ChannelError(code, biz.get("detail_error_des", "")[:200], retryable=biz.get("retry_flag") == "Y")
-        return None
+        action = biz.get("action", "")
+        if action == "close":
+            return None
+        if action != "refund":
+            raise ChannelError("CANCEL_ACTION_UNKNOWN", action[:40], retryable=True)
+        return self._reversed(ref)
+
+    def _reversed(self, ref: OrderRef) -> ChannelPayment:
+        """The trade a cancel refunded: what was paid (amount, trade id, time), marked REFUNDED."""
+        after = self._query_instore(ref)
+        if after is None or after.amount is None:
+            raise ChannelError("INVALID_RESPONSE", "cancel refunded a trade the query cannot show", retryable=True)
+        log.warning("alipay_cancel_refunded_paid_trade", channel_order_id=ref.channel_order_id)
+        return ChannelPayment(
+            channel_order_id=ref.channel_order_id, status=ChannelStatus.REFUNDED, amount=after.amount,
+            rate=after.rate, channel_transaction_id=after.channel_transaction_id,
+            paid_at=parse_beijing(after.raw.get("alipay_pay_time", "")), raw={**after.raw, "cancel_action": "refund"},
+        )
 
     # refund --------------------------------------------------------------------------------------
 
     def refund(self, req: RefundRequest) -> ChannelRefund:
         """forex_refund (is_sync=Y, so the answer is final); spot refund when the order is in-store."""
         if not _ORDER_NO.match(req.channel_refund_id) or not _ORDER_NO.match(req.payment.channel_order_id):
-            raise ChannelError("ILLEGAL_ARGUMENT", "refund and order numbers must be [A-Za-z0-9_-]{1,64}")
+            raise ChannelError("ILLEGAL_ARGUMENT", "refund and order numbers must be [A-Za-z0-9_-]{1,64}",
+                               refused=True)
         if req.amount.currency != req.total.currency or req.amount.amount <= 0 or req.amount.amount > req.total.amount:
-            raise ChannelError("ILLEGAL_ARGUMENT", "refund amount must be positive and at most the payment")
+            raise ChannelError("ILLEGAL_ARGUMENT", "refund amount must be positive and at most the payment",
+                               refused=True)
         reason = _clean_text(req.reason, 100) or "refund"
         params = {
             **self._base("forex_refund"),

@@ -22,8 +22,8 @@ from urllib.parse import urlencode
 
 from chalice import Blueprint, Response
 
-from chalicelib import clock, http, log, settings
-from chalicelib.channels.alipay import BEIJING, FormError, beijing_compact, beijing_str, parse_form, signing
+from chalicelib import clock, egress, log, settings
+from chalicelib.channels.alipay import BEIJING, FormError, beijing_compact, beijing_str, parse_beijing, parse_form, signing
 from chalicelib.money import Money, MoneyError, bps_of, convert
 
 blueprint = Blueprint(__name__)
@@ -210,6 +210,16 @@ def _url(params: dict[str, str], key: str, required: bool) -> str:
     return value
 
 
+def _notify_url(params: dict[str, str]) -> str:
+    """A notify URL is POSTed to: only a receiver chalicelib.egress allows (never our own network)."""
+    url = _url(params, "notify_url", required=True)
+    try:
+        egress.check(url)
+    except egress.Refused:
+        raise GatewayError("ILLEGAL_ARGUMENT") from None
+    return url
+
+
 def _secondary(params: dict[str, str]) -> dict[str, str]:
     sub = {k: params.get(k, "") for k in ("secondary_merchant_id", "secondary_merchant_name",
                                           "secondary_merchant_industry")}
@@ -347,10 +357,11 @@ def _create_forex_trade(params: dict[str, str]) -> Response:
     rule = params.get("timeout_rule", "12h")
     if rule not in _TIMEOUT_RULES:
         raise GatewayError("ILLEGAL_ARGUMENT")
-    notify_url = _url(params, "notify_url", required=True)
+    notify_url = _notify_url(params)
     return_url = _url(params, "return_url", required=False)
     sub = _secondary(params)
     now = _epoch()
+    _check_login_window(params, now)
     trade = {
         "kind": "online", "service": service, "out_trade_no": out_trade_no, "subject": subject, "body": body,
         "currency": currency, "total_fee": params["total_fee"], "amount_minor": amount.amount,
@@ -373,6 +384,20 @@ def _create_forex_trade(params: dict[str, str]) -> Response:
             return {**trade, **keep}
         trade = _update_trade(out_trade_no, resubmit)
     return _cashier_page(trade)
+
+
+def _check_login_window(params: dict[str, str], now: int) -> None:
+    """order_gmt_create + order_valid_time (used together, spec §2.2): the cashier opens only inside
+    that window; a link opened later is refused, so no trade (and no timeout_rule) starts after it.
+    The error code is the simulator's own: the sources do not name Alipay's."""
+    created, valid = params.get("order_gmt_create", ""), params.get("order_valid_time", "")
+    if not created and not valid:
+        return
+    start = parse_beijing(created) if created and len(created) == 19 else None
+    if start is None or not valid.isdigit() or not 0 < int(valid) <= 2592000:
+        raise GatewayError("ILLEGAL_ARGUMENT")
+    if now > _epoch(start) + int(valid):
+        raise GatewayError("TRADE_LOGIN_WINDOW_EXPIRED")
 
 
 def _cashier_page(trade: dict) -> Response:
@@ -534,7 +559,7 @@ def _precreate(params: dict[str, str]) -> Response:
     if trans_currency != currency:
         raise GatewayError("ILLEGAL_ARGUMENT")  # the simulator does not price in a second currency
     amount = _amount(params, "total_fee", trans_currency)
-    notify_url = _url(params, "notify_url", required=True)
+    notify_url = _notify_url(params)
     if params.get("timestamp") and not _timestamp_ok(params["timestamp"]):
         raise GatewayError("ILLEGAL_ARGUMENT")
     if params.get("seller_id") and params["seller_id"] != _cfg().partner:
@@ -763,19 +788,20 @@ def _notify_verify(params: dict[str, str]) -> Response:
     return _text("true" if answer["ok"] else "false")
 
 
+def _notification_job(url: str, fields: dict[str, str], now: int) -> dict[str, Any]:
+    return {"url": url, "fields": fields, "sign_type": _cfg().sign_type, "attempts": 0, "due_at": now,
+            "delivered": False, "history": []}
+
+
 def _queue_notification(pk: str, url: str, fields: dict[str, str]) -> None:
     """Owe a notification: first attempt now (inline), then on RETRY_SCHEDULE until `success`."""
     now = _epoch()
-    job = {"url": url, "fields": fields, "sign_type": _cfg().sign_type, "attempts": 0, "due_at": now,
-           "delivered": False, "history": []}
-    if _store().create(pk, job, queue=NOTIFY_QUEUE, due_at=now):
+    if _store().create(pk, _notification_job(url, fields, now), queue=NOTIFY_QUEUE, due_at=now):
         _deliver(pk, now)
 
 
 def _deliver(pk: str, expected_due: int | None) -> bool:
     """One delivery attempt if the job is still due as seen; True when an attempt was made."""
-    import requests
-
     store = _store()
     now = _epoch()
     claimed: dict[str, Any] = {}
@@ -800,12 +826,13 @@ def _deliver(pk: str, expected_due: int | None) -> bool:
     body = _sign(fields, claimed["sign_type"])
     ok, status = False, 0
     try:
-        resp = http.session().post(claimed["url"], data=body, timeout=settings.get().http_timeout_seconds,
-                                   headers={"Content-Type": _FORM + "; charset=utf-8"})
-        status = resp.status_code
-        ok = status == 200 and resp.content == b"success"  # exactly `success` (spec §3)
-    except requests.RequestException as exc:
-        log.info("alipay_sandbox_notify_unreachable", error=type(exc).__name__)
+        answer = egress.post(claimed["url"], urlencode(body).encode("ascii"),
+                             {"Content-Type": _FORM + "; charset=utf-8"},
+                             timeout=settings.get().http_timeout_seconds, max_bytes=1024)
+        status = answer.status
+        ok = status == 200 and answer.body == b"success"  # exactly `success` (spec §3)
+    except egress.Failed as exc:
+        log.info("alipay_sandbox_notify_unreachable", error=str(exc)[:80])
 
     def record(d):
         d["history"] = (d["history"] + [{"at": now, "status": status, "ok": ok}])[-10:]
@@ -899,7 +926,8 @@ def simulate(out_trade_no: str, outcome: str = "success") -> dict[str, Any]:
     changed = {"notify": False}
 
     def apply(d):
-        if d["status"] != "WAIT_BUYER_PAY":
+        changed.update(notify=False, trade=None)  # a lost race runs this again
+        if d is None or d["status"] != "WAIT_BUYER_PAY":
             return None
         if not d.get("trade_no"):  # the trade number appears when the shopper logs in / scans
             d["trade_no"] = new_trade_no
@@ -909,21 +937,34 @@ def simulate(out_trade_no: str, outcome: str = "success") -> dict[str, Any]:
         elif outcome == "close":
             d["status"] = "TRADE_CLOSED"
             changed["notify"] = True
+        changed["trade"] = d
         return d
-    trade = _update_trade(out_trade_no, apply)
-    if trade.get("trade_no") == new_trade_no:
-        _store().create(f"alipay#tradeno#{trade['trade_no']}", {"out_trade_no": out_trade_no})
+
+    def owe(job):  # the notification the change above owes: written with it, or not at all
+        if job is not None or not changed["notify"]:
+            return None
+        t = changed["trade"]
+        fields = {"out_trade_no": out_trade_no, "trade_no": t["trade_no"], "trade_status": t["status"],
+                  "currency": t["currency"], "total_fee": t["total_fee"]}
+        if t.get("paid_at"):
+            fields["gmt_payment"] = beijing_str(datetime.fromtimestamp(t["paid_at"], timezone.utc))
+        if t["kind"] == "instore":
+            fields.update({"notify_action_type": "payByAccountAction" if outcome == "success" else "closeTradeAction",
+                           "subject": t["subject"]})
+        return _notification_job(t["notify_url"], fields, now)
+
+    notify_pk = f"alipay#notify#{out_trade_no}#{paid_status if outcome == 'success' else 'TRADE_CLOSED'}"
+    written = _store().change_together(
+        {_trade_pk(out_trade_no): apply,
+         f"alipay#tradeno#{new_trade_no}": lambda d: {"out_trade_no": out_trade_no}
+         if d is None and changed["trade"] is not None else None,
+         notify_pk: owe},
+        queues={notify_pk: (NOTIFY_QUEUE, now)})
+    trade = written[_trade_pk(out_trade_no)]
     if changed["notify"]:
         if trade["status"] == paid_status:
             _ledger_add(trade, "P", Money(trade["amount_minor"], trade["currency"]), out_trade_no)
-        fields = {"out_trade_no": out_trade_no, "trade_no": trade["trade_no"], "trade_status": trade["status"],
-                  "currency": trade["currency"], "total_fee": trade["total_fee"]}
-        if trade.get("paid_at"):
-            fields["gmt_payment"] = beijing_str(datetime.fromtimestamp(trade["paid_at"], timezone.utc))
-        if trade["kind"] == "instore":
-            fields.update({"notify_action_type": "payByAccountAction" if outcome == "success" else "closeTradeAction",
-                           "subject": trade["subject"]})
-        _queue_notification(f"alipay#notify#{out_trade_no}#{trade['status']}", trade["notify_url"], fields)
+        _deliver(notify_pk, now)
     return {"out_trade_no": out_trade_no, "trade_no": trade["trade_no"], "trade_status": trade["status"],
             "notified": changed["notify"], "trade": trade}
 

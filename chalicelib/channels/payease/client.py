@@ -75,6 +75,13 @@ class PayEaseChannel:
     name = "payease"
     flows = ("bank",)
     charge_currency = "CNY"  # payments priced in NZD are charged in CNY at a locked quote
+    resends_refunds_safely = False  # PayEase takes no refund number: a second submit is a second refund
+    # No close and no expiry at PayEase (spec): the payer's form stays payable for good, so an expired
+    # payment is closed on Kauri's clock and a late paid notice is the callbacks' late-money rule.
+    closes_on_kauri_clock = True
+
+    def unknown_order_payable_until(self, flow, created_at, expires_at):
+        return None  # never bounded at PayEase: closes_on_kauri_clock decides instead
 
     # ---- configuration ------------------------------------------------------------------------
 
@@ -171,7 +178,7 @@ class PayEaseChannel:
             return candidates[0]
         found = self.query(ref)
         if found.status is ChannelStatus.NOT_FOUND or not found.channel_transaction_id:
-            raise ChannelError("ORDER_NOT_FOUND", "PayEase does not know this order")
+            raise ChannelError("ORDER_NOT_FOUND", "PayEase does not know this order", refused=True)
         return found.channel_transaction_id
 
     def _query_oid(self, channel_order_id: str, oid: str) -> ChannelPayment:
@@ -222,9 +229,9 @@ class PayEaseChannel:
         """
         conf = self._conf()
         if req.amount.currency != "CNY" or req.total.currency != "CNY":
-            raise ChannelError("CURRENCY_NOT_SUPPORTED", "PayEase refunds CNY only")
+            raise ChannelError("CURRENCY_NOT_SUPPORTED", "PayEase refunds CNY only", refused=True)
         if not 0 < req.amount.amount <= req.total.amount:
-            raise ChannelError("INVALID_AMOUNT", "refund must be positive and at most the payment")
+            raise ChannelError("INVALID_AMOUNT", "refund must be positive and at most the payment", refused=True)
         oid = self._resolve_oid(req.payment)
         refamount = req.amount.to_major_str()
         reason = (req.channel_refund_id + (" " + req.reason if req.reason else ""))[:64]
@@ -235,7 +242,7 @@ class PayEaseChannel:
         status = (root.findtext("status") or "").strip()
         desc = (root.findtext("statusdesc") or "").strip()[:200]
         if status != "0":
-            raise ChannelError("REFUND_REJECTED", desc or f"status {status!r}")
+            raise ChannelError("REFUND_REJECTED", desc or f"status {status!r}", refused=True)
         return ChannelRefund(channel_refund_id=req.channel_refund_id, status=RefundStatus.PROCESSING,
                              channel_refund_ref=(root.findtext("refid") or "").strip() or None,
                              amount=req.amount, raw={"status": status, "statusdesc": desc})
@@ -261,9 +268,9 @@ class PayEaseChannel:
             raw = {child.tag: (child.text or "").strip() for child in item if child.tag != "sign"}
             return ChannelRefund(channel_refund_id=req.channel_refund_id, status=status,
                                  channel_refund_ref=raw.get("refid") or None, amount=amount, raw=raw)
-        # Not listed (yet): PayEase's list lags its refund desk, so this is no verdict. Kauri keeps the
-        # refund processing and asks again; only an explicit refstatus can fail it.
-        return ChannelRefund(channel_refund_id=req.channel_refund_id, status=RefundStatus.PROCESSING,
+        # Not listed (yet): PayEase's list lags its refund desk, so this is no verdict on its own; the
+        # chase job decides what an old unlisted refund means (services.chase).
+        return ChannelRefund(channel_refund_id=req.channel_refund_id, status=RefundStatus.NOT_FOUND,
                              raw={"reason": "not_listed"})
 
     # ---- callbacks --------------------------------------------------------------------------------

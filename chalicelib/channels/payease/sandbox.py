@@ -7,7 +7,8 @@
   orders, when several are due to the same URL), then: a form post (the browser) is redirected to
   v_url with the signed return parameters; JSON gets them back as `return_url`.
 - POST /simulate/pump: resend due notifications (also `pump()`), until the answer is `sent`.
-- POST /merchant/config {v_mid, notify_url}: the "merchant console" notify URL.
+- POST /merchant/config {v_mid, notify_url, v_mac}: the "merchant console" notify URL; v_mac is the
+  HMAC-MD5 of v_mid + notify_url with the merchant's key (nobody else may re-point its notifications).
 - Query / refund / refund-list endpoints under /merchant/..., answering XML.
 
 Notify URL precedence: the order's `kauri_sandbox_notify_url` form field, then the console config
@@ -27,7 +28,7 @@ from urllib.parse import urlencode
 
 from chalice import Blueprint, Response
 
-from chalicelib import clock, http, log, settings
+from chalicelib import clock, egress, log, settings
 from chalicelib.channels.base import InvalidNotification
 from chalicelib.channels.payease import notify, signing
 from chalicelib.money import Money, MoneyError
@@ -44,6 +45,7 @@ DEFAULT_BANK = "1"
 PAY_REQUIRED = ("v_mid", "v_oid", "v_rcvname", "v_rcvaddr", "v_rcvtel", "v_rcvpost", "v_amount",
                 "v_ymd", "v_orderstatus", "v_ordername", "v_moneytype", "v_url", "v_md5info")
 MAX_URL = 512
+CONSOLE_FIELDS = ("v_mid", "notify_url")  # v_mac of the simulated merchant console's notify URL change
 
 
 class _Refused(Exception):
@@ -161,6 +163,16 @@ def _check_url(url: str, what: str) -> str:
     return url
 
 
+def _check_notify_url(url: str) -> str:
+    """A notify URL is POSTed to: only a receiver chalicelib.egress allows (never our own network)."""
+    _check_url(url, "通知")
+    try:
+        egress.check(url)
+    except egress.Refused:
+        raise _Refused("3", "通知 地址错误") from None
+    return url
+
+
 # ---- the cashier ------------------------------------------------------------------------------
 
 @blueprint.route("/prs/user_payment.checkit", methods=["POST"], content_types=[FORM])
@@ -202,7 +214,7 @@ def _accept_order(direct: bool) -> Response:
         raise _Refused("2", "数字签名错误 (v_md5info)")
     override = f.get("kauri_sandbox_notify_url", "")
     if override:
-        _check_url(override, "通知")
+        _check_notify_url(override)
     pmode = f.get("v_pmode", "")
     if direct and pmode not in BANKS:
         raise _Refused("3", "银行编号错误 (v_pmode)")
@@ -264,6 +276,7 @@ def simulate_pay():
     changed = []
 
     def mark(d: dict) -> dict | None:
+        changed.clear()  # a lost race runs this again
         if d["status"] != "pending":
             return None
         changed.append(True)
@@ -271,11 +284,11 @@ def simulate_pay():
                  finished_at=now_epoch, notify_url=url, notify_state="pending", attempts=0)
         return d
 
-    order = store.update(_order_pk(oid), mark)
+    # The order finished and its notification due: one write, so it cannot be paid without being owed.
+    order = store.change_together({_order_pk(oid): mark}, queues={_order_pk(oid): (QUEUE, now_epoch)})[_order_pk(oid)]
     if not changed and order["status"] != target:
         raise _Refused("ALREADY_FINISHED", f"order is already {order['status']}", 409)
     if changed:
-        store.schedule(_order_pk(oid), QUEUE, now_epoch)
         _flush(now_epoch, only_url=url)  # first attempt inline; the rest by pump()
         order = store.get(_order_pk(oid))
     return_url = _return_url(order)
@@ -354,11 +367,11 @@ def _deliver(url: str, chunk: list[tuple[str, dict]], now_epoch: int) -> bool:
     body = notification_body([data for _, data in chunk], _conf().md5_key)
     ok = False
     try:
-        resp = http.session().post(url, data=body, headers={"Content-Type": FORM},
-                                   timeout=settings.get().http_timeout_seconds)
-        ok = resp.status_code == 200 and (resp.content or b"")[:64].strip().lower() == b"sent"
-    except Exception as exc:  # the merchant being down is the normal case for retries
-        log.info("payease.sandbox_notify_unreachable", error=type(exc).__name__)
+        answer = egress.post(url, body, {"Content-Type": FORM},
+                             timeout=settings.get().http_timeout_seconds, max_bytes=1024)
+        ok = answer.status == 200 and answer.body[:64].strip().lower() == b"sent"
+    except egress.Failed as exc:  # the merchant being down is the normal case for retries
+        log.info("payease.sandbox_notify_unreachable", error=str(exc)[:80])
     for pk, _ in chunk:
         state: dict[str, Any] = {}
 
@@ -403,7 +416,10 @@ def merchant_config():
     params, _ = _read_params(allow_json=True)
     mid = params.get("v_mid") or _conf().mid
     _check_mid(mid)
-    url = _check_url(params.get("notify_url", ""), "通知")
+    # Only the merchant may re-point its console: v_mac over (v_mid, notify_url) with its MD5 key.
+    if not signing.verify(_conf().md5_key, {**params, "v_mid": mid}, CONSOLE_FIELDS, params.get("v_mac", "")):
+        raise _Refused("2", "数字签名错误 (v_mac)", status=403)
+    url = _check_notify_url(params.get("notify_url", ""))
     if not store.create(_merchant_pk(mid), {"notify_url": url}):
         store.update(_merchant_pk(mid), lambda d: {**d, "notify_url": url})
     return _json({"v_mid": mid, "notify_url": url})

@@ -32,6 +32,14 @@ MAX_BODY_CHARS = 127
 MAX_BILL_BYTES = 512 * 1024 * 1024
 
 
+# An unsigned return_code=FAIL carries only free text (return_msg); merchants get a stable code instead.
+_RETURN_MSG_CODES = {"签名错误": "SIGNERROR", "签名失败": "SIGNERROR", "sign error": "SIGNERROR"}
+
+
+def _return_fail_code(return_msg: str) -> str:
+    return _RETURN_MSG_CODES.get(return_msg.strip(), "RETURN_FAIL")
+
+
 def nonce() -> str:
     return secrets.token_hex(16)  # 32 chars, letters and digits
 
@@ -48,6 +56,11 @@ class WeChatChannel:
     charge_currency: str | None = None  # WeChat charges in the pricing currency (NZD, AUD, ...)
     # After PAYERROR (e.g. NOTENOUGH) the shopper can pay the same order again until it expires.
     payable_after_failed_attempt = True
+    closes_on_kauri_clock = False       # /pay/closeorder closes an unpaid order
+
+    def unknown_order_payable_until(self, flow, created_at, expires_at):
+        return None  # unifiedorder creates the order: one WeChat does not know cannot be paid
+    resends_refunds_safely = True       # the same out_refund_no is the same refund (spec: retries reuse it)
 
     def __init__(self, config: settings.WeChatSettings | None = None):
         self._config = config
@@ -158,7 +171,7 @@ class WeChatChannel:
 
     def refund(self, req: RefundRequest) -> ChannelRefund:
         if req.amount.currency != req.total.currency:
-            raise ChannelError("INVALID_REQUEST", "refund currency must equal the payment currency")
+            raise ChannelError("INVALID_REQUEST", "refund currency must equal the payment currency", refused=True)
         params: dict[str, Any] = {
             "sub_mch_id": req.payment.merchant.get("sub_mch_id"),
             "out_refund_no": req.channel_refund_id,
@@ -234,8 +247,8 @@ class WeChatChannel:
                 fields = wire.from_xml(content)
             except wire.WireError as exc:
                 raise ChannelError("BAD_RESPONSE", str(exc), retryable=True) from None
-            code = fields.get("error_code") or fields.get("err_code") or fields.get("return_msg") or "FAIL"
-            raise ChannelError(code, fields.get("return_msg", ""), retryable=code in RETRYABLE)
+            code = fields.get("error_code") or fields.get("err_code") or _return_fail_code(fields.get("return_msg", ""))
+            raise ChannelError(code, fields.get("return_msg", "")[:128], retryable=code in RETRYABLE)
         try:
             return content.decode("utf-8-sig")
         except UnicodeDecodeError:
@@ -314,9 +327,10 @@ class WeChatChannel:
             raise ChannelError("BAD_RESPONSE", str(exc), retryable=True) from None
         if fields.get("return_code") != "SUCCESS":
             # Protocol-level failure: unsigned, only return_msg to go on.
-            msg = fields.get("return_msg", "")
-            log.warning("wechat_call_fail", path=path, return_msg=msg[:128])
-            raise ChannelError(fields.get("err_code") or msg or "FAIL", msg)
+            msg = fields.get("return_msg", "")[:128]
+            log.warning("wechat_call_fail", path=path, return_msg=msg)
+            # WeChat's documented "request not processed" answer: a refusal, though unsigned.
+            raise ChannelError(fields.get("err_code") or _return_fail_code(msg), msg, refused=True)
         if not signing.verify(fields, cfg.api_key, sign_type):
             log.error("wechat_response_bad_signature", path=path)
             raise ChannelError("INVALID_SIGNATURE", "response signature did not verify")
@@ -325,5 +339,5 @@ class WeChatChannel:
         if "result_code" in fields and fields["result_code"] != "SUCCESS":
             code = fields.get("err_code") or "FAIL"
             log.info("wechat_call_refused", path=path, err_code=code)
-            raise ChannelError(code, fields.get("err_code_des", ""), retryable=code in RETRYABLE)
+            raise ChannelError(code, fields.get("err_code_des", ""), retryable=code in RETRYABLE, refused=True)
         return fields

@@ -10,6 +10,7 @@ import ipaddress
 import json
 import re
 import secrets
+import zlib
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Callable
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 
 from chalice import Blueprint, Response
 
-from chalicelib import clock, http, log, settings
+from chalicelib import clock, egress, log, settings
 from chalicelib.channels.wechat import signing, wire
 from chalicelib.money import Money, bps_of, convert, rate_from_e8
 
@@ -209,25 +210,47 @@ def _load_order(req: dict[str, str]) -> tuple[str, dict[str, Any]]:
     return pk, order
 
 
+DAY_SHARDS = 16  # a day's bill index is spread over records so concurrent payments rarely touch the same one
+
+
+def _day_pk(day: str, key: str) -> str:
+    return _pk("day", f"{day}#{zlib.crc32(key.encode('utf-8')) % DAY_SHARDS}")
+
+
+def _day_adding(kind: str, item: Any) -> Callable[[dict[str, Any] | None], dict[str, Any] | None]:
+    def add(d: dict[str, Any] | None) -> dict[str, Any] | None:
+        d = d or {"orders": [], "refunds": []}
+        return None if item in d[kind] else {**d, kind: d[kind] + [item]}
+    return add
+
+
 def _add_to_day(day: str, kind: str, item: Any) -> None:
     store = _store()
-    pk = _pk("day", day)
+    pk = _day_pk(day, item if isinstance(item, str) else item[0])
     store.create(pk, {"orders": [], "refunds": []})
-    store.update(pk, lambda d: d if item in d[kind] else {**d, kind: d[kind] + [item]})
+    store.update(pk, _day_adding(kind, item))
+
+
+def _day(day: str) -> dict[str, list]:
+    shards = [_store().get(_pk("day", f"{day}#{n}")) for n in range(DAY_SHARDS)]
+    return {kind: [x for d in shards if d for x in d[kind]] for kind in ("orders", "refunds")}
 
 
 # ---- unified order ---------------------------------------------------------------------------
 
 def _notify_url_ok(text: str) -> bool:
-    """Absolute http(s), no query, and never a link-local/metadata address (we POST to it)."""
-    url = urlsplit(text)
-    if url.scheme not in ("http", "https") or not url.hostname or url.query or len(text) > 256:
+    """Absolute http(s), no query, and a receiver chalicelib.egress lets us POST to."""
+    try:
+        url = urlsplit(text)
+    except ValueError:
+        return False
+    if not url.hostname or url.query or len(text) > 256:
         return False
     try:
-        ip = ipaddress.ip_address(url.hostname)
-    except ValueError:
-        return True  # a host name
-    return not (ip.is_link_local or ip.is_multicast or ip.is_unspecified or ip.is_reserved)
+        egress.check(text)
+    except egress.Refused:
+        return False
+    return True
 
 
 def _validate_order(req: dict[str, str], now: datetime) -> None:
@@ -404,6 +427,8 @@ def _refund(req: dict[str, str]) -> dict[str, Any]:
             return None
         if _state(o, now) not in _PAID:
             raise _Refuse("ERROR", "订单状态错误，未支付的订单不能退款")
+        if o.get("refuse_refunds"):  # set by /simulate/refuse_refunds: WeChat's answer when it cannot pay
+            raise _Refuse(o["refuse_refunds"], "余额不足")
         if _epoch(now) - o["paid_at"] > REFUND_WINDOW.total_seconds():
             raise _Refuse("TRADE_OVERDUE", "订单已经超过退款期限")
         if len(o["refunds"]) >= MAX_REFUNDS:
@@ -518,7 +543,7 @@ def _downloadbill(req: dict[str, str]) -> Response:
         raise _Fail("invalid bill_date")
     if bill_type not in ("ALL", "SUCCESS", "REFUND", "REVOKED"):
         raise _Fail("invalid bill_type")
-    day = store.get(_pk("day", req["bill_date"])) or {"orders": [], "refunds": []}
+    day = _day(req["bill_date"])
     rows: list[list[Any]] = []
     total = refunded = fees = Decimal(0)
     now = clock.now()
@@ -626,8 +651,11 @@ def _notification(order: dict[str, Any], success: bool) -> dict[str, Any]:
 def _pay(out_trade_no: str, success: bool, now: datetime) -> dict[str, Any]:
     store = _store()
     pk = _pk("order", out_trade_no)
+    transaction_id = "4200" + _digits(24)
 
-    def pay(o: dict[str, Any]) -> dict[str, Any]:
+    def pay(o: dict[str, Any] | None) -> dict[str, Any]:
+        if o is None:
+            raise _SimError(404, "ORDERNOTEXIST", "no such out_trade_no")
         state = _state(o, now)
         if state in _PAID:
             raise _SimError(409, "ORDERPAID", "order already paid")
@@ -641,7 +669,7 @@ def _pay(out_trade_no: str, success: bool, now: datetime) -> dict[str, Any]:
             rate = RATES_E8[o["fee_type"]]
             o.update({
                 "trade_state": "SUCCESS", "rate": rate, "paid_at": _epoch(now), "time_end": wire.format_time(now),
-                "transaction_id": "4200" + _digits(24),
+                "transaction_id": transaction_id,
                 "cash_fee": convert(Money(o["total_fee"], o["fee_type"]), "CNY", rate_from_e8(rate), "HALF_UP").amount,
             })
         else:
@@ -650,14 +678,12 @@ def _pay(out_trade_no: str, success: bool, now: datetime) -> dict[str, Any]:
                        "delivered": False, "history": []}
         return o
 
-    if store.get(pk) is None:
-        raise _SimError(404, "ORDERNOTEXIST", "no such out_trade_no")
-    order = store.update(pk, pay)
+    # One transaction: the order paid, its notification due, its transaction id and bill entry - or none.
+    changes = {pk: pay}
     if success:
-        store.create(_pk("txn", order["transaction_id"]), {"out_trade_no": out_trade_no})
-        _add_to_day(wire.china_date(now), "orders", out_trade_no)
-    store.schedule(pk, NOTIFY_QUEUE, _epoch(now))
-    return order
+        changes[_pk("txn", transaction_id)] = lambda d: {"out_trade_no": out_trade_no} if d is None else None
+        changes[_day_pk(wire.china_date(now), out_trade_no)] = _day_adding("orders", out_trade_no)
+    return store.change_together(changes, queues={pk: (NOTIFY_QUEUE, _epoch(now))})[pk]
 
 
 def _acknowledged(body: bytes) -> bool:
@@ -669,13 +695,12 @@ def _acknowledged(body: bytes) -> bool:
 
 def _post(url: str, fields: dict[str, Any]) -> tuple[bool, str]:
     """One notification POST as WeChat makes it; (acknowledged, what happened)."""
-    try:
-        resp = http.session().post(url, data=wire.to_xml(fields), headers={"Content-Type": "text/xml"},
-                                   timeout=min(5, settings.get().http_timeout_seconds))
-        ok = resp.status_code == 200 and len(resp.content) <= wire.MAX_BODY_BYTES and _acknowledged(resp.content)
-        return ok, str(resp.status_code)
-    except Exception as exc:  # the merchant's server being down is the normal case here
-        return False, type(exc).__name__
+    try:  # the notify URL was the caller's choice: egress checks where it really goes
+        answer = egress.post(url, wire.to_xml(fields), {"Content-Type": "text/xml"},
+                             timeout=min(5, settings.get().http_timeout_seconds), max_bytes=wire.MAX_BODY_BYTES)
+    except egress.Failed as exc:  # the merchant's server being down is the normal case here
+        return False, str(exc)[:80]
+    return answer.status == 200 and _acknowledged(answer.body), str(answer.status)
 
 
 def _record_attempt(pk: str, queue: str, note: dict[str, Any], ok: bool, status: str, now: datetime) -> int:
@@ -839,6 +864,24 @@ def simulate_refund():
                            "notify": (store.get(link_pk) or {}).get("notify")})
     except _SimError as err:
         return _json(err.status, {"error": err.code, "message": err.message})
+
+
+@blueprint.route("/simulate/refuse_refunds", methods=["POST"], content_types=["application/json"])
+def simulate_refuse_refunds():
+    """{"out_trade_no": ..., "refuse": true|false}: WeChat refuses (NOTENOUGH) new refunds of the order."""
+    try:
+        body = json.loads(blueprint.current_request.raw_body or b"{}")
+    except ValueError:
+        return _json(400, {"error": "BAD_JSON", "message": "body must be JSON"})
+    out_trade_no = body.get("out_trade_no") if isinstance(body, dict) else None
+    if not isinstance(out_trade_no, str) or not _OUT_TRADE_NO.fullmatch(out_trade_no):
+        return _json(400, {"error": "BAD_OUT_TRADE_NO", "message": "out_trade_no must be 1-32 of [0-9A-Za-z_-|*]"})
+    pk = _pk("order", out_trade_no)
+    if _store().get(pk) is None:
+        return _json(404, {"error": "ORDERNOTEXIST", "message": "no such order"})
+    refuse = "NOTENOUGH" if body.get("refuse", True) else None
+    _store().update(pk, lambda o: {**o, "refuse_refunds": refuse})
+    return _json(200, {"out_trade_no": out_trade_no, "refuse_refunds": bool(refuse)})
 
 
 @blueprint.route("/simulate/pump", methods=["POST"])

@@ -66,15 +66,16 @@ class OfficialAccountClient:
 
     # ---- template messages ------------------------------------------------------------------------
 
-    def send_template(self, touser: str, data: dict[str, str], client_msg_id: str) -> int:
-        """Send the configured template to one follower; WeChat's msgid. `client_msg_id` dedupes resends."""
+    def send_template(self, touser: str, data: dict[str, str], client_msg_id: str, timeout: int | None = None) -> int:
+        """Send the configured template to one follower; WeChat's msgid. `client_msg_id` dedupes resends.
+        `timeout`: seconds for the send (default: the configured HTTP timeout)."""
         cfg = self.config
         body = {"touser": touser, "template_id": cfg.template_id, "client_msg_id": client_msg_id,
                 "data": {key: {"value": value} for key, value in data.items()}}
         for attempt in range(2):
             token = self.access_token(fresh=attempt > 0)
             try:
-                answer = self._call("POST", SEND_PATH, {"access_token": token}, body)
+                answer = self._call("POST", SEND_PATH, {"access_token": token}, body, timeout)
             except OAError as exc:
                 if exc.code in TOKEN_ERRORS and attempt == 0:
                     continue  # another process renewed the token, or it expired early: renew once
@@ -87,7 +88,8 @@ class OfficialAccountClient:
 
     # ---- transport --------------------------------------------------------------------------------
 
-    def _call(self, method: str, path: str, query: dict[str, str], body: dict | None = None) -> dict[str, Any]:
+    def _call(self, method: str, path: str, query: dict[str, str], body: dict | None = None,
+              timeout: int | None = None) -> dict[str, Any]:
         import requests
 
         cfg = self.config
@@ -97,7 +99,7 @@ class OfficialAccountClient:
                 method, cfg.base_url + path, params=query,
                 data=None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8"),
                 headers={"Content-Type": "application/json; charset=utf-8"} if body is not None else {},
-                timeout=settings.get().http_timeout_seconds, allow_redirects=False)
+                timeout=timeout or settings.get().http_timeout_seconds, allow_redirects=False)
         except requests.RequestException as exc:
             log.warning("wechat_oa_network_error", path=path, error=type(exc).__name__)
             raise OAError("NETWORK", type(exc).__name__) from None
