@@ -9,6 +9,7 @@ from chalice import Chalice, Cron, Rate, Response
 
 from chalicelib import channels, settings
 from chalicelib.api import http as api
+from chalicelib.api import pages
 from chalicelib.api.jobs import hand_runnable
 
 app = Chalice(app_name="kauri", configure_logs=False)  # chalicelib.log writes our structured lines
@@ -63,6 +64,15 @@ def edge(request, get_response):
 
 
 # ---- merchant API v1 -------------------------------------------------------------------------
+@app.route("/v1/openapi.json", methods=["GET"])
+@api.json_endpoint
+def openapi_document():
+    """The merchant API's contract (OpenAPI 3.1): public, no key needed."""
+    from chalicelib.api import openapi
+
+    return api.respond(200, openapi.document())
+
+
 @app.route("/v1/payments", methods=["POST"], content_types=ANY_BODY)
 @api.json_endpoint
 def create_payment():
@@ -91,7 +101,7 @@ def list_payments():
     who = api.caller(req)
     ref = validate.string(req.query_params or {}, "merchant_reference", max_len=64)
     found = payments.find_by_reference(who.merchant, who.livemode, ref)
-    return api.respond(200, {"object": "list", "data": [views.payment(p) for p in found]})
+    return api.respond(200, pages.page([views.payment(p) for p in found], req.query_params))
 
 
 @app.route("/v1/payments/{payment_id}", methods=["GET"])
@@ -138,9 +148,10 @@ def list_refunds(payment_id):
     from chalicelib.domain import views
     from chalicelib.services import refunds
 
-    who = api.caller(_req())
+    req = _req()
+    who = api.caller(req)
     found = refunds.list_for(who.merchant, who.livemode, payment_id)
-    return api.respond(200, {"object": "list", "data": [views.refund(r) for r in found]})
+    return api.respond(200, pages.page([views.refund(r) for r in found], req.query_params))
 
 
 @app.route("/v1/payments/{payment_id}/refunds/{refund_id}", methods=["GET"])
@@ -171,8 +182,9 @@ def create_webhook_endpoint():
 def list_webhook_endpoints():
     from chalicelib.services import merchants
 
-    who = api.caller(_req())
-    return api.respond(200, {"object": "list", "data": merchants.list_webhook_endpoints(who.merchant, who.livemode)})
+    req = _req()
+    who = api.caller(req)
+    return api.respond(200, pages.page(merchants.list_webhook_endpoints(who.merchant, who.livemode), req.query_params))
 
 
 @app.route("/v1/webhook_endpoints/{endpoint_id}", methods=["POST"], content_types=ANY_BODY)
@@ -205,8 +217,9 @@ def delete_webhook_endpoint(endpoint_id):
 def list_events():
     from chalicelib.services import notifications
 
-    who = api.caller(_req())
-    return api.respond(200, {"object": "list", "data": notifications.list_for(who.merchant.id, who.livemode)})
+    req = _req()
+    who = api.caller(req)
+    return api.respond(200, notifications.list_for(who.merchant.id, who.livemode, req.query_params))
 
 
 @app.route("/v1/events/{event_id}", methods=["GET"])
@@ -244,9 +257,10 @@ def resend_event(event_id):
 def list_documents(payment_id):
     from chalicelib.services import documents, payments
 
-    who = api.caller(_req())
+    req = _req()
+    who = api.caller(req)
     payments.get_for(who.merchant, who.livemode, payment_id)
-    return api.respond(200, {"object": "list", "data": documents.list_for(payment_id)})
+    return api.respond(200, pages.page(documents.list_for(payment_id), req.query_params))
 
 
 # ---- hosted shopper pages --------------------------------------------------------------------
@@ -313,8 +327,9 @@ def list_withdrawals():
 def list_rates():
     from chalicelib.services import fx
 
-    api.caller(_req())
-    return api.respond(200, {"object": "list", "data": fx.rates_view()})
+    req = _req()
+    api.caller(req)
+    return api.respond(200, pages.page(fx.rates_view(), req.query_params, lambda r: f"{r['channel']}_{r['currency']}"))
 
 
 @app.route("/v1/alert_bindings", methods=["POST"], content_types=ANY_BODY)
@@ -340,8 +355,9 @@ def create_alert_binding():
 def list_alert_bindings():
     from chalicelib.services import alerts
 
-    who = api.caller(_req())
-    return api.respond(200, {"object": "list", "data": alerts.list_bindings(who.merchant.id)})
+    req = _req()
+    who = api.caller(req)
+    return api.respond(200, pages.page(alerts.list_bindings(who.merchant.id), req.query_params))
 
 
 @app.route("/v1/alert_bindings/{binding_id}", methods=["DELETE"])

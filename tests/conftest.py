@@ -16,6 +16,8 @@ os.environ.update({
     "AWS_SESSION_TOKEN": "testing",
     # Per-key limits off: tests drive one key hard (and freeze the clock); test_abuse turns them on.
     "KAURI_RATE_LIMIT_PER_SECOND": "0",
+    # One KMS alias whatever stage a test's settings load under (the test client runs requests as dev).
+    "KAURI_WEBHOOK_KMS_KEY": "alias/kauri-test-webhooks",
 })
 os.environ.pop("KAURI_AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_ENDPOINT_URL", None)

@@ -230,5 +230,16 @@ def get_for(merchant_id: str, livemode: bool, event_id: str) -> dict | None:
     return None if item is None else view(item)
 
 
-def list_for(merchant_id: str, livemode: bool) -> list[dict]:
-    return [view(i) for i in store.for_merchant(merchant_id, livemode)]
+def list_for(merchant_id: str, livemode: bool, query: dict | None = None) -> dict:
+    """A page of the merchant's events of the caller's mode, newest first (chalicelib.api.pages)."""
+    from chalicelib.api import pages
+
+    limit, after = pages.params(query)
+    start = None
+    if after is not None:
+        start = _own(merchant_id, livemode, after)
+        if start is None:
+            raise pages.invalid("parameter_invalid", "starting_after must be the id of one of your events",
+                                "starting_after")
+    found, more = pages.query_page(store.for_merchant(merchant_id, livemode, start, page_size=limit + 1), limit)
+    return pages.listing([view(i) for i in found], more)

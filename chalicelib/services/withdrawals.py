@@ -25,10 +25,16 @@ def view(w: Withdrawal) -> dict:
 
 
 def list_for(merchant: Merchant, query: dict) -> dict:
-    from chalicelib.services.balances import list_limit
+    """A page of the merchant's withdrawals, newest first (chalicelib.api.pages)."""
+    from chalicelib.api import pages
     from chalicelib.store import withdrawals as store
 
-    return {"object": "list", "data": [view(w) for w in store.of_merchant(merchant.id, limit=list_limit(query))]}
+    limit, after = pages.params(query)
+    found = store.page_of_merchant(merchant.id, limit, after)
+    if found is None:
+        raise pages.invalid("parameter_invalid", "starting_after must be the id of one of your withdrawals",
+                            "starting_after")
+    return pages.listing([view(w) for w in found[0]], found[1])
 
 
 # ---- the daily job ---------------------------------------------------------------------------

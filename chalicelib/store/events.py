@@ -24,12 +24,18 @@ def save_if_unchanged(item: EventModel) -> bool:
     return applied(item.save)
 
 
-def for_merchant(merchant_id: str, livemode: bool, limit: int = 50) -> list[EventModel]:
+def for_merchant(merchant_id: str, livemode: bool, after: EventModel | None = None, page_size: int = 50):
+    """The merchant's events of one mode, newest first, lazily (pages of `page_size` read as iterated);
+    `after`: start after this event (pagination)."""
     same_mode = EventModel.livemode == livemode
     if livemode:
         same_mode = same_mode | EventModel.livemode.does_not_exist()
-    return list(EventModel.by_merchant.query(merchant_id, scan_index_forward=False, filter_condition=same_mode,
-                                             limit=limit))
+    start = None
+    if after is not None:
+        start = {"event_id": {"S": after.event_id}, "merchant_id": {"S": after.merchant_id},
+                 "created_at": {"S": EventModel.created_at.serialize(after.created_at)}}
+    return EventModel.by_merchant.query(merchant_id, scan_index_forward=False, filter_condition=same_mode,
+                                        last_evaluated_key=start, page_size=page_size)
 
 
 def mode_of(item) -> bool:

@@ -164,6 +164,23 @@ def of_merchant(merchant_id: str, limit: int = 100, newest_first: bool = True) -
         merchant_id, scan_index_forward=not newest_first, limit=limit)]
 
 
+def page_of_merchant(merchant_id: str, limit: int, after_id: str | None) -> tuple[list[Withdrawal], bool] | None:
+    """A page of the merchant's withdrawals, newest first, after withdrawal `after_id` (None: not theirs)."""
+    start = None
+    if after_id is not None:
+        try:
+            after = WithdrawalModel.get(after_id, consistent_read=True)
+        except WithdrawalModel.DoesNotExist:
+            return None
+        if after.merchant_id != merchant_id:
+            return None
+        start = {"withdrawal_id": {"S": after.withdrawal_id}, "merchant_id": {"S": merchant_id},
+                 "created_at": {"S": WithdrawalModel.created_at.serialize(after.created_at)}}
+    found = list(WithdrawalModel.by_merchant.query(merchant_id, scan_index_forward=False, limit=limit + 1,
+                                                   last_evaluated_key=start))
+    return [from_item(m) for m in found[:limit]], len(found) > limit
+
+
 def open_of_merchant(merchant_id: str) -> list[Withdrawal]:
     """Withdrawals still waiting for the bank (filed, neither paid nor failed)."""
     return [from_item(m) for m in WithdrawalModel.by_merchant.query(
