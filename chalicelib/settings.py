@@ -21,6 +21,10 @@ class WeChatSettings:
     sign_type: str  # MD5 or HMAC-SHA256
     cert_path: str
     key_path: str
+    # Web OAuth (snsapi_base) of the Official Account behind `appid`, for JSAPI openids (spec §13).
+    appsecret: str = field(default="", repr=False)
+    oauth_url: str = ""         # https://open.weixin.qq.com in prod (the authorize page)
+    sns_url: str = ""           # https://api.weixin.qq.com in prod (code -> openid)
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,8 @@ class PayEaseSettings:
     gateway_url: str            # payment host (pay.yizhifubj.com in prod)
     api_url: str = ""           # query/refund host (api.yizhifubj.com in prod); "" = gateway_url
     refund_operator: str = "kauri"  # v_refoprt: the operator name PayEase records on refunds
+    # Banks offered on the tuition page (v_pmode id -> name; ids are per contract). Empty: the cashier only.
+    banks: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,9 @@ def load(env: dict[str, str] | None = None) -> Settings:
             sign_type=env.get("KAURI_WECHAT_SIGN_TYPE", "HMAC-SHA256"),
             cert_path=env.get("KAURI_WECHAT_CERT_PATH", ""),
             key_path=env.get("KAURI_WECHAT_KEY_PATH", ""),
+            appsecret=env.get("KAURI_WECHAT_APPSECRET", "7c2a9e4b1d8f6a3c5e0b9d2f4a6c8e1b" if stage != "prod" else ""),
+            oauth_url=env.get("KAURI_WECHAT_OAUTH_URL", default_sandbox + "/wechat_oa").rstrip("/"),
+            sns_url=env.get("KAURI_WECHAT_SNS_URL", default_sandbox + "/wechat_oa").rstrip("/"),
         ),
         alipay=AlipaySettings(
             partner=env.get("KAURI_ALIPAY_PARTNER", "2088101122136241"),
@@ -175,6 +184,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
             api_url=env.get("KAURI_PAYEASE_API_URL",
                             env.get("KAURI_PAYEASE_GATEWAY_URL", default_sandbox + "/payease")).rstrip("/"),
             refund_operator=env.get("KAURI_PAYEASE_REFUND_OPERATOR", "kauri"),
+            banks=_json_map(env.get("KAURI_PAYEASE_BANKS"), _SANDBOX_PAYEASE_BANKS if stage != "prod" else {}),
         ),
         http_timeout_seconds=int(env.get("KAURI_HTTP_TIMEOUT_SECONDS", "10")),
         log_level=env.get("KAURI_LOG_LEVEL", "INFO"),
@@ -202,6 +212,16 @@ DEFAULT_LIMITS = {
     "alipay": {"NZD": (1, 5_000_000), "AUD": (1, 5_000_000)},
     "payease": {"NZD": (100, 10_000_000), "AUD": (100, 10_000_000), "CNY": (100, 50_000_000)},
 }
+
+
+# The PayEase sandbox's bank ids (peers spec: real v_pmode numbers come with the contract).
+_SANDBOX_PAYEASE_BANKS = {"1": "招商银行", "2": "中国工商银行", "3": "中国建设银行", "4": "中国农业银行", "5": "中国银行"}
+
+
+def _json_map(text: str | None, default: dict) -> dict:
+    import json
+
+    return {str(k): str(v) for k, v in json.loads(text).items()} if text else dict(default)
 
 
 def _limits(text: str | None) -> dict:

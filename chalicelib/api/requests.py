@@ -34,7 +34,7 @@ def new_payment(data: dict, source_ip: str | None) -> NewPayment:
         flow=v.string(data, "flow", max_len=16, pattern=r"[a-z0-9_]+"),
         merchant_reference=v.string(data, "merchant_reference", max_len=64),
         description=v.string(data, "description", max_len=127),
-        return_url=v.url(data, "return_url", default=None),
+        return_url=v.url(data, "return_url", default=None, https_only=True),
         metadata=v.string_map(data, "metadata"),
         payer=payer,
         client_ip=client_ip or "127.0.0.1",
@@ -50,3 +50,12 @@ def new_refund(data: dict) -> tuple[int, str]:
 def new_webhook_endpoint(data: dict) -> str:
     v.only(data, {"url"})
     return v.url(data, "url")
+
+
+def new_qr_code(data: dict) -> tuple[str, int | None, int | None]:
+    v.only(data, {"store_name", "fixed_amount", "max_amount"})
+    store_name = v.string(data, "store_name", max_len=40)
+    if not store_name.strip() or not store_name.isprintable():
+        raise invalid("parameter_invalid", "store_name must be printable text", "store_name")
+    return (store_name.strip(), v.integer(data, "fixed_amount", default=None),
+            v.integer(data, "max_amount", default=None))

@@ -74,13 +74,16 @@ def string(data: dict, name: str, max_len: int = 255, default: Any = ..., patter
 
 
 def url(data: dict, name: str, default: Any = ..., https_only: bool = False) -> str | None:
+    """An absolute URL; `https_only` URLs (where we send a shopper's browser) also carry no credentials."""
     v = string(data, name, max_len=2000, default=default)
     if v is None:
         return None
     parts = urlsplit(v)
     schemes = ("https",) if https_only else ("https", "http")
-    if parts.scheme not in schemes or not parts.netloc:
+    if parts.scheme not in schemes or not parts.hostname:
         raise invalid("parameter_invalid", f"{name} must be an absolute {'/'.join(schemes)} URL", name)
+    if https_only and ("@" in parts.netloc or any(ch in v for ch in "\\\r\n\t ")):
+        raise invalid("parameter_invalid", f"{name} must not carry credentials or whitespace", name)
     return v
 
 

@@ -1,6 +1,7 @@
 """The public JSON shape of our objects: what the API returns and what webhooks carry."""
 from __future__ import annotations
 
+from chalicelib import settings
 from chalicelib.clock import iso
 from chalicelib.domain.payment import Payment
 from chalicelib.domain.refund import Refund
@@ -25,6 +26,7 @@ def payment(p: Payment) -> dict:
         "channel_order_id": p.channel_order_id,
         "channel_transaction_id": p.channel_transaction_id,
         "next_action": p.next_action if p.status.value == "pending" else None,
+        "pay_url": f"{settings.get().public_base_url}/pay/{p.id}",  # the hosted checkout page
         "created": iso(p.created_at),
         "expires_at": iso(p.expires_at),
         "paid_at": iso(p.paid_at) if p.paid_at else None,

@@ -31,6 +31,8 @@ class NewPayment:
     payer: dict[str, str] = field(default_factory=dict)
     client_ip: str = "127.0.0.1"
     expires_in: timedelta = DEFAULT_TTL
+    # Started on our pages: the wallet sends the shopper back to our result page, not to return_url.
+    via_pages: bool = False
 
 
 def notify_url(channel: str) -> str:
@@ -98,7 +100,8 @@ def create(merchant: Merchant, livemode: bool, req: NewPayment, completion: Comp
         channel_merchant=dict(ids_at_channel), return_url=req.return_url, metadata=dict(req.metadata),
         channel_amount=charge if quote else None, quote=quote.as_dict() if quote else None,
     )
-    result = _create_at_channel(channel, payment, req.payer, req.client_ip)
+    back = result_url(payment.id) if req.via_pages else None
+    result = _create_at_channel(channel, payment, req.payer, req.client_ip, back)
     payment = replace(payment, next_action=_next_action(payment, result.next_action))
     unit = Unit().create_payment(payment)
     if completion is not None:
@@ -109,13 +112,23 @@ def create(merchant: Merchant, livemode: bool, req: NewPayment, completion: Comp
     return payment
 
 
-def _create_at_channel(channel, payment: Payment, payer: dict, client_ip: str):
+def pay_url(payment_id: str) -> str:
+    """The hosted checkout page of a payment."""
+    return f"{settings.get().public_base_url}/pay/{payment_id}"
+
+
+def result_url(payment_id: str) -> str:
+    return f"{pay_url(payment_id)}/result"
+
+
+def _create_at_channel(channel, payment: Payment, payer: dict, client_ip: str, return_url: str | None = None):
     try:
         return channel.create(CreateRequest(
             payment_id=payment.id, channel_order_id=payment.channel_order_id,
             amount=payment.channel_amount or payment.amount, flow=payment.flow, description=payment.description,
             notify_url=notify_url(payment.channel), expires_at=payment.expires_at,
-            merchant=MerchantChannelConfig(dict(payment.channel_merchant)), return_url=payment.return_url,
+            merchant=MerchantChannelConfig(dict(payment.channel_merchant)),
+            return_url=return_url or payment.return_url,
             client_ip=client_ip, payer=dict(payer), product_id=payment.id,
         ))
     except ChannelError as exc:
@@ -127,8 +140,7 @@ def _next_action(payment: Payment, channel_action: dict) -> dict:
     """Quoted payments send the payer to our page first, which refuses an expired quote."""
     if payment.quote is None:
         return channel_action
-    return {"type": "redirect", "url": f"{settings.get().public_base_url}/pay/{payment.id}",
-            "channel_action": channel_action}
+    return {"type": "redirect", "url": pay_url(payment.id), "channel_action": channel_action}
 
 
 def requote(payment_id: str) -> Payment:
