@@ -282,6 +282,14 @@ def pay_page(payment_id):
     return shopper.payment_page(payment_id, _req())
 
 
+@app.route("/pay/{payment_id}/choose", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def pay_choose(payment_id):
+    from chalicelib.web import shopper
+
+    return shopper.choose(payment_id, _req())
+
+
 @app.route("/pay/{payment_id}/result", methods=["GET"])
 @page_endpoint
 def pay_result(payment_id):

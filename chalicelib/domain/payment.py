@@ -65,6 +65,12 @@ class Payment:
     closed_at: datetime | None = None
     failure_code: str | None = None
     documents: tuple = ()                       # supporting documents (dicts: id, filename, key, ...)
+    # Created without a channel (channel == ""): the shopper picks one of these on the hosted checkout.
+    allowed_channels: tuple[str, ...] = ()
+
+    @property
+    def channel_chosen(self) -> bool:
+        return bool(self.channel)
 
     def transition(self, target: PaymentStatus, **changes) -> "Payment":
         if not can_transition(self.status, target):

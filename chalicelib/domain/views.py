@@ -17,8 +17,8 @@ def payment(p: Payment) -> dict:
         "currency": p.amount.currency,
         "amount_refunded": p.refunded,
         "fee": p.fee.amount,
-        "channel": p.channel,
-        "flow": p.flow,
+        "channel": p.channel or None,           # None until the shopper chooses on the hosted checkout
+        "flow": p.flow or None,
         "merchant_reference": p.merchant_reference,
         "description": p.description,
         "metadata": dict(p.metadata),
@@ -41,6 +41,8 @@ def payment(p: Payment) -> dict:
         out["exchange_rate"] = str(p.rate)
     if p.quote is not None:
         out["quote"] = dict(p.quote)
+    if p.allowed_channels:
+        out["allowed_channels"] = list(p.allowed_channels)
     if p.documents:
         out["documents"] = [{k: d[k] for k in ("id", "filename", "content_type", "size", "created")}
                             for d in p.documents]

@@ -119,6 +119,7 @@ class PaymentModel(Model):
     pending_shard = UnicodeAttribute(null=True)
     released = BooleanAttribute(null=True)
     documents = JSONAttribute(null=True)
+    allowed_channels = ListAttribute(of=UnicodeAttribute, null=True)
     by_merchant_reference = _ByMerchantReference()
     pending_by_created = _PendingByCreated()
     paid_by_merchant = _PaidByMerchant()

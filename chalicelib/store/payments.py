@@ -46,6 +46,7 @@ def to_item(p: Payment) -> PaymentModel:
         failure_code=p.failure_code,
         pending_shard=PENDING_SHARD if p.status is PaymentStatus.PENDING else None,
         documents=list(p.documents) or None,
+        allowed_channels=list(p.allowed_channels) or None,
     )
 
 
@@ -78,6 +79,7 @@ def from_item(m: PaymentModel) -> Payment:
         closed_at=m.closed_at,
         failure_code=m.failure_code,
         documents=tuple(m.documents or ()),
+        allowed_channels=tuple(m.allowed_channels or ()),
     )
 
 

@@ -91,6 +91,13 @@ class Unit:
                                             & (PaymentModel.channel_order_id == expected_order)))
         return self
 
+    def choose_payment_channel(self, p: Payment) -> "Unit":
+        """Fix the channel the shopper chose for a payment created without one: once, while pending."""
+        item = payment_store.to_item(p)
+        self._ops.append(lambda tx: tx.save(item, condition=(PaymentModel.status == PaymentStatus.PENDING.value)
+                                            & (PaymentModel.channel == "")))
+        return self
+
     def reserve_refund(self, payment_id: str, amount: int, refunded_before: int, total: int) -> "Unit":
         """Add `amount` to the refunded total, only if it is still the total the refund was priced on
         (pro-rata fee and CNY shares depend on it) and stays within the payment."""

@@ -111,21 +111,27 @@ def code_page(code_id: str, req) -> Response:
                            qr_svg=qr.svg(f"{_base()}/qr/{shop.code.id}"))
     if r.agent != agent.WECHAT:
         return _code_form(r, shop)
-    # Inside WeChat: JSAPI needs the shopper's openid, from a silent web OAuth round trip.
+    openid, detour = _wechat_openid(r, f"/qr/{shop.code.id}")
+    return detour or _code_form(r, shop, openid=openid)
+
+
+def _wechat_openid(r: Request, path: str) -> tuple[str | None, Response | None]:
+    """Inside WeChat, JSAPI needs the shopper's openid: a silent web OAuth round trip back to `path`.
+
+    Either (openid, None) or (None, the redirect / error page to answer instead)."""
     from chalicelib.channels.wechat_oa import client as oa
 
     oauth_code = r.query.get("code")
-    back = f"{_base()}/qr/{shop.code.id}?" + urlencode({"lang": r.lang})
+    back = f"{_base()}{path}?" + urlencode({"lang": r.lang})
     if not oauth_code or not _OAUTH_CODE.match(oauth_code):
-        return render.redirect(oa.authorize_url(back, "pay"), 302)
+        return None, render.redirect(oa.authorize_url(back, "pay"), 302)
     try:
-        openid = oa.pay_oauth_client().openid_for_code(oauth_code)
+        return oa.pay_oauth_client().openid_for_code(oauth_code), None
     except oa.OAError as exc:
         if exc.code in (40029, 40163):  # a reload re-sends a used code: ask WeChat for a fresh one
-            return render.redirect(oa.authorize_url(back, "pay"), 302)
+            return None, render.redirect(oa.authorize_url(back, "pay"), 302)
         log.warning("wechat_oauth_failed", code=str(exc.code))
-        return render.message(r.lang, "error_title", "error_text", 502)
-    return _code_form(r, shop, openid=openid)
+        return None, render.message(r.lang, "error_title", "error_text", 502)
 
 
 def code_pay(code_id: str, req) -> Response:
@@ -224,9 +230,11 @@ def payment_page(payment_id: str, req) -> Response:
         return tuition.page(p, r)
     if state_of(p) != "waiting":
         return render.redirect(f"/pay/{p.id}/result?lang={r.lang}")
-    action = p.next_action or {}
     ctx = {**_payment_context(p), "channel": p.channel, "result_url": f"/pay/{p.id}/result?lang={r.lang}",
            "status_url": f"/pay/{p.id}/status", "error_key": None}
+    if not p.channel_chosen:
+        return _choose(r, p, ctx)
+    action = p.next_action or {}
     kind = action.get("type")
     if kind == "jsapi":
         return render.page("checkout.html", r.lang, kind="jsapi", jsapi=action["jsapi"], **ctx)
@@ -235,6 +243,45 @@ def payment_page(payment_id: str, req) -> Response:
 
         return render.page("checkout.html", r.lang, kind="qr", qr_svg=qr.svg(action["qr_code"]), **ctx)
     return render.page("checkout.html", r.lang, kind="redirect", redirect_url=action.get("url", ""), **ctx)
+
+
+def _choice(p, who: str) -> list[str]:
+    return [w for w in p.allowed_channels if (who, w) in FLOWS]
+
+
+def _choose(r: Request, p, ctx: dict, error_key: str | None = None, status: int = 200) -> Response:
+    openid = None
+    if r.agent == agent.WECHAT and "wechat" in _choice(p, r.agent):
+        openid, detour = _wechat_openid(r, f"/pay/{p.id}")
+        if detour is not None:
+            return detour
+    return render.page("checkout.html", r.lang, status, kind="choose", wallets=_choice(p, r.agent),
+                       choose_url=f"/pay/{p.id}/choose", openid=openid, **{**ctx, "error_key": error_key})
+
+
+def choose(payment_id: str, req) -> Response:
+    """The shopper picked a wallet on the hosted checkout: the channel order is created now."""
+    from chalicelib.services import payments
+
+    r = Request(req)
+    p = _payment(payment_id)
+    if p is None or p.quote is not None:
+        return render.message(r.lang, "not_found_title", "payment_not_found", 404)
+    form = r.form()
+    wallet = form.get("wallet", "")
+    openid = form.get("openid") if _OPENID.match(form.get("openid", "")) else None
+    flow = FLOWS.get((r.agent, wallet))
+    if wallet not in _choice(p, r.agent) or flow is None or (flow == "jsapi" and not openid):
+        return render.message(r.lang, "error_title", "error_text", 400, back_url=f"/pay/{p.id}?lang={r.lang}")
+    try:
+        chosen = payments.choose_channel(p.id, wallet, flow, {"openid": openid} if openid else {}, r.client_ip)
+    except errors.ServiceError as exc:
+        log.warning("checkout_choice_failed", payment_id=p.id, kind=exc.kind, error=exc.code)
+        if exc.kind == "conflict":
+            return render.redirect(f"/pay/{p.id}?lang={r.lang}")
+        return render.message(r.lang, "error_title", "error_text", 502 if exc.kind == "channel" else 400,
+                              back_url=f"/pay/{p.id}?lang={r.lang}")
+    return _after_create(chosen, r.lang)
 
 
 def result_page(payment_id: str, req) -> Response:

@@ -324,3 +324,90 @@ def test_printable_image_is_svg_with_names_or_png_when_asked(client, shop, code)
 def test_return_url_must_be_https_without_credentials(shop, url):
     r = shop.create_payment(return_url=url)
     assert r.status_code == 400 and r.json_body["error"]["param"] == "return_url"
+
+
+# ---- hosted checkout: the shopper chooses the wallet ----------------------------------------------
+
+def unchosen(shop, **extra):
+    body = {"amount": 4200, "currency": "NZD", "merchant_reference": "web-7", "description": "Wool socks",
+            "return_url": "https://shop.example.nz/done?order=7"}
+    body.update(extra)
+    r = shop.post("/v1/payments", body)
+    assert r.status_code == 201, r.body
+    return r.json_body
+
+
+def test_payment_without_a_channel_gets_its_channel_order_when_the_shopper_chooses(client, shop):
+    p = unchosen(shop)
+    assert p["channel"] is None and p["flow"] is None and p["allowed_channels"] == ["wechat", "alipay"]
+    assert p["next_action"] == {"type": "redirect", "url": p["pay_url"]}
+    page = get(client, f"/pay/{p['id']}")
+    assert 'id="pay-wechat"' in text(page) and 'id="pay-alipay"' in text(page) and "NZD 42.00" in text(page)
+    r = post_form(client, f"/pay/{p['id']}/choose", {"wallet": "alipay"})
+    assert r.status_code == 303 and "service=create_forex_trade_wap" in r.headers["Location"]
+    assert f"out_trade_no={p['id']}" in r.headers["Location"]
+    now = shop.get(f"/v1/payments/{p['id']}").json_body
+    assert (now["channel"], now["flow"]) == ("alipay", "wap")
+    # A second choice (another tab) cannot open a second channel order for the same payment.
+    again = post_form(client, f"/pay/{p['id']}/choose", {"wallet": "wechat"})
+    assert again.status_code == 303 and again.headers["Location"].startswith(f"/pay/{p['id']}")
+    assert shop.get(f"/v1/payments/{p['id']}").json_body["channel"] == "alipay"
+    assert 'id="continue"' in text(get(client, f"/pay/{p['id']}"))
+    # The shopper pays at Alipay's cashier; afterwards our result page, then on to the merchant's return_url.
+    assert get(client, local(r.headers["Location"])).status_code == 200
+    client.http.post("/sandbox/alipay/simulate/pay", headers={"Content-Type": "application/json"},
+                     body=json.dumps({"out_trade_no": p["id"]}).encode())
+    result = text(get(client, f"/pay/{p['id']}/result"))
+    assert 'data-state="paid"' in result and 'href="https://shop.example.nz/done?order=7"' in result
+
+
+def test_allowed_channels_limit_what_the_shopper_may_choose(client, shop):
+    p = unchosen(shop, allowed_channels=["wechat"])
+    page = text(get(client, f"/pay/{p['id']}", DESKTOP_UA))
+    assert 'id="pay-wechat"' in page and 'id="pay-alipay"' not in page
+    assert post_form(client, f"/pay/{p['id']}/choose", {"wallet": "alipay"}, DESKTOP_UA).status_code == 400
+    r = post_form(client, f"/pay/{p['id']}/choose", {"wallet": "wechat"}, DESKTOP_UA)
+    assert r.status_code == 303 and r.headers["Location"].startswith(f"/pay/{p['id']}")
+    assert PaymentModel.get(p["id"]).flow == "native"
+    assert "<svg" in text(get(client, local(r.headers["Location"]), DESKTOP_UA))
+
+
+def test_inside_wechat_the_checkout_gets_an_openid_first_and_pays_by_jsapi(client, shop):
+    p = unchosen(shop)
+    first = get(client, f"/pay/{p['id']}", WECHAT_UA)
+    assert first.status_code == 302 and "/connect/oauth2/authorize" in first.headers["Location"]
+    back = get(client, local(first.headers["Location"].split("#")[0]), WECHAT_UA)
+    page = text(get(client, local(back.headers["Location"]), WECHAT_UA))
+    openid = re.search(r'name="openid" value="([^"]+)"', page).group(1)
+    assert 'id="pay-alipay"' not in page
+    r = post_form(client, f"/pay/{p['id']}/choose", {"wallet": "wechat", "openid": openid}, WECHAT_UA)
+    assert r.status_code == 303
+    assert "getBrandWCPayRequest" in text(get(client, local(r.headers["Location"]), WECHAT_UA))
+    assert PaymentModel.get(p["id"]).flow == "jsapi"
+
+
+def test_unchosen_payment_can_be_closed_and_lapses_by_the_chase_job(client, shop):
+    from chalicelib.services import chase
+
+    closed = unchosen(shop, merchant_reference="c1")
+    r = shop.post(f"/v1/payments/{closed['id']}/close", headers={"Idempotency-Key": "close-c1"})
+    assert r.status_code == 200 and r.json_body["status"] == "closed"
+    lapsing = unchosen(shop, merchant_reference="c2", expires_in=300)
+    clock.freeze(clock.now() + timedelta(minutes=6))
+    summary = chase.chase_payments()
+    assert summary["closed"] == 1 and summary["errors"] == 0
+    assert PaymentModel.get(lapsing["id"]).status == "closed"
+    assert post_form(client, f"/pay/{lapsing['id']}/choose", {"wallet": "alipay"}).status_code == 303  # -> result
+
+
+@pytest.mark.parametrize("extra, param", [
+    ({"allowed_channels": ["payease"]}, "allowed_channels"),
+    ({"allowed_channels": ["wechat"], "channel": "wechat", "flow": "native"}, "allowed_channels"),
+    ({"allowed_channels": "wechat"}, "allowed_channels"),
+    ({"allowed_channels": []}, "allowed_channels"),
+    ({"flow": "native"}, "flow"),
+])
+def test_choice_payments_refuse_bad_channel_lists(shop, extra, param):
+    body = {"amount": 4200, "currency": "NZD", "merchant_reference": "x", "description": "y", **extra}
+    r = shop.post("/v1/payments", body)
+    assert r.status_code == 400 and r.json_body["error"]["param"] == param, r.body
