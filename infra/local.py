@@ -387,12 +387,16 @@ class Stack:
             "table_prefix": s.table_prefix,
             "merchant_id": demo.get("merchant_id"),
             "api_key": demo.get("api_key"),
+            "static_qr_url": demo.get("static_qr_url"),
+            "static_qr_image_url": demo["static_qr_url"] + "/image" if demo.get("static_qr_url") else None,
+            "pay_url": demo.get("pay_url"),
             "pid": os.getpid(),
         }
 
         serve = threading.Thread(target=self.server.server.serve_forever, name="kauri-api", daemon=True)
         serve.start()
         self.threads.append(serve)
+        self._first_rates(chalice_app)
 
         speedup = float(os.environ.get("KAURI_CLOCK_SPEEDUP", "1") or 1)
         interval = float(os.environ.get("KAURI_PUMP_INTERVAL", "1") or 1)
@@ -409,6 +413,16 @@ class Stack:
 
         write_stack_file(self.facts)
         return self.facts
+
+    def _first_rates(self, chalice_app) -> None:
+        """Pull the channels' FX rates once now, not in 30 minutes: the shopper pages' CNY hint and tuition
+        quotes need one (the sandboxes answer over HTTP, so only once the API is serving)."""
+        from chalicelib import clock
+
+        if "fx_pull" in chalice_app.handler_map:
+            result = _QuietErrors().run("first fx_pull", lambda: invoke_handler(
+                chalice_app, "fx_pull", scheduled_event("fx_pull", clock.now())))
+            log.info("first fx_pull -> %s", _short(result))
 
     def _seed(self) -> dict[str, Any]:
         seed = _lookup("chalicelib.services.merchants", "seed_demo")
@@ -457,6 +471,10 @@ def banner(facts: dict[str, Any]) -> str:
         f"  curl -s -X POST {api}/sandbox/wechat/simulate/pay -H 'Content-Type: application/json' \\",
         "    -d '{\"out_trade_no\": \"<channel_order_id>\"}'",
         f"  curl -s {api}/v1/payments/<id> -H 'Authorization: Bearer {key}'",
+        "",
+        "Shopper pages (open on a phone, or with a WeChat/Alipay User-Agent):",
+        f"  static code     {facts.get('static_qr_url')}   (printable: {facts.get('static_qr_image_url')})",
+        f"  hosted checkout {facts.get('pay_url')}",
         "",
         "Run a job by hand:  make job name=retry_webhooks event='{}'",
     ]

@@ -214,9 +214,13 @@ def _payment_context(p) -> dict:
     from chalicelib.store import merchants as merchant_store
 
     m = merchant_store.get(p.merchant_id)
+    from_code = bool(p.metadata.get("qr_code"))
+    charged = p.channel_amount or p.payer_amount
     return {"merchant_name": m.name if m else "", "store_name": p.metadata.get("store_name", ""),
-            "amount": p.amount.to_major_str(), "currency": p.amount.currency, "reference": p.merchant_reference
-            if not p.metadata.get("qr_code") else p.id}
+            "amount": p.amount.to_major_str(), "currency": p.amount.currency,
+            "reference": p.id if from_code else p.merchant_reference,
+            "description": "" if from_code else p.description,
+            "charged": f"¥ {charged.to_major_str()} {charged.currency}" if charged and charged.currency == "CNY" else ""}
 
 
 def payment_page(payment_id: str, req) -> Response:
