@@ -1,8 +1,6 @@
 """English and Simplified Chinese for the shopper pages: the language from ?lang=, else Accept-Language."""
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
-
 LANGS = ("en", "zh-CN")
 
 MESSAGES: dict[str, dict[str, str]] = {
@@ -88,6 +86,8 @@ MESSAGES: dict[str, dict[str, str]] = {
 def pick(query_lang: str | None, accept_language: str | None) -> str:
     if query_lang in LANGS:
         return query_lang
+    from decimal import Decimal, InvalidOperation  # q-values; not at `import app` (cold start)
+
     best, best_q = "en", Decimal(-1)
     for part in (accept_language or "")[:200].split(","):
         tag, _, params = part.strip().partition(";")
