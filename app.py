@@ -311,7 +311,7 @@ def pay_status(payment_id):
 def pay_requote(payment_id):
     from chalicelib.web import tuition
 
-    return tuition.requote(payment_id)
+    return tuition.requote(payment_id, _req())
 
 
 @app.route("/pay/{payment_id}/documents/new", methods=["POST"], content_types=PAGE_FORMS)

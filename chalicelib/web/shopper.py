@@ -190,7 +190,7 @@ def code_image(code_id: str, req) -> Response:
 
 # ---- hosted checkout and result ----------------------------------------------------------------
 
-def _payment(payment_id: str):
+def find_payment(payment_id: str):
     from chalicelib.services import payments
     from chalicelib.store import payments as store
 
@@ -210,7 +210,7 @@ def state_of(p) -> str:
     return "waiting"
 
 
-def _payment_context(p) -> dict:
+def payment_context(p) -> dict:
     from chalicelib.store import merchants as merchant_store
 
     m = merchant_store.get(p.merchant_id)
@@ -225,7 +225,7 @@ def _payment_context(p) -> dict:
 
 def payment_page(payment_id: str, req) -> Response:
     r = Request(req)
-    p = _payment(payment_id)
+    p = find_payment(payment_id)
     if p is None:
         return render.message(r.lang, "not_found_title", "payment_not_found", 404)
     if p.quote is not None:
@@ -234,7 +234,7 @@ def payment_page(payment_id: str, req) -> Response:
         return tuition.page(p, r)
     if state_of(p) != "waiting":
         return render.redirect(f"/pay/{p.id}/result?lang={r.lang}")
-    ctx = {**_payment_context(p), "channel": p.channel, "result_url": f"/pay/{p.id}/result?lang={r.lang}",
+    ctx = {**payment_context(p), "channel": p.channel, "result_url": f"/pay/{p.id}/result?lang={r.lang}",
            "status_url": f"/pay/{p.id}/status", "error_key": None}
     if not p.channel_chosen:
         return _choose(r, p, ctx)
@@ -268,7 +268,7 @@ def choose(payment_id: str, req) -> Response:
     from chalicelib.services import payments
 
     r = Request(req)
-    p = _payment(payment_id)
+    p = find_payment(payment_id)
     if p is None or p.quote is not None:
         return render.message(r.lang, "not_found_title", "payment_not_found", 404)
     form = r.form()
@@ -290,17 +290,17 @@ def choose(payment_id: str, req) -> Response:
 
 def result_page(payment_id: str, req) -> Response:
     r = Request(req)
-    p = _payment(payment_id)
+    p = find_payment(payment_id)
     if p is None:
         return render.message(r.lang, "not_found_title", "payment_not_found", 404)
     code_id = p.metadata.get("qr_code")
     return render.page("result.html", r.lang, state=state_of(p), return_url=p.return_url,
-                       again_url=f"/qr/{code_id}?lang={r.lang}" if code_id else None, **_payment_context(p))
+                       again_url=f"/qr/{code_id}?lang={r.lang}" if code_id else None, **payment_context(p))
 
 
 def status(payment_id: str) -> Response:
     """The result page's poll: the shopper-visible state only."""
-    p = _payment(payment_id)
+    p = find_payment(payment_id)
     if p is None:
         return Response(body=json.dumps({"error": "not_found"}), status_code=404,
                         headers={"Content-Type": "application/json", "Cache-Control": "no-store"})

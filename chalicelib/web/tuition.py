@@ -25,7 +25,7 @@ def page(p, r, error_key: str | None = None, status: int = 200) -> Response:
 
         direct_url = channels.get("payease").direct_bank_url()
     return render.page(
-        "tuition.html", lang, status, **shopper._payment_context(p), state=state, expired=expired,
+        "tuition.html", lang, status, **shopper.payment_context(p), state=state, expired=expired,
         cny=quote.cny.to_major_str(), rate=str(quote.rate), quote_id=quote.id,
         expires_at=clock.iso(quote.expires_at), seconds_left=max(0, int((quote.expires_at - clock.now())
                                                                         .total_seconds())),
@@ -36,17 +36,18 @@ def page(p, r, error_key: str | None = None, status: int = 200) -> Response:
         doc_types=sorted(documents.TYPES), error_key=error_key)
 
 
-def requote(payment_id: str) -> Response:
+def requote(payment_id: str, req) -> Response:
     from chalicelib.services import payments
     from chalicelib.web import shopper
 
-    if shopper._payment(payment_id) is None:
-        return render.message("en", "not_found_title", "payment_not_found", 404)
+    lang = shopper.Request(req).lang
+    if shopper.find_payment(payment_id) is None:
+        return render.message(lang, "not_found_title", "payment_not_found", 404)
     try:
         payments.requote(payment_id)
     except errors.ServiceError as exc:
         status = 404 if exc.kind == "not_found" else 409 if exc.kind == "conflict" else 503
-        return render.message("en", "error_title", "error_text", status, back_url=f"/pay/{payment_id}")
+        return render.message(lang, "error_title", "error_text", status, back_url=f"/pay/{payment_id}")
     return render.redirect(f"/pay/{payment_id}")
 
 
@@ -56,7 +57,7 @@ def new_document(payment_id: str, req) -> Response:
     from chalicelib.web import shopper
 
     r = shopper.Request(req)
-    p = shopper._payment(payment_id)
+    p = shopper.find_payment(payment_id)
     if p is None or p.quote is None:
         return render.message(r.lang, "not_found_title", "payment_not_found", 404)
     form = r.form()
@@ -66,5 +67,5 @@ def new_document(payment_id: str, req) -> Response:
                                          redirect_to=back)
     except errors.ServiceError:
         return page(p, r, error_key="document_invalid", status=400)
-    return render.page("upload.html", r.lang, **shopper._payment_context(p), upload=started["upload"],
+    return render.page("upload.html", r.lang, **shopper.payment_context(p), upload=started["upload"],
                        document=started["document"], back_url=f"/pay/{p.id}?lang={r.lang}")

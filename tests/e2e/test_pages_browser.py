@@ -16,15 +16,9 @@ import requests
 from chalicelib import settings
 from chalicelib.channels.wechat import signing
 from tests.e2e.browser import Shots, browser, loopback_only  # noqa: F401  (fixture)
+from tests.support.agents import ALIPAY_UA, DESKTOP_UA, PHONE_UA, WECHAT_UA
 from tests.support.local_stack import StackFailed, running_stack
 
-WECHAT_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-             "Mobile/15E148 MicroMessenger/8.0.47(0x18002f2c) NetType/WIFI Language/zh_CN")
-ALIPAY_UA = ("Mozilla/5.0 (Linux; Android 13; Pixel 7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/116.0 "
-             "Mobile Safari/537.36 AlipayClient/10.5.30.8000 Nebula AliApp(AP/10.5.30.8000)")
-PHONE_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-            "Version/17.0 Mobile/15E148 Safari/604.1")
-DESKTOP_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
 PHONE = {"viewport": {"width": 390, "height": 760}, "is_mobile": True, "has_touch": True}
 QUOTE_TTL = 25          # seconds: the tuition test watches a quote lapse
 WAIT_MS = 15_000
