@@ -39,9 +39,10 @@ def _origin(url: str) -> str | None:
 def form_targets() -> list[str]:
     """Where our forms (and the redirects they cause) may go: us, the channels' cashiers, the upload bucket."""
     s = settings.get()
-    bucket = f"https://{s.bucket}.s3.{s.region}.amazonaws.com"
-    found = [_origin(u) for u in (s.alipay.gateway_url, s.payease.gateway_url, s.aws_endpoint_url or bucket,
-                                  MWEB_ORIGIN)]
+    # boto3 presigns uploads for the global virtual-hosted name; the regional one is allowed too.
+    buckets = [s.aws_endpoint_url] if s.aws_endpoint_url else [f"https://{s.bucket}.s3.amazonaws.com",
+                                                                f"https://{s.bucket}.s3.{s.region}.amazonaws.com"]
+    found = [_origin(u) for u in (s.alipay.gateway_url, s.payease.gateway_url, MWEB_ORIGIN, *buckets)]
     return sorted({o for o in found if o and o != _origin(s.public_base_url)})
 
 

@@ -21,7 +21,7 @@ from tests.support.local_stack import StackFailed, running_stack
 
 PHONE = {"viewport": {"width": 390, "height": 760}, "is_mobile": True, "has_touch": True}
 QUOTE_TTL = 25          # seconds: the tuition test watches a quote lapse
-WAIT_MS = 15_000
+WAIT_MS = 30_000         # a ceiling, not a pause: on a loaded 2-core box pages can take seconds
 # The bridge WeChat injects into its browser, played by the test: it records the call and hands the
 # callback to the test, which pays in the sandbox first (as the shopper would in WeChat).
 WECHAT_BRIDGE = """

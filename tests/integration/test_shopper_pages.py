@@ -405,3 +405,41 @@ def test_choice_payments_refuse_bad_channel_lists(shop, extra, param):
     body = {"amount": 4200, "currency": "NZD", "merchant_reference": "x", "description": "y", **extra}
     r = shop.post("/v1/payments", body)
     assert r.status_code == 400 and r.json_body["error"]["param"] == param, r.body
+
+
+def test_wechat_oauth_sandbox_answers_like_wechat_for_bad_secrets_unknown_and_stale_codes(client, code):
+    from chalicelib import settings
+    from chalicelib.channels.wechat_oa import client as oa
+
+    wc = settings.get().wechat
+    wrong = oa.OfficialAccountClient(settings.WeChatOASettings(appid=wc.appid, appsecret="0" * 32, template_id="",
+                                                               base_url=wc.sns_url))
+    with pytest.raises(oa.OAError) as err:
+        wrong.openid_for_code("whatever")
+    assert err.value.code == 40125
+    with pytest.raises(oa.OAError) as err:
+        oa.pay_oauth_client().openid_for_code("never-issued")
+    assert err.value.code == 40029
+    first = get(client, f"/qr/{code['id']}", WECHAT_UA)
+    back = get(client, local(first.headers["Location"].split("#")[0]), WECHAT_UA)
+    stale = parse_qs(urlsplit(back.headers["Location"]).query)["code"][0]
+    clock.freeze(clock.now() + timedelta(minutes=5, seconds=1))   # a code lives 5 minutes
+    with pytest.raises(oa.OAError) as err:
+        oa.pay_oauth_client().openid_for_code(stale)
+    assert err.value.code == 40029
+    bad = get(client, "/sandbox/wechat_oa/connect/oauth2/authorize?appid=wxnotours&redirect_uri=https%3A%2F%2Fx.nz"
+                      "&response_type=code&scope=snsapi_base&state=a", WECHAT_UA)
+    assert bad.status_code == 400
+
+
+def test_every_page_is_under_50_kb_and_served_with_the_same_strict_headers(client, shop, code):
+    native = shop.create_payment().json_body
+    choice = unchosen(shop, merchant_reference="size")
+    pages = [get(client, f"/qr/{code['id']}"), get(client, f"/qr/{code['id']}", DESKTOP_UA),
+             get(client, f"/pay/{native['id']}", DESKTOP_UA), get(client, f"/pay/{choice['id']}"),
+             get(client, f"/pay/{native['id']}/result"), get(client, "/qr/qr_unknown00000000000000000")]
+    for page in pages:
+        assert len(page.body) < 50 * 1024
+        assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
+        assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Cache-Control"] == "no-store"
+        assert page.headers["Referrer-Policy"] == "no-referrer"  # OAuth codes and payment ids stay ours

@@ -70,3 +70,19 @@ def test_import_app_loads_no_page_packages():
                          env={"PATH": "/usr/bin:/bin", "KAURI_STAGE": "test", "AWS_DEFAULT_REGION": "ap-southeast-2"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def test_forms_may_go_only_to_us_the_channels_cashiers_and_the_upload_bucket(monkeypatch):
+    from chalicelib import settings
+    from chalicelib.web import render
+
+    prod = settings.load({"KAURI_STAGE": "prod", "KAURI_PUBLIC_BASE_URL": "https://pay.kauri.nz",
+                          "KAURI_BUCKET": "kauri-prod-files", "AWS_DEFAULT_REGION": "ap-southeast-2",
+                          "KAURI_ALIPAY_GATEWAY_URL": "https://mapi.alipay.com/gateway.do",
+                          "KAURI_PAYEASE_GATEWAY_URL": "https://pay.yizhifubj.com"})
+    monkeypatch.setattr(settings, "get", lambda: prod)
+    assert render.form_targets() == ["https://kauri-prod-files.s3.amazonaws.com",
+                                     "https://kauri-prod-files.s3.ap-southeast-2.amazonaws.com",
+                                     "https://mapi.alipay.com", "https://pay.yizhifubj.com", "https://wx.tenpay.com"]
+    csp = render.headers("n0nce")["Content-Security-Policy"]
+    assert "form-action 'self' https://kauri-prod-files.s3.amazonaws.com" in csp and "'unsafe-inline'" not in csp
