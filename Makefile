@@ -26,7 +26,7 @@ browser-deps:
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing $(BROWSER_PKGS) for the browser tests"; \
 		DEBIAN_FRONTEND=noninteractive apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(BROWSER_PKGS); \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(BROWSER_PKGS); \
 	else \
 		echo "The browser tests need: apt-get install -y $(BROWSER_PKGS)  (run it as root, then make test again)"; \
 		exit 1; \

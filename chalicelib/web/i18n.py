@@ -55,6 +55,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "amount_above_channel_maximum": {"en": "This amount is too large for the wallet.", "zh-CN": "金额超过钱包限额。"},
     "amount_below_channel_minimum": {"en": "This amount is too small for the wallet.", "zh-CN": "金额低于钱包下限。"},
     "fixed_amount": {"en": "Amount", "zh-CN": "金额"},
+    "test_mode": {"en": "Test mode: no real money moves.", "zh-CN": "测试模式：不会产生真实扣款。"},
     "switch_lang": {"en": "中文", "zh-CN": "English"},
     "invoice": {"en": "Invoice", "zh-CN": "账单金额"},
     "locked_cny": {"en": "To pay in CNY", "zh-CN": "应付人民币"},

@@ -95,6 +95,7 @@ def _code_form(r: Request, shop, openid: str | None = None, error_key: str | Non
 
     fixed = Money(code.fixed_amount, code.currency).to_major_str() if code.fixed_amount is not None else None
     return render.page("code.html", r.lang, status, merchant_name=shop.merchant.name, store_name=code.store_name,
+                       test_mode=not code.livemode,
                        action=f"/qr/{code.id}/pay", wallets=wallets, currency=code.currency, fixed_amount=fixed,
                        openid=openid, error_key=error_key, amount_text=amount_text)
 
@@ -217,6 +218,7 @@ def payment_context(p) -> dict:
     from_code = bool(p.metadata.get("qr_code"))
     charged = p.channel_amount or p.payer_amount
     return {"merchant_name": m.name if m else "", "store_name": p.metadata.get("store_name", ""),
+            "test_mode": not p.livemode,
             "amount": p.amount.to_major_str(), "currency": p.amount.currency,
             "reference": p.id if from_code else p.merchant_reference,
             "description": "" if from_code else p.description,

@@ -28,7 +28,8 @@ WECHAT_BRIDGE = """
 window.WeixinJSBridge = {invoke: function (name, params, callback) {
   window.__bridgeCall = {name: name, params: params}; window.__bridgeDone = callback; }};
 """
-WALLET_STUB = "<!doctype html><meta charset=utf-8><title>wallet</title><h1 id=stub>The wallet app opens here</h1>"
+WALLET_STUB = ("<!doctype html><meta charset=utf-8><meta name=viewport content='width=device-width'><title>wallet"
+               "</title><h1 id=stub>The wallet app (or the merchant's site) opens here</h1>")
 
 
 @pytest.fixture(scope="module")

@@ -443,3 +443,13 @@ def test_every_page_is_under_50_kb_and_served_with_the_same_strict_headers(clien
         assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
         assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Cache-Control"] == "no-store"
         assert page.headers["Referrer-Policy"] == "no-referrer"  # OAuth codes and payment ids stay ours
+
+
+def test_test_mode_pages_say_no_real_money_moves(client, shop):
+    test_key = merchants.issue_key(shop.merchant.id, livemode=False)
+    r = shop.post("/v1/qr_codes", {"store_name": "Demo till"}, headers={"Idempotency-Key": "t"}, key=test_key)
+    assert r.status_code == 201 and r.json_body["livemode"] is False
+    assert 'id="test-mode"' in text(get(client, f"/qr/{r.json_body['id']}"))
+    live = shop.post("/v1/qr_codes", {"store_name": "Real till"}, headers={"Idempotency-Key": "l"}).json_body
+    assert 'id="test-mode"' not in text(get(client, f"/qr/{live['id']}"))
+    assert 'id="test-mode"' not in text(get(client, f"/pay/{shop.create_payment().json_body['id']}", DESKTOP_UA))
