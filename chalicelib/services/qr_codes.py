@@ -99,7 +99,7 @@ def shop(code_id: str) -> Shop:
 
 
 def parse_amount(s: Shop, text: str | None) -> Money:
-    """The shopper's amount, typed as a decimal string (never a float), checked against the code."""
+    """The shopper's amount, typed as decimal text, parsed exactly, checked against the code."""
     if s.code.fixed_amount is not None:
         return Money(s.code.fixed_amount, s.code.currency)
     try:

@@ -15,6 +15,8 @@ MESSAGES: dict[str, dict[str, str]] = {
                    "zh-CN": "人民币金额仅供参考，以钱包实际汇率为准。"},
     "pay_wechat": {"en": "Pay with WeChat Pay", "zh-CN": "使用微信支付"},
     "pay_alipay": {"en": "Pay with Alipay", "zh-CN": "使用支付宝付款"},
+    "no_wallet_here": {"en": "This wallet cannot pay here. Open this page in your phone's browser.",
+                       "zh-CN": "此处无法使用该钱包付款，请在手机浏览器中打开此页面。"},
     "choose_wallet": {"en": "Choose your wallet", "zh-CN": "请选择支付方式"},
     "scan_title": {"en": "Scan to pay", "zh-CN": "扫码付款"},
     "scan_text": {"en": "Open WeChat or Alipay on your phone and scan this code.",

@@ -453,3 +453,38 @@ def test_test_mode_pages_say_no_real_money_moves(client, shop):
     live = shop.post("/v1/qr_codes", {"store_name": "Real till"}, headers={"Idempotency-Key": "l"}).json_body
     assert 'id="test-mode"' not in text(get(client, f"/qr/{live['id']}"))
     assert 'id="test-mode"' not in text(get(client, f"/pay/{shop.create_payment().json_body['id']}", DESKTOP_UA))
+
+
+def test_inside_wechat_a_shop_without_wechat_pay_says_to_open_the_browser(client):
+    m = merchants.create_merchant("Alipay Only Ltd", "NZD", fee_bps=200,
+                                  channels={"alipay": merchants.DEMO_CHANNELS["alipay"]})
+    shop = MerchantApi(client, merchants.issue_key(m.id, livemode=True), m)
+    c = shop.post("/v1/qr_codes", {"store_name": "Kiosk"}, headers={"Idempotency-Key": "k"}).json_body
+    first = get(client, f"/qr/{c['id']}", WECHAT_UA)
+    back = get(client, local(first.headers["Location"].split("#")[0]), WECHAT_UA)
+    page = text(get(client, local(back.headers["Location"]), WECHAT_UA))
+    assert 'id="no-wallet"' in page and 'id="pay-alipay"' not in page  # Alipay pages do not open in WeChat
+    assert post_form(client, f"/qr/{c['id']}/pay", {"amount": "5", "wallet": "alipay"}, WECHAT_UA).status_code == 400
+
+
+def test_two_tabs_choosing_at_once_get_one_channel_order(client, shop, monkeypatch):
+    """The choice is a conditional write: a tab that read the payment before the other tab chose loses,
+    and the channel order it opened is closed so nobody can pay it."""
+    from chalicelib import channels
+    from chalicelib.services import errors, payments
+    from chalicelib.store import payments as payment_store
+
+    p = unchosen(shop)
+    stale = payment_store.get(p["id"])
+    first = post_form(client, f"/pay/{p['id']}/choose", {"wallet": "wechat"}, DESKTOP_UA)
+    assert first.status_code == 303
+    closed = []
+    wechat = channels.get("wechat")
+    monkeypatch.setattr(payment_store, "get", lambda _id: stale)      # the second tab read before the first wrote
+    monkeypatch.setattr(type(wechat), "close", lambda self, ref: closed.append(ref.channel_order_id))
+    with pytest.raises(errors.ServiceError) as lost:
+        payments.choose_channel(p["id"], "wechat", "native", {}, "127.0.0.1")
+    assert lost.value.code == "channel_already_chosen"
+    monkeypatch.undo()
+    assert PaymentModel.get(p["id"]).channel == "wechat"
+    assert closed == [p["id"]]
