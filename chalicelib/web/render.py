@@ -1,20 +1,15 @@
 """Jinja2 rendering for every page people see: one layout, autoescaped, strict CSP with a per-page nonce.
 
-jinja2 loads on the first page a container renders, never at `import app` (cold start of API calls).
+jinja2 loads on the first page a container renders, never at `import app` (cold start of API calls);
+app.py imports this module for `page_endpoint` only, so everything else here loads inside functions.
 """
 from __future__ import annotations
-
-import secrets
-from pathlib import Path
-from urllib.parse import urlsplit
 
 from chalice import Response
 
 from chalicelib import settings
 from chalicelib.web import i18n
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
-MAX_PAGE_BYTES = 50 * 1024          # every page, before images; tests hold us to it
 MWEB_ORIGIN = "https://wx.tenpay.com"   # where WeChat H5 (MWEB) payments open the wallet
 
 _env = None
@@ -23,15 +18,20 @@ _env = None
 def env():
     global _env
     if _env is None:
+        from pathlib import Path
+
         import jinja2
 
-        _env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+        templates = Path(__file__).resolve().parent / "templates"
+        _env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)), autoescape=True,
                                   trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
                                   auto_reload=False)
     return _env
 
 
 def _origin(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") and parts.netloc else None
 
@@ -56,6 +56,8 @@ def headers(nonce: str) -> dict[str, str]:
 
 
 def page(template: str, lang: str, status: int = 200, **context) -> Response:
+    import secrets
+
     nonce = secrets.token_urlsafe(16)
     t = i18n.translator(lang)
     body = env().get_template(template).render(t=t, lang=lang, other_lang="en" if lang == "zh-CN" else "zh-CN",
