@@ -488,3 +488,28 @@ def test_two_tabs_choosing_at_once_get_one_channel_order(client, shop, monkeypat
     monkeypatch.undo()
     assert PaymentModel.get(p["id"]).channel == "wechat"
     assert closed == [p["id"]]
+
+
+def test_a_channel_or_oauth_failure_shows_a_clear_page_never_a_500(client, shop, code, monkeypatch):
+    from chalicelib import channels, settings
+    from chalicelib.channels.base import ChannelError
+
+    alipay = channels.get("alipay")
+
+    def refuse(self, req):
+        raise ChannelError("SYSTEM_ERROR", "busy", retryable=True)
+
+    monkeypatch.setattr(type(alipay), "create", refuse)
+    r = post_form(client, f"/qr/{code['id']}/pay", {"amount": "5", "wallet": "alipay"})
+    assert r.status_code == 502 and "could not be started" in text(r) and f'href="/qr/{code["id"]}' in text(r)
+    assert payments_of(shop) == []
+    from chalicelib.channels.wechat_oa import client as oa
+
+    wc = settings.get().wechat
+    wrong = oa.OfficialAccountClient(settings.WeChatOASettings(appid=wc.appid, appsecret="0" * 32, template_id="",
+                                                               base_url=wc.sns_url))
+    monkeypatch.setattr(oa, "pay_oauth_client", lambda: wrong)  # our secret is wrong: WeChat answers 40125
+    first = get(client, f"/qr/{code['id']}", WECHAT_UA)
+    back = get(client, local(first.headers["Location"].split("#")[0]), WECHAT_UA)
+    page = get(client, local(back.headers["Location"]), WECHAT_UA)
+    assert page.status_code == 502 and "Something went wrong" in text(page)
