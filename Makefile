@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test job bench install clean
+.PHONY: run test job bench install clean browser-deps
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) on PATH (or run: make PY=python3 ...)"; exit 1; }
@@ -18,7 +18,21 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m infra.local
 
-test: $(STAMP)
+# The browser tests drive Debian's chromium (never Playwright's own download) and need a Chinese font.
+BROWSER_PKGS := chromium fonts-wqy-microhei
+
+browser-deps:
+	@if command -v chromium >/dev/null 2>&1 && fc-list :lang=zh family 2>/dev/null | grep -q .; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing $(BROWSER_PKGS) for the browser tests"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(BROWSER_PKGS); \
+	else \
+		echo "The browser tests need: apt-get install -y $(BROWSER_PKGS)  (run it as root, then make test again)"; \
+		exit 1; \
+	fi
+
+test: $(STAMP) browser-deps
 	$(BIN)/python -m pytest -q -n 2 tests
 
 job: $(STAMP)

@@ -10,6 +10,7 @@ from chalice import Chalice, Cron, Rate, Response
 from chalicelib import channels, settings
 from chalicelib.api import http as api
 from chalicelib.api.jobs import hand_runnable
+from chalicelib.web.render import page_endpoint
 
 app = Chalice(app_name="kauri", configure_logs=False)  # chalicelib.log writes our structured lines
 _settings = settings.get()
@@ -219,20 +220,137 @@ def list_documents(payment_id):
     return api.respond(200, {"object": "list", "data": documents.list_for(payment_id)})
 
 
-# ---- hosted shopper pages --------------------------------------------------------------------
+# ---- static QR codes (merchant API) ----------------------------------------------------------
+@app.route("/v1/qr_codes", methods=["POST"], content_types=ANY_BODY)
+@api.json_endpoint
+def create_qr_code():
+    from chalicelib import settings as s
+    from chalicelib.api.requests import new_qr_code
+    from chalicelib.services import qr_codes
+
+    req = _req()
+    who = api.caller(req)
+    return api.idempotent(req, who, "POST /v1/qr_codes", lambda _c: (201, qr_codes.view(
+        qr_codes.create(who.merchant, who.livemode, *new_qr_code(api.body(req))), s.get().public_base_url)))
+
+
+@app.route("/v1/qr_codes", methods=["GET"])
+@api.json_endpoint
+def list_qr_codes():
+    from chalicelib.services import qr_codes
+
+    who = api.caller(_req())
+    base = _settings.public_base_url
+    return api.respond(200, {"object": "list", "data": [qr_codes.view(c, base)
+                                                        for c in qr_codes.list_for(who.merchant, who.livemode)]})
+
+
+@app.route("/v1/qr_codes/{code_id}", methods=["GET"])
+@api.json_endpoint
+def get_qr_code(code_id):
+    from chalicelib.services import qr_codes
+
+    who = api.caller(_req())
+    return api.respond(200, qr_codes.view(qr_codes.get_for(who.merchant, who.livemode, code_id),
+                                          _settings.public_base_url))
+
+
+@app.route("/v1/qr_codes/{code_id}/disable", methods=["POST"], content_types=ANY_BODY)
+@api.json_endpoint
+def disable_qr_code(code_id):
+    from chalicelib.services import qr_codes
+
+    req = _req()
+    who = api.caller(req)
+    return api.idempotent(req, who, f"POST /v1/qr_codes/{code_id}/disable", lambda _c: (200, qr_codes.view(
+        qr_codes.disable(who.merchant, who.livemode, code_id), _settings.public_base_url)))
+
+
+@app.route("/v1/qr_codes/{code_id}/rotate", methods=["POST"], content_types=ANY_BODY)
+@api.json_endpoint
+def rotate_qr_code(code_id):
+    from chalicelib.services import qr_codes
+
+    req = _req()
+    who = api.caller(req)
+    return api.idempotent(req, who, f"POST /v1/qr_codes/{code_id}/rotate", lambda _c: (201, qr_codes.view(
+        qr_codes.rotate(who.merchant, who.livemode, code_id), _settings.public_base_url)))
+
+
+# ---- shopper pages (HTML; chalicelib.web) -----------------------------------------------------
+PAGE_FORMS = ["application/x-www-form-urlencoded", "multipart/form-data", "text/plain"]
+
+
+@app.route("/qr/{code_id}", methods=["GET"])
+@page_endpoint
+def qr_page(code_id):
+    from chalicelib.web import shopper
+
+    return shopper.code_page(code_id, _req())
+
+
+@app.route("/qr/{code_id}/pay", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def qr_pay(code_id):
+    from chalicelib.web import shopper
+
+    return shopper.code_pay(code_id, _req())
+
+
+@app.route("/qr/{code_id}/image", methods=["GET"])
+@page_endpoint
+def qr_image(code_id):
+    from chalicelib.web import shopper
+
+    return shopper.code_image(code_id, _req())
+
+
 @app.route("/pay/{payment_id}", methods=["GET"])
+@page_endpoint
 def pay_page(payment_id):
     from chalicelib.web import shopper
 
-    return shopper.pay_page(payment_id)
+    return shopper.payment_page(payment_id, _req())
 
 
-@app.route("/pay/{payment_id}/requote", methods=["POST"],
-           content_types=["application/x-www-form-urlencoded", "application/json", "multipart/form-data"])
-def pay_requote(payment_id):
+@app.route("/pay/{payment_id}/choose", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def pay_choose(payment_id):
     from chalicelib.web import shopper
 
-    return shopper.requote(payment_id)
+    return shopper.choose(payment_id, _req())
+
+
+@app.route("/pay/{payment_id}/result", methods=["GET"])
+@page_endpoint
+def pay_result(payment_id):
+    from chalicelib.web import shopper
+
+    return shopper.result_page(payment_id, _req())
+
+
+@app.route("/pay/{payment_id}/status", methods=["GET"])
+@page_endpoint
+def pay_status(payment_id):
+    from chalicelib.web import shopper
+
+    return shopper.status(payment_id)
+
+
+@app.route("/pay/{payment_id}/requote", methods=["POST"], content_types=PAGE_FORMS + ["application/json"])
+@page_endpoint
+def pay_requote(payment_id):
+    from chalicelib.web import tuition
+
+    return tuition.requote(payment_id, _req())
+
+
+@app.route("/pay/{payment_id}/documents/new", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def pay_document_form(payment_id):
+    from chalicelib.web import tuition
+
+    return tuition.new_document(payment_id, _req())
 
 
 @app.route("/pay/{payment_id}/documents", methods=["POST"], content_types=ANY_BODY)

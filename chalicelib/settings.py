@@ -21,6 +21,10 @@ class WeChatSettings:
     sign_type: str  # MD5 or HMAC-SHA256
     cert_path: str
     key_path: str
+    # Web OAuth (snsapi_base) of the Official Account behind `appid`, for JSAPI openids (spec §13).
+    appsecret: str = field(default="", repr=False)
+    oauth_url: str = ""         # https://open.weixin.qq.com in prod (the authorize page)
+    sns_url: str = ""           # https://api.weixin.qq.com in prod (code -> openid)
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,8 @@ class PayEaseSettings:
     gateway_url: str            # payment host (pay.yizhifubj.com in prod)
     api_url: str = ""           # query/refund host (api.yizhifubj.com in prod); "" = gateway_url
     refund_operator: str = "kauri"  # v_refoprt: the operator name PayEase records on refunds
+    # Banks offered on the tuition page (v_pmode id -> name; ids are per contract). Empty: the cashier only.
+    banks: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -145,7 +151,8 @@ class Settings:
 
         here = f"{self.public_base_url}/sandbox/{channel}"
         for cfg in (self.channel_config(channel, True), self.channel_config(channel, False)):
-            if cfg is not None and any(k.endswith("_url") and str(v).startswith(here) for k, v in asdict(cfg).items()):
+            if cfg is not None and any(k.endswith("_url") and (str(v) == here or str(v).startswith(here + "/"))
+                                       for k, v in asdict(cfg).items()):
                 return cfg
         return self.channel_config(channel, True)
 
@@ -231,6 +238,9 @@ def _wechat(env: dict[str, str], p: str, stage: str, default_sandbox: str) -> We
         sign_type=env.get(p + "WECHAT_SIGN_TYPE", "HMAC-SHA256"),
         cert_path=env.get(p + "WECHAT_CERT_PATH", ""),
         key_path=env.get(p + "WECHAT_KEY_PATH", ""),
+        appsecret=env.get(p + "WECHAT_APPSECRET", "7c2a9e4b1d8f6a3c5e0b9d2f4a6c8e1b" if demo else ""),
+        oauth_url=env.get(p + "WECHAT_OAUTH_URL", default_sandbox + "/wechat_oa").rstrip("/"),
+        sns_url=env.get(p + "WECHAT_SNS_URL", default_sandbox + "/wechat_oa").rstrip("/"),
     )
 
 
@@ -256,6 +266,7 @@ def _payease(env: dict[str, str], p: str, stage: str, default_sandbox: str) -> P
         gateway_url=gateway.rstrip("/"),
         api_url=env.get(p + "PAYEASE_API_URL", gateway).rstrip("/"),
         refund_operator=env.get(p + "PAYEASE_REFUND_OPERATOR", "kauri"),
+        banks=_json_map(env.get(p + "PAYEASE_BANKS"), _SANDBOX_PAYEASE_BANKS if demo else {}),
     )
 
 
@@ -266,6 +277,16 @@ DEFAULT_LIMITS = {
     "alipay": {"NZD": (1, 5_000_000), "AUD": (1, 5_000_000)},
     "payease": {"NZD": (100, 10_000_000), "AUD": (100, 10_000_000), "CNY": (100, 50_000_000)},
 }
+
+
+# The PayEase sandbox's bank ids (peers spec: real v_pmode numbers come with the contract).
+_SANDBOX_PAYEASE_BANKS = {"1": "招商银行", "2": "中国工商银行", "3": "中国建设银行", "4": "中国农业银行", "5": "中国银行"}
+
+
+def _json_map(text: str | None, default: dict) -> dict:
+    import json
+
+    return {str(k): str(v) for k, v in json.loads(text).items()} if text else dict(default)
 
 
 def _limits(text: str | None) -> dict:

@@ -412,6 +412,9 @@ class Stack:
             "table_prefix": s.table_prefix,
             "merchant_id": demo.get("merchant_id"),
             "api_key": demo.get("api_key"),
+            "static_qr_url": demo.get("static_qr_url"),
+            "static_qr_image_url": demo["static_qr_url"] + "/image" if demo.get("static_qr_url") else None,
+            "pay_url": demo.get("pay_url"),
             "pid": os.getpid(),
         }
 
@@ -494,6 +497,10 @@ def banner(facts: dict[str, Any]) -> str:
         f"  curl -s -X POST {api}/sandbox/wechat/simulate/pay -H 'Content-Type: application/json' \\",
         "    -d '{\"out_trade_no\": \"<channel_order_id>\"}'",
         f"  curl -s {api}/v1/payments/<id> -H 'Authorization: Bearer {key}'",
+        "",
+        "Shopper pages (open on a phone, or with a WeChat/Alipay User-Agent):",
+        f"  static code     {facts.get('static_qr_url')}   (printable: {facts.get('static_qr_image_url')})",
+        f"  hosted checkout {facts.get('pay_url')}",
         "",
         "Run a job by hand:  make job name=retry_webhooks event='{}'",
     ]

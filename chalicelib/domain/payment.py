@@ -75,6 +75,12 @@ class Payment:
     failure_code: str | None = None             # why it failed; on a pending payment, why the last attempt did
     documents: tuple = ()                       # supporting documents (dicts: id, filename, key, ...)
     closed_by: str | None = None                # who ended it: "merchant", "clock" (expired) or "channel"
+    # Created without a channel (channel == ""): the shopper picks one of these on the hosted checkout.
+    allowed_channels: tuple[str, ...] = ()
+
+    @property
+    def channel_chosen(self) -> bool:
+        return bool(self.channel)
 
     def transition(self, target: PaymentStatus, **changes) -> "Payment":
         if not can_transition(self.status, target):

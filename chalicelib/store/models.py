@@ -151,6 +151,7 @@ class PaymentModel(Model):
     released = BooleanAttribute(null=True)
     unreleased_by = UnicodeAttribute(null=True)    # merchant id while succeeded and not released (sparse)
     documents = JSONAttribute(null=True)
+    allowed_channels = ListAttribute(of=UnicodeAttribute, null=True)
     by_merchant_reference = _ByMerchantReference()
     pending_by_created = _PendingByCreated()
     pending_by_next_check = _PendingByNextCheck()

@@ -52,6 +52,7 @@ def to_item(p: Payment) -> PaymentModel:
                        if p.status is PaymentStatus.PENDING else None),
         unreleased_by=p.merchant_id if p.status is PaymentStatus.SUCCEEDED and not p.released else None,
         documents=list(p.documents) or None,
+        allowed_channels=list(p.allowed_channels) or None,
     )
 
 
@@ -89,6 +90,7 @@ def from_item(m: PaymentModel) -> Payment:
         failure_code=m.failure_code,
         documents=tuple(m.documents or ()),
         closed_by=m.closed_by,
+        allowed_channels=tuple(m.allowed_channels or ()),
     )
 
 

@@ -113,6 +113,13 @@ class Unit:
                                             & (PaymentModel.channel_order_id == expected_order)))
         return self
 
+    def choose_payment_channel(self, p: Payment) -> "Unit":
+        """Fix the channel the shopper chose for a payment created without one: once, while pending."""
+        item = payment_store.to_item(p)
+        self._ops.append(lambda tx: tx.save(item, condition=(PaymentModel.status == PaymentStatus.PENDING.value)
+                                            & (PaymentModel.channel == "")))
+        return self
+
     def reserve_refund(self, p: Payment, amount: int, fee_back: int, channel_back: int,
                        pending_own: int) -> "Unit":
         """Add a refund to the payment's running totals, only if they are still the ones it was priced on

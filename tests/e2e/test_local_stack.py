@@ -1,70 +1,26 @@
 """`make run` end to end: the local stack in a subprocess, driven over real HTTP like a merchant would."""
 from __future__ import annotations
 
-import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-START_TIMEOUT = 25.0
+from tests.support.local_stack import StackFailed, running_stack
+
 PAY_TIMEOUT = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _clean_env(local_dir: Path) -> dict[str, str]:
-    # The stack must not inherit the test run's settings (conftest sets KAURI_* for in-process tests).
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAURI_", "AWS_"))}
-    env.update({
-        "KAURI_LOCAL_DIR": str(local_dir),
-        "KAURI_API_PORT": str(_free_port()),
-        "KAURI_MOTO_PORT": str(_free_port()),
-        "KAURI_PUMP_INTERVAL": "0.2",
-        "PYTHONUNBUFFERED": "1",
-    })
-    return env
 
 
 @pytest.fixture
 def stack(tmp_path):
-    log_path = tmp_path / "stack.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "infra.local"], cwd=PROJECT_DIR, env=_clean_env(tmp_path),
-                                stdout=log, stderr=subprocess.STDOUT)
     try:
-        facts_path = tmp_path / "stack.json"
-        deadline = time.monotonic() + START_TIMEOUT
-        while not facts_path.exists():
-            if proc.poll() is not None:
-                pytest.fail(f"local stack exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"local stack did not start in {START_TIMEOUT}s:\n{log_path.read_text()[-4000:]}")
-            time.sleep(0.1)
-        facts = json.loads(facts_path.read_text())
-        facts["log"] = log_path
-        facts["proc"] = proc
-        yield facts
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        with running_stack(tmp_path) as facts:
+            yield facts
+    except StackFailed as exc:
+        pytest.fail(str(exc))
 
 
 def test_merchant_creates_a_payment_shopper_pays_in_sandbox_and_it_succeeds(stack, tmp_path):
