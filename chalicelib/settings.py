@@ -115,6 +115,11 @@ class Settings:
     # channel -> currency -> (min, max) in minor units; max None = no ceiling
     channel_limits: dict = field(default_factory=dict)
     release_requires_recon: bool = False
+    # Reconciliation: each channel's contracted fee in basis points (a channel not listed: fee unchecked),
+    # and how far the channel's FX rate may stray from the one shown before the day's report flags it.
+    recon_fee_bps: dict = field(default_factory=lambda: {"wechat": 200, "alipay": 180})
+    fx_variance_threshold_bps: int = 50
+    statements_queue: str = ""                # SQS queue the bucket notifies of new statements/ objects
     # Money jobs (release_funds, auto_withdraw); prod sets the payout source account.
     release_lookback_days: int = 60           # how far back release_funds looks for unreleased payments
     withdrawal_local_hour: int = 17           # auto_withdraw acts at this hour, Pacific/Auckland time
@@ -180,6 +185,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         log_level=env.get("KAURI_LOG_LEVEL", "INFO"),
         channel_limits=_limits(env.get("KAURI_CHANNEL_LIMITS")),
         release_requires_recon=_bool(env.get("KAURI_RELEASE_REQUIRES_RECON"), default=False),
+        fx_variance_threshold_bps=int(env.get("KAURI_FX_VARIANCE_THRESHOLD_BPS", "50")),
+        statements_queue=env.get("KAURI_STATEMENTS_QUEUE", f"kauri-{stage}-statements"),
         release_lookback_days=int(env.get("KAURI_RELEASE_LOOKBACK_DAYS", "60")),
         withdrawal_local_hour=int(env.get("KAURI_WITHDRAWAL_LOCAL_HOUR", "17")),
         payout_source_account=env.get("KAURI_PAYOUT_SOURCE_ACCOUNT", "0102420100194000" if stage != "prod" else ""),

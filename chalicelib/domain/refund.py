@@ -36,6 +36,7 @@ class Refund:
     failure_code: str | None = None
     channel_amount: Money | None = None   # what the channel returns, when it charged another currency
     draw: dict = field(default_factory=dict)  # merchant buckets the refund was taken from {"available": n, ...}
+    channel: str = ""                     # the payment's channel: reconciliation reads a channel's refunds by day
 
 
 def check_refund(payment: Payment, amount: Money) -> None:

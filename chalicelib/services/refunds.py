@@ -119,7 +119,7 @@ def _reservation(merchant: Merchant, p: Payment, amount: int, reason: str):
     refund_id = ids.new("re")
     refund = Refund(id=refund_id, payment_id=p.id, merchant_id=merchant.id, amount=money, reason=reason,
                     status=RefundStatus.PROCESSING, channel_refund_id=refund_id, created_at=clock.now(),
-                    channel_amount=channel_amount, draw=draw)
+                    channel_amount=channel_amount, draw=draw, channel=p.channel)
     posting = refund_posting(f"refund:{refund.id}", p, refund.id, amount, fee_back, draw, channel_amount)
     unit = (Unit().reserve_refund(p.id, amount, p.refunded, p.amount.amount)
             .save_refund(store.refund_to_item(refund), new=True)

@@ -6,6 +6,7 @@ from decimal import Decimal
 from pynamodb.exceptions import DoesNotExist
 
 from chalicelib.domain.payment import Payment, PaymentStatus
+from chalicelib.domain.reconciliation import bill_day
 from chalicelib.domain.refund import Refund, RefundStatus
 from chalicelib.money import Money
 from chalicelib.store.models import PaymentModel, RefundModel
@@ -46,7 +47,13 @@ def to_item(p: Payment) -> PaymentModel:
         failure_code=p.failure_code,
         pending_shard=PENDING_SHARD if p.status is PaymentStatus.PENDING else None,
         documents=list(p.documents) or None,
+        recon_day=recon_day(p.channel, p.paid_at) if p.status is PaymentStatus.SUCCEEDED and p.paid_at else None,
     )
+
+
+def recon_day(channel: str, at) -> str:
+    """The recon_by_day index key: channel#Beijing bill date."""
+    return f"{channel}#{bill_day(at)}"
 
 
 def from_item(m: PaymentModel) -> Payment:
@@ -136,6 +143,8 @@ def refund_to_item(r: Refund) -> RefundModel:
         draw=dict(r.draw),
         created_at=r.created_at,
         processing_shard=PENDING_SHARD if r.status is RefundStatus.PROCESSING else None,
+        channel=r.channel or None,
+        recon_day=recon_day(r.channel, r.created_at) if r.channel else None,
     )
 
 
@@ -153,6 +162,7 @@ def refund_from_item(m: RefundModel) -> Refund:
         failure_code=m.failure_code,
         channel_amount=Money(int(m.channel_amount), m.channel_currency) if m.channel_amount is not None else None,
         draw=dict(m.draw or {}),
+        channel=m.channel or "",
     )
 
 

@@ -69,7 +69,7 @@ class Unit:
 
     # The attributes a state transition may change; everything else (documents, refunds) is left alone.
     _TRANSITION_FIELDS = ("status", "channel_transaction_id", "payer_amount", "payer_currency", "rate", "paid_at",
-                          "closed_at", "failure_code", "pending_shard")
+                          "closed_at", "failure_code", "pending_shard", "recon_day")
 
     def move_payment(self, p: Payment, from_status: PaymentStatus) -> "Unit":
         """Write the payment's new state, only if it is still in `from_status`."""
@@ -160,6 +160,11 @@ class Unit:
         """Any other new item that must be written with this change (e.g. a staff alert), once, never replaced."""
         first_write = type(item)._hash_key_attribute().does_not_exist()
         self._ops.append(lambda tx: tx.save(item, condition=first_write))
+        return self
+
+    def update_if(self, item, actions: list, condition) -> "Unit":
+        """Any other item's conditional update that belongs to this change (e.g. resolving a finding)."""
+        self._ops.append(lambda tx: tx.update(item, actions=actions, condition=condition))
         return self
 
     def complete_idempotency(self, key: str, status_code: int, body: str, expires: datetime) -> "Unit":
