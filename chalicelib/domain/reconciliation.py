@@ -287,9 +287,10 @@ def settlement_batches(lines: Iterable[Line], batch_of) -> Iterator[SettlementBa
     for line in lines:
         t = totals.setdefault((batch_of(line), line.currency), [0, 0, 0, 0])
         gross = _signed(line.kind, line.amount)
+        fee = abs(line.fee) if line.kind == PAYMENT else 0   # a refund's fee stays with the channel (Alipay)
         t[0] += gross
-        t[1] += line.fee if line.kind == PAYMENT else 0
-        t[2] += line.settlement if line.settlement is not None else gross - (line.fee if line.kind == PAYMENT else 0)
+        t[1] += fee
+        t[2] += _signed(line.kind, abs(line.settlement)) if line.settlement is not None else gross - fee
         t[3] += 1
     for (batch_id, currency), (gross, fees, paid, n) in sorted(totals.items()):
         yield SettlementBatch(batch_id, currency, gross, fees, paid, n)

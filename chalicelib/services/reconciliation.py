@@ -93,7 +93,7 @@ def _lines_of(channel: str, kind: str, tail) -> Iterable[recon.Line]:
     except ValueError as exc:
         line_no = getattr(exc, "line_no", 0)
         reason = getattr(exc, "reason", None) or str(exc)
-        if n == 0:
+        if n == 0 and (line_no <= 1 or "header" in str(exc)):  # the file's first line is not this channel's
             raise statements.StatementRefused(f"not a {channel} statement: {exc}") from None
         raise _FileBroken("failed", line_no, reason, n) from None
     why = statements.truncation(channel, tail, n)

@@ -103,3 +103,88 @@ def test_the_same_file_processed_twice_gives_the_same_records_once(shop, client)
     assert second["discrepancies"] == first["discrepancies"] == []
     from chalicelib.store.reconciliation import StatementRecordModel
     assert StatementRecordModel.count() == 1
+
+
+def test_truncated_bill_is_reported_with_its_reason_and_never_reconciled_as_whole(shop, client):
+    _pay(shop, client, 10000, "order-1")
+    _pay(shop, client, 2000, "order-2")
+    clock.freeze(NEXT_MORNING)
+    from chalicelib import channels
+    whole = channels.get("wechat").download_bill(datetime(2026, 11, 19).date()).encode()
+    without_summary = b"\n".join(whole.splitlines()[:-2]) + b"\n"
+    put_statement("wechat", BILL_DATE, "cut.txt", without_summary)
+    cut_mid_line = whole[: whole.index(b"\n", whole.index(b"\n") + 1) + 40]
+    put_statement("wechat", BILL_DATE, "cut2.txt", cut_mid_line)
+    bad_amount = whole.replace(b"`100.00", b"`1O0.00", 1)
+    put_statement("wechat", BILL_DATE, "bad.txt", bad_amount)
+    trigger(client)
+    from chalicelib.store.reconciliation import SuspenseModel, get_run
+    runs = {name: get_run(f"file#statements/wechat/{BILL_DATE}/{name}#{v}")
+            for name in ("cut.txt", "cut2.txt", "bad.txt")
+            for v in [_etag(f"statements/wechat/{BILL_DATE}/{name}")]}
+    assert runs["cut.txt"].status == "failed" and "summary" in runs["cut.txt"].detail["reason"]
+    assert runs["cut2.txt"].status == "failed"
+    assert runs["bad.txt"].status == "failed" and runs["bad.txt"].detail["line_no"] == 2
+    report = invoke(client, "reconciliation_report", {"channel": "wechat", "bill_date": BILL_DATE})
+    assert report["status"] == "not_reconciled" and report["discrepancies"] == []
+    assert SuspenseModel.count("wechat") == 0
+
+
+def _etag(key):
+    return s3().head_object(Bucket=settings.get().bucket, Key=key)["ETag"].strip('"')
+
+
+def test_a_file_in_the_wrong_format_for_its_channel_is_refused_with_a_clear_reason(shop, client):
+    from tests.support.statements import Row, alipay_file
+    body = alipay_file([Row("payment", "pay_x", 100)])
+    put_statement("wechat", BILL_DATE, "looks_like_alipay.txt", body)
+    put_statement("payease", BILL_DATE, "looks_like_alipay.txt", body)
+    trigger(client)
+    from chalicelib.store.reconciliation import get_run
+    for channel in ("wechat", "payease"):
+        key = f"statements/{channel}/{BILL_DATE}/looks_like_alipay.txt"
+        run = get_run(f"file#{key}#{_etag(key)}")
+        assert run.status == "refused" and f"not a {channel} statement" in run.detail["reason"], run.detail
+    assert invoke(client, "reconciliation_report", {"channel": "wechat", "bill_date": BILL_DATE})["status"] == \
+        "not_reconciled"
+
+
+def test_cross_midnight_payment_waits_in_suspense_then_matches_and_a_missing_one_surfaces_after_three_bills(
+        shop, client):
+    from tests.support.statements import Row, wechat_bill
+    clock.freeze(datetime(2026, 11, 18, 15, 59, 58, tzinfo=timezone.utc))       # 23:59:58 Beijing, 18 Nov
+    late = _pay(shop, client, 3000, "late")
+    clock.freeze(TRADING)
+    missing = _pay(shop, client, 4500, "missing")
+    clock.freeze(NEXT_MORNING)
+    fee = lambda a: (a * 200 + 5000) // 10000  # noqa: E731
+    put_statement("wechat", "2026-11-18", "bill.txt", wechat_bill([]))
+    trigger(client)
+    day18 = invoke(client, "reconciliation_report", {"channel": "wechat", "bill_date": "2026-11-18"})
+    assert day18["summary"]["in_suspense"] == 1 and day18["discrepancies"] == []
+    # The channel booked it at 00:00:01 on the 19th: it is in the 19th's bill.
+    put_statement("wechat", BILL_DATE, "bill.txt", wechat_bill([
+        Row("payment", late["channel_order_id"], 3000, fee=fee(3000), time="2026-11-19 00:00:01")]))
+    trigger(client)
+    day19 = invoke(client, "reconciliation_report", {"channel": "wechat", "bill_date": BILL_DATE})
+    assert day19["summary"]["matched"] == 1 and day19["summary"]["in_suspense"] == 1   # `missing` waits
+    assert day19["discrepancies"] == []
+    put_statement("wechat", "2026-11-20", "bill.txt", wechat_bill([]))
+    trigger(client)
+    assert invoke(client, "reconciliation_report", {"channel": "wechat", "bill_date": "2026-11-20"})[
+        "discrepancies"] == []
+    put_statement("wechat", "2026-11-21", "bill.txt", wechat_bill([]))
+    trigger(client)
+    day19 = invoke(client, "reconciliation_report", {"channel": "wechat", "bill_date": BILL_DATE})
+    [only] = day19["discrepancies"]
+    assert only["kind"] == recon.KAURI_ONLY and only["our_no"] == missing["channel_order_id"]
+    assert only["receivable_adjustment"] == -4500
+    # Written off: the phantom receivable leaves the books in one posting, once.
+    done = invoke(client, "resolve_discrepancy", {"discrepancy_id": only["id"], "action": "write_off",
+                                                  "reason": "channel confirms it never took this"})
+    assert done["discrepancy"]["status"] == "resolved"
+    legs = PostingModel.get(f"recon_write_off:{only['id']}").legs
+    assert ["C:wechat:receivable:NZD", -4500, "NZD"] in legs
+    again = invoke(client, "resolve_discrepancy", {"discrepancy_id": only["id"], "action": "accept",
+                                                   "reason": "again"})
+    assert again["already_resolved"] and again["discrepancy"]["resolution"]["action"] == "write_off"
