@@ -143,11 +143,12 @@ def load(env: dict[str, str] | None = None) -> Settings:
     sandbox_enabled = _bool(env.get("KAURI_SANDBOX_ENABLED"), default=stage != "prod") and stage != "prod"
     public = env.get("KAURI_PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
     default_sandbox = public + "/sandbox"
+    table_prefix = env.get("KAURI_TABLE_PREFIX", f"kauri-{stage}-")
     return Settings(
         stage=stage,
         region=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or "ap-southeast-2",
         aws_endpoint_url=env.get("KAURI_AWS_ENDPOINT_URL") or None,
-        table_prefix=env.get("KAURI_TABLE_PREFIX", f"kauri-{stage}-"),
+        table_prefix=table_prefix,
         bucket=env.get("KAURI_BUCKET", f"kauri-{stage}-files"),
         public_base_url=public,
         sandbox_enabled=sandbox_enabled,
@@ -186,7 +187,7 @@ def load(env: dict[str, str] | None = None) -> Settings:
         channel_limits=_limits(env.get("KAURI_CHANNEL_LIMITS")),
         release_requires_recon=_bool(env.get("KAURI_RELEASE_REQUIRES_RECON"), default=False),
         fx_variance_threshold_bps=int(env.get("KAURI_FX_VARIANCE_THRESHOLD_BPS", "50")),
-        statements_queue=env.get("KAURI_STATEMENTS_QUEUE", f"kauri-{stage}-statements"),
+        statements_queue=env.get("KAURI_STATEMENTS_QUEUE") or (table_prefix + "statements"),
         release_lookback_days=int(env.get("KAURI_RELEASE_LOOKBACK_DAYS", "60")),
         withdrawal_local_hour=int(env.get("KAURI_WITHDRAWAL_LOCAL_HOUR", "17")),
         payout_source_account=env.get("KAURI_PAYOUT_SOURCE_ACCOUNT", "0102420100194000" if stage != "prod" else ""),

@@ -188,3 +188,92 @@ def test_cross_midnight_payment_waits_in_suspense_then_matches_and_a_missing_one
     again = invoke(client, "resolve_discrepancy", {"discrepancy_id": only["id"], "action": "accept",
                                                    "reason": "again"})
     assert again["already_resolved"] and again["discrepancy"]["resolution"]["action"] == "write_off"
+
+
+ALIPAY_IDS = {"secondary_merchant_id": "NZSHOP0001", "secondary_merchant_name": "Kiwi Wool Shop",
+              "secondary_merchant_industry": "5699"}
+
+
+def _alipay_paid(client, amount, ref):
+    from chalicelib.services import merchants
+    from tests.integration.helpers import MerchantApi
+    m = merchants.create_merchant("Kiwi Wool Shop", "NZD", fee_bps=250, channels={"alipay": ALIPAY_IDS})
+    shop = MerchantApi(client, merchants.issue_key(m.id, livemode=True), m)
+    p = shop.create_payment(amount=amount, currency="NZD", channel="alipay", flow="qr", merchant_reference=ref,
+                            description="Merino scarf").json_body
+    r = client.http.post("/sandbox/alipay/simulate/pay", headers={"Content-Type": "application/json"},
+                         body=json.dumps({"out_trade_no": p["channel_order_id"]}).encode())
+    assert r.status_code == 200, r.body
+    return shop, p
+
+
+def _receivable(account):
+    from chalicelib.store.models import EntryModel
+    return sum(int(e.amount) for e in EntryModel.query(account))
+
+
+def test_alipay_files_reconcile_and_a_settlement_short_by_one_fen_is_found_and_written_off(client):
+    clock.freeze(TRADING)
+    shop, p = _alipay_paid(client, 8800, "W-1")
+    assert shop.get(f"/v1/payments/{p['id']}").json_body["status"] == "succeeded"
+    clock.freeze(datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc))   # 11:00 Beijing, 22 Nov
+    got = invoke(client, "download_statements", {"channel": "alipay", "from": BILL_DATE, "to": BILL_DATE})
+    assert [f["status"] for f in got["results"][f"alipay/{BILL_DATE}"]] == ["done", "no_bill"]
+    trigger(client)
+    day = invoke(client, "reconciliation_report", {"channel": "alipay", "bill_date": BILL_DATE})
+    assert day["summary"]["matched"] == 1 and day["discrepancies"] == []
+
+    # The settlement file for 21 Nov pays out the 19th's trades; the bank got one fen less than it says.
+    from chalicelib import channels
+    text = channels.get("alipay").download_statement("settlement", "20261121", "20261121")
+    header, row = text.strip().splitlines()
+    cells = row.split("|")
+    fee = 158  # 1.80% of 88.00, half up
+    assert cells[4] == "1.58" and cells[7] == "86.42"
+    cells[7] = "86.41"
+    put_statement("alipay", "2026-11-21", "forex_liquidation_file.txt", f"{header}\n{'|'.join(cells)}\n".encode())
+    trigger(client)
+    settled = invoke(client, "reconciliation_report", {"channel": "alipay", "bill_date": "2026-11-21"})
+    [short] = settled["discrepancies"]
+    assert short["kind"] == recon.SETTLEMENT_SHORT and short["detail"]["shortfall"] == 1
+    posting = PostingModel.get("settlement:alipay:2026-11-21:NZD")
+    assert sorted(posting.legs) == sorted([["B:settlement_bank:NZD", 8641, "NZD"], ["P:channel_fees:NZD", fee, "NZD"],
+                                           ["C:alipay:receivable:NZD", -(8641 + fee), "NZD"]])
+    assert _receivable("C:alipay:receivable:NZD") == 1                 # the missing fen is still owed
+    # The same file again: no second posting, no second finding.
+    put_statement("alipay", "2026-11-21", "forex_liquidation_file (1).txt".replace(" ", "_").replace("(", "")
+                  .replace(")", ""), f"{header}\n{'|'.join(cells)}\n".encode())
+    trigger(client)
+    assert _receivable("C:alipay:receivable:NZD") == 1
+    assert len(invoke(client, "reconciliation_report", {"channel": "alipay", "bill_date": "2026-11-21"})[
+        "discrepancies"]) == 1
+    invoke(client, "resolve_discrepancy", {"discrepancy_id": short["id"], "action": "write_off",
+                                           "reason": "Alipay rounding; below the claim threshold"})
+    assert _receivable("C:alipay:receivable:NZD") == 0
+
+
+def test_release_waits_for_a_matched_bill_and_the_balance_shows_what_is_held(shop, client, monkeypatch):
+    paid = _pay(shop, client, 10000, "order-1")
+    other = _pay(shop, client, 5000, "order-2")
+    monkeypatch.setenv("KAURI_RELEASE_REQUIRES_RECON", "1")
+    settings.reset()
+    from chalicelib.services import balances
+    balances.register_recon_check(None)
+    try:
+        row = next(b for b in shop.get("/v1/balance").json_body["balances"] if b["currency"] == "NZD")
+        assert row["pending"] == 9800 + 4900 and row["held_for_reconciliation"] == 9800 + 4900
+        from tests.support.statements import Row, wechat_bill
+        put_statement("wechat", BILL_DATE, "bill.txt", wechat_bill([
+            Row("payment", paid["channel_order_id"], 10000, fee=200),
+            Row("payment", other["channel_order_id"], 5001, fee=100)]))    # the channel says 50.01
+        trigger(client)
+        row = next(b for b in shop.get("/v1/balance").json_body["balances"] if b["currency"] == "NZD")
+        assert row["held_for_reconciliation"] == 4900
+        clock.freeze(TRADING + timedelta(days=7))
+        result = invoke(client, "release_funds", {})
+        assert result["released"] == 1 and result["held_for_recon"] == 1
+        assert PaymentModel.get(paid["id"]).released and not PaymentModel.get(other["id"]).released
+    finally:
+        balances.register_recon_check(None)
+        monkeypatch.delenv("KAURI_RELEASE_REQUIRES_RECON")
+        settings.reset()
