@@ -95,7 +95,9 @@ def download_job(event: dict) -> dict:
     """{"channel": "wechat", "bill_date": "YYYY-MM-DD"} or {"from": ..., "to": ...}; no date: yesterday in
     Beijing; no channel: every channel that publishes a download."""
     event = event or {}
-    data = (event.get("detail") or {}) if event.get("detail-type") == "Scheduled Event" else event
+    # Hand-run through `make job`, the fields sit at the top level of the EventBridge envelope.
+    detail = (event.get("detail") or {}) if event.get("detail-type") == "Scheduled Event" else {}
+    data = {**{k: event[k] for k in ("channel", "bill_date", "from", "to") if k in event}, **detail}
     names = [data["channel"]] if data.get("channel") else list(DOWNLOADS)
     if any(n not in DOWNLOADS for n in names):
         return {"job": "download_statements", "error": f"channel must be one of {sorted(DOWNLOADS)}"}
