@@ -67,7 +67,7 @@ def run_file(channel: str, bill_date: str, kind: str, key: str, version: str, ra
         store.put_run(run_key, exc.status, summary)
         log.warning("statement_" + exc.status, key=key, line_no=exc.line_no, reason=exc.reason)
         return summary
-    summary.update(status="done", sha256=tail.sha256.hexdigest(), duration_ms=clock.ms_since(started), **result)
+    summary.update(status="done", duration_ms=clock.ms_since(started), **result)
     store.put_run(run_key, "done", summary)
     if kind == "transactions":
         store.put_run(f"day#{channel}#{bill_date}", "done", summary)
@@ -81,6 +81,17 @@ class _FileBroken(Exception):
         self.status, self.line_no, self.reason, self.records = status, line_no, reason, records
 
 
+def _broken(channel: str, exc: ValueError, n: int) -> Exception:
+    """A parse error as what it means: a file of another format (refused) or a bad line (failed)."""
+    from chalicelib.services import statements
+
+    line_no = getattr(exc, "line_no", 0)
+    reason = getattr(exc, "reason", None) or str(exc)
+    if n == 0 and (line_no <= 1 or "header" in str(exc)):  # the file's first line is not this channel's
+        return statements.StatementRefused(f"not a {channel} statement: {exc}")
+    return _FileBroken("failed", line_no, reason, n)
+
+
 def _lines_of(channel: str, kind: str, tail) -> Iterable[recon.Line]:
     """The parser's records as Lines; a parse error becomes _FileBroken with its line number."""
     from chalicelib.services import statements
@@ -91,12 +102,43 @@ def _lines_of(channel: str, kind: str, tail) -> Iterable[recon.Line]:
             n += 1
             yield recon.line_of(record)
     except ValueError as exc:
-        line_no = getattr(exc, "line_no", 0)
-        reason = getattr(exc, "reason", None) or str(exc)
-        if n == 0 and (line_no <= 1 or "header" in str(exc)):  # the file's first line is not this channel's
-            raise statements.StatementRefused(f"not a {channel} statement: {exc}") from None
-        raise _FileBroken("failed", line_no, reason, n) from None
+        raise _broken(channel, exc, n) from None
     why = statements.truncation(channel, tail, n)
+    if why:
+        raise _FileBroken("failed", 0, why, n)
+
+
+def feed_file(channel: str, matcher: recon.Matcher, tail, keep=None) -> None:
+    """Every line of a transactions file through the matcher, streaming. Where the channel offers fast
+    rows, a line whose text agrees exactly with Kauri's record is matched from its text; every other
+    line is parsed in full and fed as a Line. `keep(line, outcome)` sees each line (to store it)."""
+    from chalicelib.services import statements
+
+    fast = statements.fast_rows(channel, tail.lines)  # reads the raw lines itself: no layer per line
+    if fast is None:
+        for line in _lines_of(channel, "transactions", tail):
+            outcome = matcher.feed(line)
+            if keep is not None:
+                keep(line, outcome)
+        return
+
+    def slow(row: tuple) -> None:
+        line = recon.line_of(fast.full(row))
+        outcome = matcher.feed(line)
+        if keep is not None:
+            keep(line, outcome)
+
+    def kept(row: tuple, exp: recon.Expected) -> None:
+        channel_no, fee, at = fast.line(row)
+        keep(recon.Line(exp.kind, exp.our_no, channel_no, exp.status, exp.amount, row[3], fee, at, row[6]),
+             "matched")
+
+    try:
+        matcher.feed_rows(fast, slow, kept if keep is not None else None)
+    except ValueError as exc:
+        raise _broken(channel, exc, matcher.outcome.lines) from None
+    n = matcher.outcome.lines
+    why = statements.truncation(channel, fast, n)
     if why:
         raise _FileBroken("failed", 0, why, n)
 
@@ -110,11 +152,13 @@ def _reconcile(channel: str, bill_date: str, key: str, tail) -> dict:
         expected.setdefault(k, e)
     matcher = recon.Matcher(channel, bill_date, expected, settings.get().fx_variance_threshold_bps)
     writer = store.RecordWriter(channel, bill_date, key)
+
+    def keep(line: recon.Line, outcome: str) -> None:
+        if outcome != "unknown":
+            writer.add(line, outcome)
+
     try:
-        for line in _lines_of(channel, "transactions", tail):
-            outcome = matcher.feed(line)
-            if outcome != "unknown":
-                writer.add(line, outcome)
+        feed_file(channel, matcher, tail, keep)
         outcome = matcher.finish()
         # Keys the day's index does not hold: pending, closed, another day's, or truly unknown to Kauri.
         for line in outcome.unknown:
@@ -125,13 +169,15 @@ def _reconcile(channel: str, bill_date: str, key: str, tail) -> dict:
                 writer.add(line, found[0].kind)
             else:
                 outcome.matched += 1
+                outcome.matched_amount[line.currency] = outcome.matched_amount.get(line.currency, 0) + (
+                    -line.amount if line.kind == recon.REFUND else line.amount)
                 writer.add(line, "matched")
     finally:
         writer.close()
     new = sum(store.save_finding(d) for d in outcome.discrepancies)
-    store.release_from_suspense(channel, [k for k in outcome.matched_keys if k in waiting])
-    escalated = [(d.record_type, d.our_no) for d in outcome.discrepancies if d.kind == recon.KAURI_ONLY]
-    store.release_from_suspense(channel, [k for k in escalated if k in waiting])
+    # Out of the pool: whatever this bill listed, and whatever just became only_at_kauri.
+    still_waiting = {(e.kind, e.our_no) for e in outcome.suspense}
+    store.release_from_suspense(channel, [k for k in waiting if k not in still_waiting])
     held = store.hold_in_suspense(channel, outcome.suspense)
     by_kind: dict[str, int] = {}
     totals: dict[str, dict[str, int]] = {}

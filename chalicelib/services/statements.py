@@ -140,21 +140,24 @@ def parse_key(key: str) -> tuple[str, str, str]:
 
 
 class _Tail:
-    """Passes lines through, remembering the last two non-blank ones and whether the last one ended."""
+    """Passes lines through, remembering the last two that are not blank and whether the last one ended."""
 
     def __init__(self, lines: Iterable[bytes]):
-        self._lines = lines
+        self.lines = lines
         self.last: list[bytes] = []
         self.ended_cleanly = True
-        self.sha256 = hashlib.sha256()
 
     def __iter__(self) -> Iterator[bytes]:
-        for raw in self._lines:
-            self.sha256.update(raw)
+        prev = last = b""
+        raw = b"\n"
+        try:
+            for raw in self.lines:
+                if raw != b"\n" and raw != b"\r\n":
+                    prev, last = last, raw
+                yield raw
+        finally:
+            self.last = [x for x in (prev, last) if x.strip()]
             self.ended_cleanly = raw.endswith(b"\n")
-            if raw.strip():
-                self.last = self.last[-1:] + [raw]
-            yield raw
 
 
 def records(channel: str, kind: str, lines: Iterable[bytes]) -> Iterator[dict]:
@@ -169,6 +172,14 @@ def records(channel: str, kind: str, lines: Iterable[bytes]) -> Iterator[dict]:
         from chalicelib.channels.payease.statement import parse
         return parse(lines)
     raise StatementRefused(f"no statement parser for {channel}")
+
+
+def fast_rows(channel: str, lines: Iterable[bytes]):
+    """The channel's fast row reader for reconciliation, or None where it has none (the full parser then)."""
+    if channel == "wechat":
+        from chalicelib.channels.wechat.statement import FastRows
+        return FastRows(lines)
+    return None
 
 
 def truncation(channel: str, tail: _Tail, count: int) -> str | None:
