@@ -12,8 +12,8 @@ writers), then a FRESH interpreter (so nothing else is in its heap) does, on tha
   baseline the same file and the same matching with the standard library only: csv.reader, a plain
            dict of Kauri's rows, Decimal for amounts; rows per CPU second, in the same process, after.
   store    the first --store-sample records written as the service writes them (RecordWriter:
-           BatchWriteItem of 25) to an in-process moto DynamoDB, every AWS call counted by a botocore
-           hook; CPU per record on our side. A real day is projected from the counted calls: calls x
+           BatchWriteItem of 25), each request built and serialised by botocore and answered by a
+           before-send hook (no network, no emulator): calls counted, CPU per record on our side. A real day is projected from the counted calls: calls x
            DynamoDB latency / concurrent writers + our CPU, against Lambda's 15 minutes.
 """
 from __future__ import annotations
@@ -152,40 +152,58 @@ def _baseline(channel: str, path: str, plain: dict) -> dict:
             "matched": matched, "differs": differs, "unknown": unknown}
 
 
-def _store(channel: str, path: str, sample: int) -> dict:
-    """Write `sample` records through RecordWriter into an in-process moto DynamoDB, counting AWS calls."""
-    os.environ.update({"KAURI_STAGE": "bench", "KAURI_TABLE_PREFIX": "kauri-bench-", "AWS_DEFAULT_REGION":
-                       "ap-southeast-2", "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"})
-    os.environ.pop("KAURI_AWS_ENDPOINT_URL", None)
-    import moto
+class _Raw:
+    """The body of a canned DynamoDB answer (botocore reads it as a stream)."""
 
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def stream(self, **_):
+        yield self.body
+
+
+def _store(channel: str, path: str, sample: int) -> dict:
+    """Write `sample` records through RecordWriter, every AWS call counted and answered on the spot.
+
+    botocore builds, signs and serialises each request as for AWS; a `before-send` hook answers it
+    (BatchWriteItem: nothing unprocessed) instead of the network, so the CPU measured is ours and
+    botocore's, not a DynamoDB emulator's. The endpoint is a closed loopback port besides.
+    """
+    os.environ.update({"KAURI_STAGE": "bench", "KAURI_TABLE_PREFIX": "kauri-bench-", "AWS_DEFAULT_REGION":
+                       "ap-southeast-2", "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                       "KAURI_AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    from botocore.awsrequest import AWSResponse
+
+    from chalicelib import settings
     from chalicelib.domain import reconciliation as recon
     from chalicelib.services.statements import records
 
-    with moto.mock_aws():
-        from chalicelib.store import reconciliation as store
+    settings.reset()
+    from chalicelib.store import reconciliation as store
 
-        store.StatementRecordModel.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
-        calls: dict[str, int] = {}
+    calls: dict[str, int] = {}
 
-        def count(event_name=None, **_):
-            op = event_name.rsplit(".", 1)[-1]
-            calls[op] = calls.get(op, 0) + 1
+    def answer(request=None, event_name=None, **_):
+        op = event_name.rsplit(".", 1)[-1]
+        calls[op] = calls.get(op, 0) + 1
+        return AWSResponse(request.url, 200, {"x-amzn-requestid": "bench",
+                                              "content-type": "application/x-amz-json-1.0"},
+                           _Raw(b'{"UnprocessedItems": {}}'))
 
-        conn = store.StatementRecordModel._get_connection().connection
-        conn.client.meta.events.register("before-call.dynamodb.*", count)
-        lines = []
-        with open(path, "rb") as fh:
-            for rec in records(channel, "transactions", fh):
-                lines.append(recon.line_of(rec))
-                if len(lines) >= sample:
-                    break
-        started, cpu = time.perf_counter(), time.process_time()
-        writer = store.RecordWriter(channel, BILL_DAY, f"statements/{channel}/{BILL_DAY}/bench")
-        for line in lines:
-            writer.add(line, "matched")
-        writer.close()
-        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    conn = store.StatementRecordModel._get_connection().connection
+    conn.client.meta.events.register("before-send.dynamodb.*", answer)
+    lines = []
+    with open(path, "rb") as fh:
+        for rec in records(channel, "transactions", fh):
+            lines.append(recon.line_of(rec))
+            if len(lines) >= sample:
+                break
+    started, cpu = time.perf_counter(), time.process_time()
+    writer = store.RecordWriter(channel, BILL_DAY, f"statements/{channel}/{BILL_DAY}/bench")
+    for line in lines:
+        writer.add(line, "matched")
+    writer.close()
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     return {"records": len(lines), "calls": calls, "wall_s": wall, "cpu_s": cpu}
 
 

@@ -250,7 +250,7 @@ class Matcher:
 
     def feed_rows(self, rows: Iterable[tuple], slow, keep=None) -> None:
         """The fast path over a channel's text rows (kind payment|refund, our_no, status word, currency,
-        amount text, fee text, then anything): a row whose text agrees exactly with Kauri's record is matched from its
+        amount text, fee text, line_no, cells, line, rate text or None): a row whose text agrees exactly with Kauri's record is matched from its
         text (`keep(row, expected)` sees it); every other row goes to `slow(row)`, which parses it fully
         and feeds the Line (a difference, a duplicate, an unknown key or odd text all land there).
         One tight loop: at a million rows a day, each lookup per row shows in the rate."""
@@ -270,7 +270,7 @@ class Matcher:
                     matched += 1
                     sums[row[3]] = sums.get(row[3], 0) + (-exp.amount if key[0] == REFUND else exp.amount)
                     if exp.shown_rate is not None:
-                        fx.add(row[1], exp.channel_rate, exp.shown_rate)
+                        fx.add(row[1], row[9] or exp.channel_rate, exp.shown_rate)
                     if keep is not None:
                         keep(row, exp)
                     continue

@@ -129,9 +129,9 @@ def feed_file(channel: str, matcher: recon.Matcher, tail, keep=None) -> None:
             keep(line, outcome)
 
     def kept(row: tuple, exp: recon.Expected) -> None:
-        channel_no, fee, at = fast.line(row)
-        keep(recon.Line(exp.kind, exp.our_no, channel_no, exp.status, exp.amount, row[3], fee, at, row[6]),
-             "matched")
+        channel_no, fee, at, settlement, rate = fast.line(row)
+        keep(recon.Line(exp.kind, exp.our_no, channel_no, exp.status, exp.amount, row[3], fee, at, row[6],
+                        settlement, rate), "matched")
 
     try:
         matcher.feed_rows(fast, slow, kept if keep is not None else None)

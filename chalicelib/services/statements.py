@@ -179,6 +179,9 @@ def fast_rows(channel: str, lines: Iterable[bytes]):
     if channel == "wechat":
         from chalicelib.channels.wechat.statement import FastRows
         return FastRows(lines)
+    if channel == "alipay":
+        from chalicelib.channels.alipay.statement import FastRows as AlipayRows
+        return AlipayRows(lines)
     return None
 
 

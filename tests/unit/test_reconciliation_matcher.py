@@ -115,3 +115,39 @@ def test_fx_variance_is_recorded_beyond_the_threshold_not_raised():
     out = recon.match("alipay", DAY, [line], {("payment", "pay_fx"): e}, fx_threshold_bps=50)
     assert out.discrepancies == [] and out.matched == 1
     assert out.fx.compared == 1 and out.fx.beyond == 1 and out.fx.max_bps == 119
+
+
+@pytest.mark.parametrize("channel", ["wechat", "alipay", "payease"])
+def test_the_fast_path_finds_exactly_what_the_full_parse_finds(channel):
+    from chalicelib.services import reconciliation, statements
+
+    rows, kauri, wanted = scenario(channel)
+    body = FORMATS[channel](rows)
+    full = recon.match(channel, DAY, [recon.line_of(r) for r in records(channel, "transactions",
+                                                                        body.splitlines(keepends=True))],
+                       {(e.kind, e.our_no): e for e in kauri})
+    m = recon.Matcher(channel, DAY, {(e.kind, e.our_no): e for e in kauri})
+    kept = []
+    reconciliation.feed_file(channel, m, statements._Tail(body.splitlines(keepends=True)),
+                             lambda line, outcome: kept.append((line, outcome)))
+    fast = m.finish()
+    assert sorted(d.id for d in fast.discrepancies) == sorted(d.id for d in full.discrepancies)
+    assert [l.our_no for l in fast.unknown] == [l.our_no for l in full.unknown] == ["pay_channelonly00000006"]
+    assert (fast.matched, fast.lines, fast.matched_amount) == (full.matched, full.lines, full.matched_amount)
+    assert [e.our_no for e in fast.suspense] == [e.our_no for e in full.suspense]
+    # What the store keeps of a line matched from its text is what the full parse reads from it.
+    parsed = {(l.kind, l.our_no, l.line_no): l for l in (recon.line_of(r) for r in records(
+        channel, "transactions", body.splitlines(keepends=True)))}
+    for line, outcome in kept:
+        assert line == parsed[(line.kind, line.our_no, line.line_no)], line
+
+
+def test_a_bill_cut_off_mid_line_fails_as_truncated_with_what_was_read():
+    from chalicelib.services import reconciliation, statements
+
+    body = FORMATS["wechat"]([Row("payment", "pay_a", 1000, fee=20), Row("payment", "pay_b", 1000, fee=20)])
+    cut = body[:body.index(b"pay_b") + 30]  # the download stopped inside the second row
+    m = recon.Matcher("wechat", DAY, {("payment", n): expect("payment", n, 1000, "NZD") for n in ("pay_a", "pay_b")})
+    with pytest.raises(reconciliation._FileBroken) as caught:
+        reconciliation.feed_file("wechat", m, statements._Tail(cut.splitlines(keepends=True)))
+    assert caught.value.line_no == 3 and "fewer columns" in caught.value.reason

@@ -214,7 +214,8 @@ def parse(source: str | bytes | Iterable[str] | Iterable[bytes], bill_date: str 
 class FastRows:
     """The bill's detail rows as plain text fields, for reconciliation's fast path: no dicts, no amount or
     time conversion. Each row: (kind payment|refund, our_no, status word, currency, amount text, fee text,
-    line_no, the row's cells, the line). The source is the file's lines as bytes. What a row's text does not settle (a mismatch, an odd
+    line_no, the row's cells, the line, rate text (None: the bill has no rate)). The source is the file's
+    lines as bytes. What a row's text does not settle (a mismatch, an odd
     amount) goes to `full`: `parse` of the header plus that raw line, with every check."""
 
     def __init__(self, source: Iterable[bytes]):
@@ -279,9 +280,9 @@ class FastRows:
                 v.append("")
             if v[i_status] == "REFUND" or v[i_refund_no] not in ("", "0"):
                 yield ("refund", v[i_refund_no], v[i_refund_status] or v[i_status], v[i_ccy], v[i_refund_amount],
-                       v[i_fee], line_no, v, line)
+                       v[i_fee], line_no, v, line, None)
             else:
-                yield "payment", v[i_trade_no], v[i_status], v[i_ccy], v[i_total], v[i_fee], line_no, v, line
+                yield "payment", v[i_trade_no], v[i_status], v[i_ccy], v[i_total], v[i_fee], line_no, v, line, None
         for raw in lines:  # read on to the end: the caller checks the summary row the file closes with
             if raw.strip():
                 self.last = self.last[-1:] + [raw]
@@ -298,7 +299,9 @@ class FastRows:
         return record
 
     def line(self, row: tuple) -> tuple:
-        """A fast-matched row's record facts beyond those Kauri's record fixed: (channel_no, fee, time)."""
+        """A fast-matched row's record facts beyond those Kauri's record fixed:
+        (channel_no, fee, time, settlement, rate); a bill has no settlement or rate columns."""
         line_no, v = row[6], row[7]
         channel_no = v[self._i_refund_id] if row[0] == "refund" else v[self._i_txn]
-        return channel_no, self.minor(row[5], row[3], line_no), self.channel_time(v[self._i_time], line_no)
+        return (channel_no.strip(), self.minor(row[5], row[3], line_no), self.channel_time(v[self._i_time], line_no),
+                None, None)
