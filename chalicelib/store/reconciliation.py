@@ -210,24 +210,54 @@ def record_key(channel: str, kind: str, our_no: str) -> str:
 
 
 class RecordWriter:
-    """Standard records out in BatchWriteItem calls of 25 (re-processing rewrites the same items)."""
+    """Standard records out in BatchWriteItem calls of 25, from WRITERS threads at once (the calls wait
+    on the network, not the CPU); re-processing rewrites the same items. At most MAX_PENDING chunks
+    wait, so a million-row file never sits in memory as items."""
+    WRITERS = 8
+    CHUNK = 500                 # items per task: 20 BatchWriteItem calls
+    MAX_PENDING = 2 * WRITERS
 
     def __init__(self, channel: str, bill_date: str, source: str):
+        from concurrent.futures import ThreadPoolExecutor
+
         self.channel, self.bill_date, self.source = channel, bill_date, source
-        self._ctx = StatementRecordModel.batch_write()
-        self._batch = self._ctx.__enter__()
+        self._pool = ThreadPoolExecutor(self.WRITERS, thread_name_prefix="records")
+        self._pending: list = []
+        self._chunk: list = []
         self.written = 0
 
+    @staticmethod
+    def _write(items: list) -> None:
+        with StatementRecordModel.batch_write() as batch:
+            for item in items:
+                batch.save(item)
+
+    def _flush(self) -> None:
+        if self._chunk:
+            self._pending.append(self._pool.submit(self._write, self._chunk))
+            self._chunk = []
+        while len(self._pending) > self.MAX_PENDING:
+            self._pending.pop(0).result()
+
     def add(self, line: recon.Line, outcome: str) -> None:
-        self._batch.save(StatementRecordModel(
+        self._chunk.append(StatementRecordModel(
             record_key(self.channel, line.kind, line.our_no), bill_date=self.bill_date,
             channel_no=line.channel_no or None, status=line.status, amount=line.amount, currency=line.currency,
             fee=line.fee, settlement=line.settlement, rate=line.rate, channel_time=line.channel_time or None,
             line_no=line.line_no, source=self.source, outcome=outcome))
         self.written += 1
+        if len(self._chunk) >= self.CHUNK:
+            self._flush()
 
     def close(self) -> None:
-        self._ctx.__exit__(None, None, None)
+        """Write what is left and wait for every write; the first failure is raised."""
+        try:
+            self._flush()
+            for future in self._pending:
+                future.result()
+        finally:
+            self._pending = []
+            self._pool.shutdown(wait=True)
 
 
 def get_record(channel: str, kind: str, our_no: str) -> StatementRecordModel | None:
