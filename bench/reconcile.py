@@ -5,7 +5,7 @@
 For each channel a synthetic day of N rows is written in the channel's real format (bench.statements'
 writers), then a FRESH interpreter (so nothing else is in its heap) does, on that one file:
   kauri    Kauri's side of the day built as the service builds it (one Expected per payment/refund,
-           keyed (kind, our_no)); 1 in 1,000 amounts off by one fen and 1 in 2,000 lines missing, so
+           keyed by recon.key_of); 1 in 1,000 amounts off by one fen and 1 in 2,000 lines missing, so
            the matcher has findings to make. Not timed (in AWS it is the recon_by_day Query).
   match    the channel's parser -> Line -> Matcher.feed -> finish, streaming from the open file:
            CPU seconds (time.process_time), rows per CPU second, peak RSS of the process after it.
@@ -52,23 +52,26 @@ def _maxrss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
-def _kauri_side(channel: str, path: str):
-    """Kauri's expected records for the file's day, with findings injected; and the baseline's plain dict."""
+def _sides(channel: str, path: str, plain: bool):
+    """Kauri's side of the file's day as the service holds it (Expected by key), with findings injected;
+    or (plain=True) the same facts as the baseline's plain dict. Built apart, so each run's peak
+    memory is its own."""
     from chalicelib.domain import reconciliation as recon
     from chalicelib.services.statements import records
 
-    expected, plain = {}, {}
+    out = {}
     with open(path, "rb") as fh:
         for n, rec in enumerate(records(channel, "transactions", fh)):
             line = recon.line_of(rec)
             if n % 2000 == 1999:
                 continue  # only at the channel
             amount = line.amount + (1 if n % 1000 == 0 else 0)
-            key = (line.kind, line.our_no)
-            expected[key] = recon.Expected(line.kind, line.our_no, line.our_no, "mch_bench", line.status, amount,
-                                           line.currency, BILL_DAY)
-            plain[key] = (amount, line.currency, line.status)
-    return expected, plain
+            if plain:
+                out[(line.kind, line.our_no)] = (amount, line.currency, line.status)
+            else:
+                out[recon.key_of(line.kind, line.our_no)] = recon.Expected(
+                    line.kind, line.our_no, line.our_no, "mch_bench", line.status, amount, line.currency, BILL_DAY)
+    return out
 
 
 def _ours(channel: str, path: str, expected: dict) -> dict:
@@ -210,12 +213,13 @@ def _store(channel: str, path: str, sample: int) -> dict:
 def _child(channel: str, path: str, sample: int) -> dict:
     gc.collect()
     rss0 = _maxrss()
-    expected, plain = _kauri_side(channel, path)
+    expected = _sides(channel, path, plain=False)
     rss_kauri = _maxrss()
     ours = _ours(channel, path, expected)
+    rss_ours = _maxrss()  # the high-water mark of everything so far: what one statement function needs
     del expected
     gc.collect()
-    rss_ours = _maxrss()
+    plain = _sides(channel, path, plain=True)
     base = _baseline(channel, path, plain)
     del plain
     gc.collect()

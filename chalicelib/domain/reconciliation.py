@@ -100,6 +100,19 @@ class Expected:
                 object.__setattr__(self, "fee_text", _major_text(self.expected_fee))
 
 
+_REFUND_MARK = "\x1f"  # never in an order number: refund keys cannot meet payment keys
+
+
+def key_of(kind: str, our_no: str) -> str:
+    """The matcher's key: the order number itself for a payment (no tuple per line at a million lines),
+    the marked refund number for a refund."""
+    return our_no if kind == PAYMENT else _REFUND_MARK + our_no
+
+
+def by_key(records: Iterable[Expected]) -> dict[str, Expected]:
+    return {key_of(e.kind, e.our_no): e for e in records}
+
+
 # In place of an Expected a line consumed: a second line with its key is a duplicate. Its amount_text
 # is None, so the fast path never matches it and hands the line to feed().
 _SEEN = Expected("", "", "", "", "", 0, "", "")
@@ -215,10 +228,10 @@ class Matcher:
     """Feed the channel's lines one at a time (a million-row file never sits in memory), then finish.
 
     `expected` holds Kauri's records for the bill date plus those waiting in suspense from earlier
-    dates, keyed (kind, our_no); it is consumed as lines match.
+    dates, keyed by `key(kind, our_no)`; a line that consumes one leaves a marker in its place.
     """
 
-    def __init__(self, channel: str, bill_date: str, expected: dict[tuple[str, str], Expected],
+    def __init__(self, channel: str, bill_date: str, expected: dict[str, Expected],
                  fx_threshold_bps: int = 50):
         self.channel = channel
         self.bill_date = bill_date
@@ -229,7 +242,7 @@ class Matcher:
         """Match one line; return its outcome ('matched', a discrepancy kind, or 'unknown')."""
         out = self.outcome
         out.lines += 1
-        key = (line.kind, line.our_no)
+        key = key_of(line.kind, line.our_no)
         exp = self.expected.get(key)
         if exp is None:
             out.unknown.append(line)
@@ -255,20 +268,20 @@ class Matcher:
         and feeds the Line (a difference, a duplicate, an unknown key or odd text all land there).
         One tight loop: at a million rows a day, each lookup per row shows in the rate."""
         expected, out = self.expected, self.outcome
-        get, statuses, seen = expected.get, _STATUS, _SEEN
+        get, statuses, seen, refund_mark = expected.get, _STATUS, _SEEN, _REFUND_MARK
         sums = out.matched_amount
         fx = out.fx
         matched = 0
         try:
             for row in rows:
-                key = (row[0], row[1])
+                key = row[1] if row[0] == PAYMENT else refund_mark + row[1]
                 exp = get(key)
                 if exp is not None and row[4] == exp.amount_text \
                         and statuses.get(row[2]) == exp.status and row[3] == exp.currency \
                         and (exp.fee_text is None or row[5] == exp.fee_text):
                     expected[key] = seen
                     matched += 1
-                    sums[row[3]] = sums.get(row[3], 0) + (-exp.amount if key[0] == REFUND else exp.amount)
+                    sums[row[3]] = sums.get(row[3], 0) + (exp.amount if row[0] == PAYMENT else -exp.amount)
                     if exp.shown_rate is not None:
                         fx.add(row[1], row[9] or exp.channel_rate, exp.shown_rate)
                     if keep is not None:
@@ -304,7 +317,7 @@ def _major_text(minor: int) -> str:
     return f"{'-' if minor < 0 else ''}{abs(minor) // 100}.{abs(minor) % 100:02d}"
 
 
-def match(channel: str, bill_date: str, lines: Iterable[Line], expected: dict[tuple[str, str], Expected],
+def match(channel: str, bill_date: str, lines: Iterable[Line], expected: dict[str, Expected],
           fx_threshold_bps: int = 50) -> Outcome:
     m = Matcher(channel, bill_date, expected, fx_threshold_bps)
     for line in lines:

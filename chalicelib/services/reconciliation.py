@@ -176,8 +176,8 @@ def _reconcile(channel: str, bill_date: str, key: str, tail) -> dict:
         writer.close()
     new = sum(store.save_finding(d) for d in outcome.discrepancies)
     # Out of the pool: whatever this bill listed, and whatever just became only_at_kauri.
-    still_waiting = {(e.kind, e.our_no) for e in outcome.suspense}
-    store.release_from_suspense(channel, [k for k in waiting if k not in still_waiting])
+    still_waiting = {recon.key_of(e.kind, e.our_no) for e in outcome.suspense}
+    store.release_from_suspense(channel, [(e.kind, e.our_no) for k, e in waiting.items() if k not in still_waiting])
     held = store.hold_in_suspense(channel, outcome.suspense)
     by_kind: dict[str, int] = {}
     totals: dict[str, dict[str, int]] = {}

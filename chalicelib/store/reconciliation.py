@@ -133,16 +133,16 @@ def _refund_expected(m, bill_date: str) -> recon.Expected:
 
 
 def expected_for_day(channel: str, bill_date: str, fee_bps: int | None,
-                     shown_rate: str | None) -> dict[tuple[str, str], recon.Expected]:
+                     shown_rate: str | None) -> dict[str, recon.Expected]:
     """Kauri's payments and refunds of one channel's bill date, from the recon_by_day indexes."""
     day_key = f"{channel}#{bill_date}"
-    out: dict[tuple[str, str], recon.Expected] = {}
+    out: dict[str, recon.Expected] = {}
     for m in PaymentModel.recon_by_day.query(day_key):
         e = _payment_expected(m, bill_date, fee_bps, shown_rate)
-        out[(e.kind, e.our_no)] = e
+        out[recon.key_of(e.kind, e.our_no)] = e
     for m in RefundModel.recon_by_day.query(day_key):
         e = _refund_expected(m, bill_date)
-        out[(e.kind, e.our_no)] = e
+        out[recon.key_of(e.kind, e.our_no)] = e
     return out
 
 
@@ -180,11 +180,11 @@ def _expected_to_json(e: recon.Expected) -> dict:
             "shown_rate": e.shown_rate, "channel_rate": e.channel_rate}
 
 
-def suspense_of(channel: str) -> dict[tuple[str, str], recon.Expected]:
+def suspense_of(channel: str) -> dict[str, recon.Expected]:
     out = {}
     for m in SuspenseModel.query(channel, consistent_read=True):
         e = recon.Expected(**m.expected)
-        out[(e.kind, e.our_no)] = e
+        out[recon.key_of(e.kind, e.our_no)] = e
     return out
 
 

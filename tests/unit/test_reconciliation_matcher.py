@@ -71,7 +71,7 @@ def test_every_injected_discrepancy_is_found_and_none_false(channel):
     rows, kauri, wanted = scenario(channel)
     body = FORMATS[channel](rows)
     lines = [recon.line_of(r) for r in records(channel, "transactions", body.splitlines(keepends=True))]
-    expected = {(e.kind, e.our_no): e for e in kauri}
+    expected = recon.by_key(kauri)
     out = recon.match(channel, DAY, lines, dict(expected))
     unknown = out.unknown
     # Lines the day does not hold go to the service's consistent lookup; here Kauri has none of them.
@@ -81,7 +81,7 @@ def test_every_injected_discrepancy_is_found_and_none_false(channel):
     assert out.matched == 5  # matched, both partial refunds, the refunded order, the cross-day one
     assert [e.our_no for e in out.suspense] == ["pay_waiting000000000011"]
     assert len({d.id for d in found}) == len(found)
-    again = recon.match(channel, DAY, lines, {(e.kind, e.our_no): e for e in kauri})
+    again = recon.match(channel, DAY, lines, recon.by_key(kauri))
     assert sorted(d.id for d in again.discrepancies) == sorted(d.id for d in out.discrepancies)  # deterministic
 
 
@@ -112,7 +112,7 @@ def test_settlement_short_by_one_fen_is_its_own_finding():
 def test_fx_variance_is_recorded_beyond_the_threshold_not_raised():
     e = recon.Expected("payment", "pay_fx", "pay_fx", "m", "succeeded", 1000, "NZD", DAY, None, "4.20000000")
     line = recon.Line("payment", "pay_fx", "t", "succeeded", 1000, "NZD", 0, "", 1, None, "4.25000000")
-    out = recon.match("alipay", DAY, [line], {("payment", "pay_fx"): e}, fx_threshold_bps=50)
+    out = recon.match("alipay", DAY, [line], recon.by_key([e]), fx_threshold_bps=50)
     assert out.discrepancies == [] and out.matched == 1
     assert out.fx.compared == 1 and out.fx.beyond == 1 and out.fx.max_bps == 119
 
@@ -125,8 +125,8 @@ def test_the_fast_path_finds_exactly_what_the_full_parse_finds(channel):
     body = FORMATS[channel](rows)
     full = recon.match(channel, DAY, [recon.line_of(r) for r in records(channel, "transactions",
                                                                         body.splitlines(keepends=True))],
-                       {(e.kind, e.our_no): e for e in kauri})
-    m = recon.Matcher(channel, DAY, {(e.kind, e.our_no): e for e in kauri})
+                       recon.by_key(kauri))
+    m = recon.Matcher(channel, DAY, recon.by_key(kauri))
     kept = []
     reconciliation.feed_file(channel, m, statements._Tail(body.splitlines(keepends=True)),
                              lambda line, outcome: kept.append((line, outcome)))
@@ -147,7 +147,7 @@ def test_a_bill_cut_off_mid_line_fails_as_truncated_with_what_was_read():
 
     body = FORMATS["wechat"]([Row("payment", "pay_a", 1000, fee=20), Row("payment", "pay_b", 1000, fee=20)])
     cut = body[:body.index(b"pay_b") + 30]  # the download stopped inside the second row
-    m = recon.Matcher("wechat", DAY, {("payment", n): expect("payment", n, 1000, "NZD") for n in ("pay_a", "pay_b")})
+    m = recon.Matcher("wechat", DAY, recon.by_key(expect("payment", n, 1000, "NZD") for n in ("pay_a", "pay_b")))
     with pytest.raises(reconciliation._FileBroken) as caught:
         reconciliation.feed_file("wechat", m, statements._Tail(cut.splitlines(keepends=True)))
     assert caught.value.line_no == 3 and "fewer columns" in caught.value.reason

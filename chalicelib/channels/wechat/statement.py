@@ -211,6 +211,9 @@ def parse(source: str | bytes | Iterable[str] | Iterable[bytes], bill_date: str 
         raise StatementError("no bill header found")
 
 
+_NO_REFUND = frozenset(("", "0"))  # what a payment row carries in the refund-number column
+
+
 class FastRows:
     """The bill's detail rows as plain text fields, for reconciliation's fast path: no dicts, no amount or
     time conversion. Each row: (kind payment|refund, our_no, status word, currency, amount text, fee text,
@@ -278,7 +281,7 @@ class FastRows:
                 raise StatementError("row has fewer columns than the header", line_no)
             if pad:
                 v.append("")
-            if v[i_status] == "REFUND" or v[i_refund_no] not in ("", "0"):
+            if v[i_refund_no] not in _NO_REFUND:  # (a REFUND row without its number: no match, parsed in full)
                 yield ("refund", v[i_refund_no], v[i_refund_status] or v[i_status], v[i_ccy], v[i_refund_amount],
                        v[i_fee], line_no, v, line, None)
             else:
