@@ -81,7 +81,7 @@ def _ours(channel: str, path: str, expected: dict) -> dict:
     started, cpu = time.perf_counter(), time.process_time()
     m = recon.Matcher(channel, BILL_DAY, expected)
     with open(path, "rb") as fh:
-        reconciliation.feed_file(channel, m, statements._Tail(fh))  # what the S3-triggered function runs
+        reconciliation.feed_file(channel, m, statements.LineTail(fh))  # what the S3-triggered function runs
     out = m.finish()
     return {"cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - started, "rows": out.lines,
             "matched": out.matched, "findings": len(out.discrepancies), "unknown": len(out.unknown)}

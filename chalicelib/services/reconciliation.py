@@ -49,7 +49,7 @@ def run_file(channel: str, bill_date: str, kind: str, key: str, version: str, ra
         log.info("statement_already_processed", key=key, status=previous.status if previous else None)
         return {"key": key, "status": "already_processed", "run": previous.detail if previous else None}
     started = clock.ticks()
-    tail = statements._Tail(raw_lines)
+    tail = statements.LineTail(raw_lines)
     summary = {"channel": channel, "bill_date": bill_date, "kind": kind, "key": key, "version": version}
     try:
         if kind == "settlement":

@@ -65,7 +65,7 @@ def download(channel: str, day: date) -> list[dict]:
     for name, kind in DOWNLOADS.get(channel, ()):
         run_key = f"download#{channel}#{day.isoformat()}#{name}"
         done = store.get_run(run_key)
-        if done is not None and done.status in ("done", "no_bill"):
+        if done is not None and done.status == "done":  # no_bill is asked again: cheap, and a late bill is caught
             out.append({"file": name, "status": "already_" + done.status, **(done.detail or {})})
             continue
         try:
@@ -139,7 +139,7 @@ def parse_key(key: str) -> tuple[str, str, str]:
     return m["channel"], m["day"], m["name"]
 
 
-class _Tail:
+class LineTail:
     """Passes lines through, remembering the last two that are not blank and whether the last one ended."""
 
     def __init__(self, lines: Iterable[bytes]):
@@ -185,7 +185,7 @@ def fast_rows(channel: str, lines: Iterable[bytes]):
     return None
 
 
-def truncation(channel: str, tail: _Tail, count: int) -> str | None:
+def truncation(channel: str, tail: LineTail, count: int) -> str | None:
     """Why a file that parsed line by line is still not whole, or None."""
     if not tail.ended_cleanly:
         return "the file ends in the middle of a line (truncated)"

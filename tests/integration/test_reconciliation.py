@@ -277,3 +277,22 @@ def test_release_waits_for_a_matched_bill_and_the_balance_shows_what_is_held(sho
         balances.register_recon_check(None)
         monkeypatch.delenv("KAURI_RELEASE_REQUIRES_RECON")
         settings.reset()
+
+
+def test_a_bill_not_published_yet_is_fetched_by_a_later_run_and_a_day_without_trade_is_no_bill(client):
+    clock.freeze(TRADING)
+    _alipay_paid(client, 8800, "W-1")
+    # Same Beijing day: Alipay refuses a file for a day not over ("Finish date not ahead of today").
+    early = invoke(client, "download_statements", {"channel": "alipay", "bill_date": BILL_DATE})
+    assert early["results"][f"alipay/{BILL_DATE}"][0]["status"] == "not_ready"
+    clock.freeze(NEXT_MORNING)
+    later = invoke(client, "download_statements", {"channel": "alipay", "bill_date": BILL_DATE})
+    assert later["results"][f"alipay/{BILL_DATE}"][0]["status"] == "done"
+    again = invoke(client, "download_statements", {"channel": "alipay", "bill_date": BILL_DATE})
+    assert again["results"][f"alipay/{BILL_DATE}"][0]["status"] == "already_done"
+    quiet = invoke(client, "download_statements", {"channel": "wechat", "bill_date": "2026-11-17"})
+    assert quiet["results"]["wechat/2026-11-17"][0]["status"] == "no_bill"
+    listed = s3().list_objects_v2(Bucket=settings.get().bucket, Prefix="statements/")["Contents"]
+    assert [o["Key"] for o in listed] == [f"statements/alipay/{BILL_DATE}/forex_compare_file.txt"]
+    bad = invoke(client, "download_statements", {"channel": "wechat", "from": "2026-11-20", "to": "2026-11-01"})
+    assert "error" in bad

@@ -128,7 +128,7 @@ def test_the_fast_path_finds_exactly_what_the_full_parse_finds(channel):
                        recon.by_key(kauri))
     m = recon.Matcher(channel, DAY, recon.by_key(kauri))
     kept = []
-    reconciliation.feed_file(channel, m, statements._Tail(body.splitlines(keepends=True)),
+    reconciliation.feed_file(channel, m, statements.LineTail(body.splitlines(keepends=True)),
                              lambda line, outcome: kept.append((line, outcome)))
     fast = m.finish()
     assert sorted(d.id for d in fast.discrepancies) == sorted(d.id for d in full.discrepancies)
@@ -149,5 +149,5 @@ def test_a_bill_cut_off_mid_line_fails_as_truncated_with_what_was_read():
     cut = body[:body.index(b"pay_b") + 30]  # the download stopped inside the second row
     m = recon.Matcher("wechat", DAY, recon.by_key(expect("payment", n, 1000, "NZD") for n in ("pay_a", "pay_b")))
     with pytest.raises(reconciliation._FileBroken) as caught:
-        reconciliation.feed_file("wechat", m, statements._Tail(cut.splitlines(keepends=True)))
+        reconciliation.feed_file("wechat", m, statements.LineTail(cut.splitlines(keepends=True)))
     assert caught.value.line_no == 3 and "fewer columns" in caught.value.reason
