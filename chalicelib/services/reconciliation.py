@@ -358,7 +358,7 @@ def _refund(found) -> dict:
     if payment is not None and payment.status.value == "succeeded":
         raise ResolveError("Kauri holds this payment: refund it through the refunds API")
     amount = Money(int(found.detail["channel_amount"]), found.detail["currency"])
-    refund_no = "rc" + found.discrepancy_id[4:]  # deterministic: a retry is the same refund at the channel
+    refund_no = store.recon_refund_no(found.discrepancy_id)  # a retry is the same refund at the channel
     merchant = MerchantChannelConfig(dict(payment.channel_merchant) if payment else {})
     answer = channels.get(found.channel).refund(RefundRequest(
         refund_id=refund_no, channel_refund_id=refund_no, payment=OrderRef(found.our_no, merchant, found.channel_no),

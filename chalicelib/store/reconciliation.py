@@ -163,6 +163,8 @@ def expected_by_key(channel: str, kind: str, our_no: str, bill_date: str, fee_bp
         if m.channel != channel or m.channel_order_id != our_no:
             return None
         return _payment_expected(m, bill_date, fee_bps, shown_rate)
+    if our_no.startswith(RECON_REFUND_PREFIX) and len(our_no) == len(RECON_REFUND_PREFIX) + 24:
+        return _reconciliation_refund(our_no, bill_date)
     if not our_no.startswith("re_") or len(our_no) > 64:
         return None
     try:
@@ -172,6 +174,22 @@ def expected_by_key(channel: str, kind: str, our_no: str, bill_date: str, fee_bp
     if m.channel and m.channel != channel:
         return None
     return _refund_expected(m, bill_date)
+
+
+RECON_REFUND_PREFIX = "rc"  # + the finding's digest: a refund resolve_discrepancy asked the channel for
+
+
+def recon_refund_no(discrepancy_id: str) -> str:
+    return RECON_REFUND_PREFIX + discrepancy_id[len("dsc_"):]
+
+
+def _reconciliation_refund(our_no: str, bill_date: str) -> recon.Expected | None:
+    """A refund Kauri asked for while resolving a finding: expected on the channel's bill like any other."""
+    found = get_finding("dsc_" + our_no[len(RECON_REFUND_PREFIX):])
+    if found is None or (found.resolution or {}).get("action") != "refund":
+        return None
+    return recon.Expected(recon.REFUND, our_no, found.discrepancy_id, found.merchant_id or "kauri", recon.SUCCEEDED,
+                          int(found.detail["channel_amount"]), found.detail["currency"], bill_date)
 
 
 def _expected_to_json(e: recon.Expected) -> dict:

@@ -296,3 +296,28 @@ def test_a_bill_not_published_yet_is_fetched_by_a_later_run_and_a_day_without_tr
     assert [o["Key"] for o in listed] == [f"statements/alipay/{BILL_DATE}/forex_compare_file.txt"]
     bad = invoke(client, "download_statements", {"channel": "wechat", "from": "2026-11-20", "to": "2026-11-01"})
     assert "error" in bad
+
+
+def test_money_the_channel_took_that_kauri_never_booked_is_refunded_once_and_its_refund_is_expected(shop, client):
+    lost = _pay(shop, client, 3300, "order-closed", notify=False)
+    clock.freeze(NEXT_MORNING)
+    invoke(client, "download_statements", {"channel": "wechat", "bill_date": BILL_DATE})
+    trigger(client)
+    [finding] = invoke(client, "reconciliation_report", {"channel": "wechat", "bill_date": BILL_DATE})["discrepancies"]
+    bad = invoke(client, "resolve_discrepancy", {"discrepancy_id": finding["id"], "action": "explode", "reason": "x"})
+    assert "action must be one of" in bad["error"]
+    assert "reason is required" in invoke(client, "resolve_discrepancy", {"discrepancy_id": finding["id"],
+                                                                           "action": "accept"})["error"]
+    assert invoke(client, "resolve_discrepancy", {"discrepancy_id": "dsc_nope", "action": "accept",
+                                                  "reason": "x"})["error"] == "no such discrepancy"
+    done = invoke(client, "resolve_discrepancy", {"discrepancy_id": finding["id"], "action": "refund",
+                                                  "reason": "shopper asked for the money back"})
+    effect = done["discrepancy"]["resolution"]["effect"]
+    assert done["discrepancy"]["status"] == "resolved" and effect["channel_refund_id"].startswith("rc")
+    assert shop.get(f"/v1/payments/{lost['id']}").json_body["status"] == "pending"   # Kauri never booked it
+    # The next bill lists that refund: matched, not a new finding.
+    clock.freeze(NEXT_MORNING + timedelta(days=1))
+    invoke(client, "download_statements", {"channel": "wechat", "bill_date": "2026-11-20"})
+    trigger(client)
+    day20 = invoke(client, "reconciliation_report", {"channel": "wechat", "bill_date": "2026-11-20"})
+    assert day20["summary"]["matched"] == 1 and day20["discrepancies"] == []
