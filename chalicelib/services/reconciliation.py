@@ -67,6 +67,11 @@ def run_file(channel: str, bill_date: str, kind: str, key: str, version: str, ra
         store.put_run(run_key, exc.status, summary)
         log.warning("statement_" + exc.status, key=key, line_no=exc.line_no, reason=exc.reason)
         return summary
+    except Exception as exc:
+        # Ours, not the file's (DynamoDB, S3): free the claim and fail the invocation, so SQS retries it.
+        store.put_run(run_key, "error", {**summary, "status": "error", "error": type(exc).__name__})
+        log.error("statement_error", key=key, error=type(exc).__name__)
+        raise
     summary.update(status="done", duration_ms=clock.ms_since(started), **result)
     store.put_run(run_key, "done", summary)
     if kind == "transactions":

@@ -2,7 +2,7 @@
 and the reads of Kauri's side of a bill date (the recon_by_day indexes; never a scan)."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Iterable
 
@@ -100,10 +100,16 @@ def get_run(run_key: str) -> StatementRunModel | None:
         return None
 
 
+RUN_LEASE = timedelta(seconds=960)  # longer than a Lambda lives: a "running" run older than this died
+
+
 def claim_run(run_key: str, detail: dict) -> bool:
-    """Start a run unless one finished (or is running) under this key. True: ours to do."""
-    item = StatementRunModel(run_key, status="running", detail=detail, updated_at=clock.now())
-    cond = StatementRunModel.run_key.does_not_exist() | StatementRunModel.status.is_in("failed")
+    """Start a run unless one finished (or is running) under this key. True: ours to do. A run that
+    failed, or died while running (its lease is over), is taken over."""
+    now = clock.now()
+    item = StatementRunModel(run_key, status="running", detail=detail, updated_at=now)
+    cond = (StatementRunModel.run_key.does_not_exist() | StatementRunModel.status.is_in("failed", "error")
+            | ((StatementRunModel.status == "running") & (StatementRunModel.updated_at < now - RUN_LEASE)))
     return applied(lambda: item.save(condition=cond))
 
 

@@ -321,3 +321,28 @@ def test_money_the_channel_took_that_kauri_never_booked_is_refunded_once_and_its
     trigger(client)
     day20 = invoke(client, "reconciliation_report", {"channel": "wechat", "bill_date": "2026-11-20"})
     assert day20["summary"]["matched"] == 1 and day20["discrepancies"] == []
+
+
+def test_a_run_that_broke_on_our_side_is_retried_and_a_dead_one_is_taken_over(shop, client, monkeypatch):
+    from chalicelib.services import reconciliation
+    from chalicelib.store import reconciliation as rstore
+    from tests.support.statements import Row, wechat_bill
+
+    p = _pay(shop, client, 1000, "order-1")
+    body = wechat_bill([Row("payment", p["channel_order_id"], 1000, fee=20)])
+    real = rstore.save_finding
+    monkeypatch.setattr(rstore.RecordWriter, "close", lambda self: (_ for _ in ()).throw(OSError("dynamodb down")))
+    with pytest.raises(OSError):
+        reconciliation.run_file("wechat", BILL_DATE, "transactions", "statements/wechat/x/bill.txt", "v1",
+                                iter(body.splitlines(keepends=True)))
+    assert rstore.get_run("file#statements/wechat/x/bill.txt#v1").status == "error"
+    monkeypatch.undo()
+    assert real is rstore.save_finding
+    again = reconciliation.run_file("wechat", BILL_DATE, "transactions", "statements/wechat/x/bill.txt", "v1",
+                                    iter(body.splitlines(keepends=True)))
+    assert again["status"] == "done" and again["matched"] == 1
+    # A run left "running" by a Lambda that died is taken over once its lease is over, not before.
+    rstore.put_run("file#statements/wechat/x/other.txt#v1", "running", {})
+    assert not rstore.claim_run("file#statements/wechat/x/other.txt#v1", {})
+    clock.advance(timedelta(minutes=17))
+    assert rstore.claim_run("file#statements/wechat/x/other.txt#v1", {})

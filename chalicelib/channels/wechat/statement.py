@@ -273,10 +273,11 @@ class FastRows:
                 continue
             if len(raw) > MAX_LINE_CHARS:
                 raise StatementError("line too long", line_no)
-            line = raw.decode("utf-8")
-            # Drop the backtick and the newline: a row not ending in "\n" (the file's last, "\r\n")
-            # loses a character or keeps one, so it will not match from text and is parsed in full.
-            v = line[1:-1].split(",`")
+            line = raw.decode()
+            # The first cell keeps the row's backtick and the last its newline: neither column is one the
+            # fast path compares in the documented layouts, and where one is, it simply does not match
+            # from text and the row is parsed in full.
+            v = line.split(",`")
             if len(v) < width:
                 raise StatementError("row has fewer columns than the header", line_no)
             if pad:
@@ -306,5 +307,5 @@ class FastRows:
         (channel_no, fee, time, settlement, rate); a bill has no settlement or rate columns."""
         line_no, v = row[6], row[7]
         channel_no = v[self._i_refund_id] if row[0] == "refund" else v[self._i_txn]
-        return (channel_no.strip(), self.minor(row[5], row[3], line_no), self.channel_time(v[self._i_time], line_no),
-                None, None)
+        return (channel_no.strip("` \r\n"), self.minor(row[5], row[3], line_no),
+                self.channel_time(v[self._i_time].strip("` \r\n"), line_no), None, None)
