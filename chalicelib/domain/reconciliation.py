@@ -245,6 +245,7 @@ class Matcher:
         key = key_of(line.kind, line.our_no)
         exp = self.expected.get(key)
         if exp is None:
+            self.expected[key] = _SEEN  # a second line with this key is a duplicate, even of an unknown one
             out.unknown.append(line)
             return "unknown"
         if exp is _SEEN:
@@ -263,10 +264,11 @@ class Matcher:
 
     def feed_rows(self, rows: Iterable[tuple], slow, keep=None) -> None:
         """The fast path over a channel's text rows (kind payment|refund, our_no, status word, currency,
-        amount text, fee text, line_no, cells, line, rate text or None): a row whose text agrees exactly with Kauri's record is matched from its
-        text (`keep(row, expected)` sees it); every other row goes to `slow(row)`, which parses it fully
-        and feeds the Line (a difference, a duplicate, an unknown key or odd text all land there).
-        One tight loop: at a million rows a day, each lookup per row shows in the rate."""
+        amount text, fee text, line_no, cells, line, rate text or None): a row whose text agrees exactly
+        with Kauri's record is matched from its text (`keep(row, expected)` sees it); every other row
+        goes to `slow(row)`, which parses it fully and feeds the Line (a difference, a duplicate, an
+        unknown key or odd text all land there). One tight loop: at a million rows a day, each lookup
+        per row shows in the rate."""
         expected, out = self.expected, self.outcome
         get, statuses, seen, refund_mark = expected.get, _STATUS, _SEEN, _REFUND_MARK
         sums = out.matched_amount
