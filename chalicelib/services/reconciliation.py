@@ -74,8 +74,7 @@ def run_file(channel: str, bill_date: str, kind: str, key: str, version: str, ra
         raise
     summary.update(status="done", duration_ms=clock.ms_since(started), **result)
     store.put_run(run_key, "done", summary)
-    if kind == "transactions":
-        store.put_run(f"day#{channel}#{bill_date}", "done", summary)
+    store.put_run(f"{'day' if kind == 'transactions' else 'settlement'}#{channel}#{bill_date}", "done", summary)
     log.info("statement_reconciled", key=key, matched=result.get("matched"), found=result.get("discrepancies"))
     return summary
 
@@ -252,9 +251,11 @@ def report(event: dict) -> dict:
     except ValueError:
         return {"error": "bill_date must be YYYY-MM-DD"}
     run = store.get_run(f"day#{channel}#{bill_date}")
+    settled = store.get_run(f"settlement#{channel}#{bill_date}")
     findings = [store.finding_view(m) for m in store.findings_of_day(channel, bill_date)]
     return {"channel": channel, "bill_date": bill_date,
             "status": run.status if run else "not_reconciled", "summary": run.detail if run else None,
+            "settlement": settled.detail if settled else None,
             "open": sum(1 for f in findings if f["status"] == "open"), "discrepancies": findings}
 
 

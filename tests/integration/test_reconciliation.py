@@ -236,6 +236,8 @@ def test_alipay_files_reconcile_and_a_settlement_short_by_one_fen_is_found_and_w
     settled = invoke(client, "reconciliation_report", {"channel": "alipay", "bill_date": "2026-11-21"})
     [short] = settled["discrepancies"]
     assert short["kind"] == recon.SETTLEMENT_SHORT and short["detail"]["shortfall"] == 1
+    [batch] = settled["settlement"]["batches"]
+    assert (batch["paid"], batch["fees"], batch["shortfall"], batch["posted"]) == (8641, 158, 1, True)
     posting = PostingModel.get("settlement:alipay:2026-11-21:NZD")
     assert sorted(posting.legs) == sorted([["B:settlement_bank:NZD", 8641, "NZD"], ["P:channel_fees:NZD", fee, "NZD"],
                                            ["C:alipay:receivable:NZD", -(8641 + fee), "NZD"]])
