@@ -242,7 +242,8 @@ def write_off_account(currency: str) -> str:
 
 def report(event: dict) -> dict:
     """{"channel": ..., "bill_date": "YYYY-MM-DD"} -> the day's run summary and its discrepancies."""
-    event = event or {}
+    if not isinstance(event, dict):
+        return {"error": "the event must be a JSON object"}
     channel, bill_date = event.get("channel"), str(event.get("bill_date") or "")
     if channel not in channels.names():
         return {"error": f"channel must be one of {list(channels.names())}"}
@@ -266,7 +267,8 @@ class ResolveError(ValueError):
 
 
 def resolve_job(event: dict) -> dict:
-    event = event or {}
+    if not isinstance(event, dict):
+        return {"error": "the event must be a JSON object"}
     try:
         return resolve(str(event.get("discrepancy_id") or ""), str(event.get("action") or ""),
                        str(event.get("reason") or ""), str(event.get("by") or "ops"))

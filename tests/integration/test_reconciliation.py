@@ -348,3 +348,12 @@ def test_a_run_that_broke_on_our_side_is_retried_and_a_dead_one_is_taken_over(sh
     assert not rstore.claim_run("file#statements/wechat/x/other.txt#v1", {})
     clock.advance(timedelta(minutes=17))
     assert rstore.claim_run("file#statements/wechat/x/other.txt#v1", {})
+
+
+def test_ops_functions_answer_bad_events_with_errors_not_crashes(client):
+    assert invoke(client, "reconciliation_report", ["wechat"])["error"]
+    assert "channel must be one of" in invoke(client, "reconciliation_report", {"channel": "bank"})["error"]
+    assert "YYYY-MM-DD" in invoke(client, "reconciliation_report", {"channel": "wechat", "bill_date": "1/2/26"})["error"]
+    assert invoke(client, "resolve_discrepancy", "x")["error"]
+    assert "channel must be one of" in invoke(client, "download_statements", {"channel": "payease"})["error"]
+    assert "YYYY-MM-DD" in invoke(client, "download_statements", {"channel": "wechat", "bill_date": "yesterday"})["error"]
