@@ -321,8 +321,10 @@ class FastRows:
             self.header = line.rstrip("\r\n")
             col = self._columns = _Columns([_norm(c) for c in cells])
             width, pad = col.width, col.pad
-            i_no, i_type, i_status, i_ccy, i_amount, i_fee, i_rate = (
-                col.partner_transaction_id, col.type, col.status, col.currency, col.amount, col.fee, col.rate)
+            i_no, i_type, i_status, i_ccy, i_amount, i_fee, i_rate, i_time = (
+                col.partner_transaction_id, col.type, col.status, col.currency, col.amount, col.fee, col.rate,
+                col.payment_time)
+            last_time = None
             for raw in lines:  # the rows: the hot loop
                 line_no += 1
                 if len(raw) > MAX_LINE_CHARS:
@@ -335,6 +337,10 @@ class FastRows:
                     raise StatementFormatError(line_no, f"{len(v)} columns, header has {width}")
                 if pad:
                     v.append("")
+                if v[i_time] != last_time:  # checked as the full parse checks it, once per second of the day
+                    if _times(v[i_time]) is None:
+                        raise StatementFormatError(line_no, f"bad time {v[i_time]!r}")
+                    last_time = v[i_time]
                 yield (kinds.get(v[i_type]), v[i_no], statuses.get(v[i_status], ""), v[i_ccy], v[i_amount],
                        v[i_fee], line_no, v, line, v[i_rate])
             break

@@ -264,6 +264,8 @@ class FastRows:
          i_refund_amount, i_refund_status, i_fee) = (cols.get(key, -1) for key in (
              "time", "transaction_id", "out_trade_no", "trade_status", "currency", "total", "refund_id",
              "out_refund_no", "refund_amount", "refund_status", "fee"))
+        i_time = self._i_time
+        last_time = None
         for raw in lines:  # the detail rows: the hot loop
             line_no += 1
             if raw[:1] != b"`":
@@ -282,6 +284,9 @@ class FastRows:
                 raise StatementError("row has fewer columns than the header", line_no)
             if pad:
                 v.append("")
+            if v[i_time] != last_time:  # checked as `parse` checks it, once per second of the day
+                self.channel_time(v[i_time].strip("` \r\n"), line_no)
+                last_time = v[i_time]
             if v[i_refund_no] not in _NO_REFUND:  # (a REFUND row without its number: no match, parsed in full)
                 yield ("refund", v[i_refund_no], v[i_refund_status] or v[i_status], v[i_ccy], v[i_refund_amount],
                        v[i_fee], line_no, v, line, None)
