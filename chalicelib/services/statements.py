@@ -182,6 +182,9 @@ def fast_rows(channel: str, lines: Iterable[bytes]):
     if channel == "alipay":
         from chalicelib.channels.alipay.statement import FastRows as AlipayRows
         return AlipayRows(lines)
+    if channel == "payease":
+        from chalicelib.channels.payease.statement import FastRows as PayEaseRows
+        return PayEaseRows(lines)
     return None
 
 
