@@ -160,32 +160,24 @@ class LineTail:
             self.ended_cleanly = raw.endswith(b"\n")
 
 
+def _statement_module(channel: str):
+    """Every channel's statement.py offers `read_statement(lines)` (and may offer `FastRows`)."""
+    import importlib
+
+    if channel not in channels.names():
+        raise StatementRefused(f"no statement parser for {channel}")
+    return importlib.import_module(f"chalicelib.channels.{channel}.statement")
+
+
 def records(channel: str, kind: str, lines: Iterable[bytes]) -> Iterator[dict]:
-    """The channel's parser over raw lines."""
-    if channel == "wechat":
-        from chalicelib.channels.wechat.statement import parse
-        return parse(lines)
-    if channel == "alipay":
-        from chalicelib.channels.alipay.statement import parse_compare_file
-        return parse_compare_file(lines)
-    if channel == "payease":
-        from chalicelib.channels.payease.statement import parse
-        return parse(lines)
-    raise StatementRefused(f"no statement parser for {channel}")
+    """The channel's parser over raw lines (a transactions and a settlement file read alike)."""
+    return _statement_module(channel).read_statement(lines)
 
 
 def fast_rows(channel: str, lines: Iterable[bytes]):
     """The channel's fast row reader for reconciliation, or None where it has none (the full parser then)."""
-    if channel == "wechat":
-        from chalicelib.channels.wechat.statement import FastRows
-        return FastRows(lines)
-    if channel == "alipay":
-        from chalicelib.channels.alipay.statement import FastRows as AlipayRows
-        return AlipayRows(lines)
-    if channel == "payease":
-        from chalicelib.channels.payease.statement import FastRows as PayEaseRows
-        return PayEaseRows(lines)
-    return None
+    fast = getattr(_statement_module(channel), "FastRows", None)
+    return fast(lines) if fast is not None else None
 
 
 def truncation(channel: str, tail: LineTail, count: int) -> str | None:

@@ -367,3 +367,6 @@ class FastRows:
         settlement = v[col.settlement]
         return (v[col.transaction_id].strip(), abs(_money(line_no, v[col.fee], row[3])), times[1],
                 _money(line_no, settlement, row[3]) if settlement.strip() else None, v[col.rate].strip() or None)
+
+
+read_statement = parse_compare_file  # the name reconciliation reads every channel's statements by

@@ -314,3 +314,6 @@ class FastRows:
         channel_no = v[self._i_refund_id] if row[0] == "refund" else v[self._i_txn]
         return (channel_no.strip("` \r\n"), self.minor(row[5], row[3], line_no),
                 self.channel_time(v[self._i_time].strip("` \r\n"), line_no), None, None)
+
+
+read_statement = parse  # the name reconciliation reads every channel's statements by
