@@ -121,6 +121,11 @@ class Settings:
     # channel -> currency -> (min, max) in minor units; max None = no ceiling
     channel_limits: dict = field(default_factory=dict)
     release_requires_recon: bool = False
+    # Reconciliation: each channel's contracted fee in basis points (a channel not listed: fee unchecked),
+    # and how far the channel's FX rate may stray from the one shown before the day's report flags it.
+    recon_fee_bps: dict = field(default_factory=lambda: {"wechat": 200, "alipay": 180})
+    fx_variance_threshold_bps: int = 50
+    statements_queue: str = ""                # SQS queue the bucket notifies of new statements/ objects
     # Money jobs (release_funds, auto_withdraw); prod sets the payout source account.
     release_alert_days: int = 14              # a payment still unreleased this long after paid: ops record
     withdrawal_local_hour: int = 17           # auto_withdraw acts at this hour, Pacific/Auckland time
@@ -168,11 +173,12 @@ def load(env: dict[str, str] | None = None) -> Settings:
     sandbox_enabled = _bool(env.get("KAURI_SANDBOX_ENABLED"), default=stage != "prod") and stage != "prod"
     public = env.get("KAURI_PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
     default_sandbox = public + "/sandbox"
+    table_prefix = env.get("KAURI_TABLE_PREFIX", f"kauri-{stage}-")
     return Settings(
         stage=stage,
         region=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or "ap-southeast-2",
         aws_endpoint_url=env.get("KAURI_AWS_ENDPOINT_URL") or None,
-        table_prefix=env.get("KAURI_TABLE_PREFIX", f"kauri-{stage}-"),
+        table_prefix=table_prefix,
         bucket=env.get("KAURI_BUCKET", f"kauri-{stage}-files"),
         public_base_url=public,
         sandbox_enabled=sandbox_enabled,
@@ -190,6 +196,8 @@ def load(env: dict[str, str] | None = None) -> Settings:
         channel_limits=_limits(env.get("KAURI_CHANNEL_LIMITS")),
         release_requires_recon=_bool(env.get("KAURI_RELEASE_REQUIRES_RECON"), default=False),
         release_alert_days=int(env.get("KAURI_RELEASE_ALERT_DAYS", "14")),
+        fx_variance_threshold_bps=int(env.get("KAURI_FX_VARIANCE_THRESHOLD_BPS", "50")),
+        statements_queue=env.get("KAURI_STATEMENTS_QUEUE") or (table_prefix + "statements"),
         withdrawal_local_hour=int(env.get("KAURI_WITHDRAWAL_LOCAL_HOUR", "17")),
         payout_source_account=env.get("KAURI_PAYOUT_SOURCE_ACCOUNT", "0102420100194000" if stage != "prod" else ""),
         payout_subscriber_name=env.get("KAURI_PAYOUT_SUBSCRIBER_NAME", "Kauri Payments"),

@@ -6,6 +6,7 @@ from decimal import Decimal
 from pynamodb.exceptions import DoesNotExist
 
 from chalicelib.domain.payment import Payment, PaymentStatus
+from chalicelib.domain.reconciliation import bill_day
 from chalicelib.domain.refund import Refund, RefundStatus
 from chalicelib.money import Money
 from chalicelib.store.base import applied
@@ -53,7 +54,13 @@ def to_item(p: Payment) -> PaymentModel:
         unreleased_by=p.merchant_id if p.status is PaymentStatus.SUCCEEDED and not p.released else None,
         documents=list(p.documents) or None,
         allowed_channels=list(p.allowed_channels) or None,
+        recon_day=recon_day(p.channel, p.paid_at) if p.status is PaymentStatus.SUCCEEDED and p.paid_at else None,
     )
+
+
+def recon_day(channel: str, at) -> str:
+    """The recon_by_day index key: channel#Beijing bill date."""
+    return f"{channel}#{bill_day(at)}"
 
 
 def from_item(m: PaymentModel) -> Payment:
@@ -167,6 +174,8 @@ def refund_to_item(r: Refund) -> RefundModel:
         created_at=r.created_at,
         processing_shard=PENDING_SHARD if r.status is RefundStatus.PROCESSING else None,
         livemode=r.livemode,
+        channel=r.channel or None,
+        recon_day=recon_day(r.channel, r.created_at) if r.channel else None,
     )
 
 
@@ -186,6 +195,7 @@ def refund_from_item(m: RefundModel) -> Refund:
         draw=dict(m.draw or {}),
         livemode=True if m.livemode is None else bool(m.livemode),
         borrowed=int(m.borrowed or 0),
+        channel=m.channel or "",
     )
 
 

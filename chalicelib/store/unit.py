@@ -84,7 +84,7 @@ class Unit:
 
     # The attributes a state transition may change; everything else (documents, refunds) is left alone.
     _TRANSITION_FIELDS = ("status", "channel_transaction_id", "payer_amount", "payer_currency", "rate", "paid_at",
-                          "closed_at", "failure_code", "closed_by", "pending_shard", "unreleased_by")
+                          "closed_at", "failure_code", "closed_by", "pending_shard", "unreleased_by", "recon_day")
 
     def move_payment(self, p: Payment, from_status: PaymentStatus) -> "Unit":
         """Write the payment's new state, only if it is still in `from_status`."""
@@ -273,6 +273,11 @@ class Unit:
         self._ops.append(lambda tx: tx.update(WebhookEndpointModel(merchant_id, endpoint_id),
                                               actions=[WebhookEndpointModel.enabled.set(enabled)],
                                               condition=WebhookEndpointModel.endpoint_id.exists()))
+        return self
+
+    def update_if(self, item, actions: list, condition) -> "Unit":
+        """Any other item's conditional update that belongs to this change (e.g. resolving a finding)."""
+        self._ops.append(lambda tx: tx.update(item, actions=actions, condition=condition))
         return self
 
     def complete_idempotency(self, key: str, status_code: int, body: str, expires: datetime) -> "Unit":
