@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint job bench install clean deploy package
+.PHONY: run test lint job bench install clean deploy package browser-deps
 STAGE ?= dev
 DEPLOY_PY ?= python3.13
 
@@ -23,7 +23,21 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/cfn-lint infra/template.yaml
 
-test: $(STAMP) lint
+# The browser tests drive Debian's chromium (never Playwright's own download) and need a Chinese font.
+BROWSER_PKGS := chromium fonts-wqy-microhei
+
+browser-deps:
+	@if command -v chromium >/dev/null 2>&1 && fc-list :lang=zh family 2>/dev/null | grep -q .; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing $(BROWSER_PKGS) for the browser tests"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(BROWSER_PKGS); \
+	else \
+		echo "The browser tests need: apt-get install -y $(BROWSER_PKGS)  (run it as root, then make test again)"; \
+		exit 1; \
+	fi
+
+test: $(STAMP) lint browser-deps
 	$(BIN)/python -m pytest -q -n 2 tests
 
 # Stateful stack, then the functions (built and deployed by Python 3.13 with chalice), then the wiring

@@ -11,6 +11,7 @@ from chalicelib import channels, settings
 from chalicelib.api import http as api
 from chalicelib.api import pages
 from chalicelib.api.jobs import hand_runnable
+from chalicelib.web.render import page_endpoint
 
 app = Chalice(app_name="kauri", configure_logs=False)  # chalicelib.log writes our structured lines
 _settings = settings.get()
@@ -263,20 +264,138 @@ def list_documents(payment_id):
     return api.respond(200, pages.page(documents.list_for(payment_id), req.query_params))
 
 
-# ---- hosted shopper pages --------------------------------------------------------------------
+# ---- static QR codes (merchant API) ----------------------------------------------------------
+@app.route("/v1/qr_codes", methods=["POST"], content_types=ANY_BODY)
+@api.json_endpoint
+def create_qr_code():
+    from chalicelib import settings as s
+    from chalicelib.api.requests import new_qr_code
+    from chalicelib.services import qr_codes
+
+    req = _req()
+    who = api.caller(req)
+    return api.idempotent(req, who, "POST /v1/qr_codes", lambda _c: (201, qr_codes.view(
+        qr_codes.create(who.merchant, who.livemode, *new_qr_code(api.body(req))), s.get().public_base_url)))
+
+
+@app.route("/v1/qr_codes", methods=["GET"])
+@api.json_endpoint
+def list_qr_codes():
+    from chalicelib.services import qr_codes
+
+    req = _req()
+    who = api.caller(req)
+    base = _settings.public_base_url
+    return api.respond(200, pages.page([qr_codes.view(c, base) for c in qr_codes.list_for(who.merchant, who.livemode)],
+                                       req.query_params))
+
+
+@app.route("/v1/qr_codes/{code_id}", methods=["GET"])
+@api.json_endpoint
+def get_qr_code(code_id):
+    from chalicelib.services import qr_codes
+
+    who = api.caller(_req())
+    return api.respond(200, qr_codes.view(qr_codes.get_for(who.merchant, who.livemode, code_id),
+                                          _settings.public_base_url))
+
+
+@app.route("/v1/qr_codes/{code_id}/disable", methods=["POST"], content_types=ANY_BODY)
+@api.json_endpoint
+def disable_qr_code(code_id):
+    from chalicelib.services import qr_codes
+
+    req = _req()
+    who = api.caller(req)
+    return api.idempotent(req, who, f"POST /v1/qr_codes/{code_id}/disable", lambda _c: (200, qr_codes.view(
+        qr_codes.disable(who.merchant, who.livemode, code_id), _settings.public_base_url)))
+
+
+@app.route("/v1/qr_codes/{code_id}/rotate", methods=["POST"], content_types=ANY_BODY)
+@api.json_endpoint
+def rotate_qr_code(code_id):
+    from chalicelib.services import qr_codes
+
+    req = _req()
+    who = api.caller(req)
+    return api.idempotent(req, who, f"POST /v1/qr_codes/{code_id}/rotate", lambda _c: (201, qr_codes.view(
+        qr_codes.rotate(who.merchant, who.livemode, code_id), _settings.public_base_url)))
+
+
+# ---- shopper pages (HTML; chalicelib.web) -----------------------------------------------------
+PAGE_FORMS = ["application/x-www-form-urlencoded", "multipart/form-data", "text/plain"]
+
+
+@app.route("/qr/{code_id}", methods=["GET"])
+@page_endpoint
+def qr_page(code_id):
+    from chalicelib.web import shopper
+
+    return shopper.code_page(code_id, _req())
+
+
+@app.route("/qr/{code_id}/pay", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def qr_pay(code_id):
+    from chalicelib.web import shopper
+
+    return shopper.code_pay(code_id, _req())
+
+
+@app.route("/qr/{code_id}/image", methods=["GET"])
+@page_endpoint
+def qr_image(code_id):
+    from chalicelib.web import shopper
+
+    return shopper.code_image(code_id, _req())
+
+
 @app.route("/pay/{payment_id}", methods=["GET"])
+@page_endpoint
 def pay_page(payment_id):
     from chalicelib.web import shopper
 
-    return shopper.pay_page(payment_id)
+    return shopper.payment_page(payment_id, _req())
 
 
-@app.route("/pay/{payment_id}/requote", methods=["POST"],
-           content_types=["application/x-www-form-urlencoded", "application/json", "multipart/form-data"])
-def pay_requote(payment_id):
+@app.route("/pay/{payment_id}/choose", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def pay_choose(payment_id):
     from chalicelib.web import shopper
 
-    return shopper.requote(payment_id)
+    return shopper.choose(payment_id, _req())
+
+
+@app.route("/pay/{payment_id}/result", methods=["GET"])
+@page_endpoint
+def pay_result(payment_id):
+    from chalicelib.web import shopper
+
+    return shopper.result_page(payment_id, _req())
+
+
+@app.route("/pay/{payment_id}/status", methods=["GET"])
+@page_endpoint
+def pay_status(payment_id):
+    from chalicelib.web import shopper
+
+    return shopper.status(payment_id)
+
+
+@app.route("/pay/{payment_id}/requote", methods=["POST"], content_types=PAGE_FORMS + ["application/json"])
+@page_endpoint
+def pay_requote(payment_id):
+    from chalicelib.web import tuition
+
+    return tuition.requote(payment_id, _req())
+
+
+@app.route("/pay/{payment_id}/documents/new", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def pay_document_form(payment_id):
+    from chalicelib.web import tuition
+
+    return tuition.new_document(payment_id, _req())
 
 
 @app.route("/pay/{payment_id}/documents", methods=["POST"], content_types=ANY_BODY)
@@ -295,10 +414,10 @@ def pay_document_upload(payment_id):
 @app.route("/v1/balance", methods=["GET"])
 @api.json_endpoint
 def get_balance():
-    from chalicelib.services import balances
+    from chalicelib.services import reconciliation
 
     who = api.caller(_req())
-    return api.respond(200, balances.balance_of(who.merchant, who.livemode))
+    return api.respond(200, reconciliation.balance_view(who.merchant, who.livemode))
 
 
 @app.route("/v1/balance/transactions", methods=["GET"])
@@ -419,8 +538,9 @@ def merchant_alerts(event):
 # Hand-run: {"date": "2026-11-25", "merchant_id": "mch_...", "dry_run": true} (all optional).
 @app.schedule(Cron(30, 3, "*", "*", "?", "*"), name="release_funds")
 def release_funds(event):
-    from chalicelib.services import balances
+    from chalicelib.services import balances, reconciliation
 
+    reconciliation.install()
     return balances.release_funds_job(event.to_dict())
 
 
@@ -433,7 +553,42 @@ def auto_withdraw(event):
     return withdrawals.auto_withdraw_job(event.to_dict())
 
 
-hand_runnable(retry_webhooks, chase_payments, fx_pull, merchant_alerts, release_funds, auto_withdraw)
+# Statements: WeChat and Alipay publish the previous Beijing day from about 10:00 Beijing (02:00 UTC).
+# Hourly 02:15-08:15 UTC: a bill not published yet is fetched by a later firing; a stored one is skipped.
+# Hand-run: {"channel": "wechat", "bill_date": "2026-11-25"} or {"channel": ..., "from": ..., "to": ...}.
+@app.schedule(Cron(15, "2-8", "*", "*", "?", "*"), name="download_statements")
+def download_statements(event):
+    from chalicelib.services import statements
+
+    return statements.download_job(event.to_dict())
+
+
+hand_runnable(retry_webhooks, chase_payments, fx_pull, merchant_alerts, release_funds, auto_withdraw,
+              download_statements)
+
+
+# A file under statements/ in the bucket: S3 notifies the queue, the queue invokes this (README: why SQS).
+@app.on_sqs_message(queue=_settings.statements_queue, batch_size=1, name="statement_landed")
+def statement_landed(event):
+    from chalicelib.services import statements
+
+    return statements.handle_sqs_messages([record.body for record in event])
+
+
+# Ops: {"channel": "wechat", "bill_date": "2026-11-25"} -> the day's summary and discrepancies.
+@app.lambda_function(name="reconciliation_report")
+def reconciliation_report(event, context):
+    from chalicelib.services import reconciliation
+
+    return reconciliation.report(event)
+
+
+# Ops: {"discrepancy_id": "dsc_...", "action": "apply|refund|write_off|accept", "reason": "...", "by": "..."}
+@app.lambda_function(name="resolve_discrepancy")
+def resolve_discrepancy(event, context):
+    from chalicelib.services import reconciliation
+
+    return reconciliation.resolve_job(event)
 
 
 # Ops actions, invoked by hand: {"batch_id": "wdb_20261125_nzd"} / {"withdrawal_id": "wd_...", "reason": "..."}

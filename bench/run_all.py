@@ -1,6 +1,6 @@
 """Run every benchmark and print one summary table (what `make bench` runs). Prints; never asserts.
 
-    python -m bench.run_all [--runs 9] [--n 40] [--statement-rows 100000]
+    python -m bench.run_all [--runs 9] [--n 40] [--statement-rows 100000]   (statements and reconciliation)
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 
-from bench import import_time, roundtrips, statements
+from bench import import_time, reconcile, roundtrips, statements
 
 
 def _commit() -> str:
@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parses = statements.run(args.statement_rows)
     print(statements.report(parses))
     print()
+    recons = reconcile.run(args.statement_rows, sample=min(reconcile.DEFAULT_STORE_SAMPLE, args.statement_rows))
+    print(reconcile.report(recons))
+    print()
     # Last: it sets this process's environment and imports app.py under moto.
     trips = roundtrips.run(args.n)
     print(roundtrips.report(trips))
@@ -56,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         summary.append((f"AWS calls per request, first/steady: {r['name']}", f"{r['first']} / {r['steady']}"
                         + (f"  (+{r['sandbox']} sandbox-side)" if r["sandbox"] not in ("", "0") else "")))
     summary.extend(statements.summary_rows(parses))
+    summary.extend(reconcile.summary_rows(recons))
     t = trips["timings"]
     for label, key in [("create", "create"), ("callback", "callback"), ("get", "get"), ("bare route", "bare")]:
         warm = (t.get(key) or [])[1:]

@@ -28,7 +28,7 @@ REFRESH_MIN_SECONDS = 30        # a callback that verifies with nothing re-reads
 
 # Which settings fields a channel's secret may supply (all else stays configuration).
 SECRET_FIELDS = {
-    "WeChatSettings": ("api_key", "cert_pem", "key_pem"),
+    "WeChatSettings": ("api_key", "cert_pem", "key_pem", "appsecret"),
     "AlipaySettings": ("md5_key", "private_key_pem", "alipay_public_key_pem"),
     "PayEaseSettings": ("md5_key",),
     "WeChatOASettings": ("appsecret",),

@@ -21,6 +21,10 @@ class WeChatSettings:
     sign_type: str  # MD5 or HMAC-SHA256
     cert_path: str
     key_path: str
+    # Web OAuth (snsapi_base) of the Official Account behind `appid`, for JSAPI openids (spec §13).
+    appsecret: str = field(default="", repr=False)
+    oauth_url: str = ""         # https://open.weixin.qq.com in prod (the authorize page)
+    sns_url: str = ""           # https://api.weixin.qq.com in prod (code -> openid)
     secret_id: str = ""  # prod: Secrets Manager secret with api_key, cert_pem, key_pem (chalicelib.secrets)
 
 
@@ -86,6 +90,8 @@ class PayEaseSettings:
     gateway_url: str            # payment host (pay.yizhifubj.com in prod)
     api_url: str = ""           # query/refund host (api.yizhifubj.com in prod); "" = gateway_url
     refund_operator: str = "kauri"  # v_refoprt: the operator name PayEase records on refunds
+    # Banks offered on the tuition page (v_pmode id -> name; ids are per contract). Empty: the cashier only.
+    banks: dict = field(default_factory=dict)
     secret_id: str = ""         # prod: secret with md5_key
 
 
@@ -119,6 +125,11 @@ class Settings:
     # channel -> currency -> (min, max) in minor units; max None = no ceiling
     channel_limits: dict = field(default_factory=dict)
     release_requires_recon: bool = False
+    # Reconciliation: each channel's contracted fee in basis points (a channel not listed: fee unchecked),
+    # and how far the channel's FX rate may stray from the one shown before the day's report flags it.
+    recon_fee_bps: dict = field(default_factory=lambda: {"wechat": 200, "alipay": 180})
+    fx_variance_threshold_bps: int = 50
+    statements_queue: str = ""                # SQS queue the bucket notifies of new statements/ objects
     # Money jobs (release_funds, auto_withdraw); prod sets the payout source account.
     release_alert_days: int = 14              # a payment still unreleased this long after paid: ops record
     withdrawal_local_hour: int = 17           # auto_withdraw acts at this hour, Pacific/Auckland time
@@ -152,7 +163,8 @@ class Settings:
 
         here = f"{self.public_base_url}/sandbox/{channel}"
         for cfg in (self.channel_config(channel, True), self.channel_config(channel, False)):
-            if cfg is not None and any(k.endswith("_url") and str(v).startswith(here) for k, v in asdict(cfg).items()):
+            if cfg is not None and any(k.endswith("_url") and (str(v) == here or str(v).startswith(here + "/"))
+                                       for k, v in asdict(cfg).items()):
                 return cfg
         return self.channel_config(channel, True)
 
@@ -168,7 +180,7 @@ class SettingsError(Exception):
 
 # Credentials that prod reads only from Secrets Manager: as plain environment variables (visible to
 # anyone who can read the function's configuration) they are refused there.
-SECRET_VARIABLES = ("WECHAT_API_KEY", "WECHAT_CERT_PATH", "WECHAT_KEY_PATH", "ALIPAY_MD5_KEY",
+SECRET_VARIABLES = ("WECHAT_API_KEY", "WECHAT_CERT_PATH", "WECHAT_KEY_PATH", "WECHAT_APPSECRET", "ALIPAY_MD5_KEY",
                     "ALIPAY_PRIVATE_KEY_PEM", "ALIPAY_PUBLIC_KEY_PEM", "PAYEASE_MD5_KEY", "WECHAT_OA_APPSECRET")
 _SECRET_CHANNELS = (("wechat", "WECHAT"), ("alipay", "ALIPAY"), ("payease", "PAYEASE"))
 
@@ -207,11 +219,12 @@ def _load(env: dict[str, str], stage: str) -> Settings:
     sandbox_enabled = _bool(env.get("KAURI_SANDBOX_ENABLED"), default=stage != "prod") and stage != "prod"
     public = env.get("KAURI_PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
     default_sandbox = public + "/sandbox"
+    table_prefix = env.get("KAURI_TABLE_PREFIX", f"kauri-{stage}-")
     return Settings(
         stage=stage,
         region=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or "ap-southeast-2",
         aws_endpoint_url=env.get("KAURI_AWS_ENDPOINT_URL") or None,
-        table_prefix=env.get("KAURI_TABLE_PREFIX", f"kauri-{stage}-"),
+        table_prefix=table_prefix,
         bucket=env.get("KAURI_BUCKET", f"kauri-{stage}-files"),
         public_base_url=public,
         sandbox_enabled=sandbox_enabled,
@@ -232,6 +245,8 @@ def _load(env: dict[str, str], stage: str) -> Settings:
         rate_limit_burst=int(env.get("KAURI_RATE_LIMIT_BURST", "50")),
         release_requires_recon=_bool(env.get("KAURI_RELEASE_REQUIRES_RECON"), default=False),
         release_alert_days=int(env.get("KAURI_RELEASE_ALERT_DAYS", "14")),
+        fx_variance_threshold_bps=int(env.get("KAURI_FX_VARIANCE_THRESHOLD_BPS", "50")),
+        statements_queue=env.get("KAURI_STATEMENTS_QUEUE") or (table_prefix + "statements"),
         withdrawal_local_hour=int(env.get("KAURI_WITHDRAWAL_LOCAL_HOUR", "17")),
         payout_source_account=env.get("KAURI_PAYOUT_SOURCE_ACCOUNT", "0102420100194000" if stage != "prod" else ""),
         payout_subscriber_name=env.get("KAURI_PAYOUT_SUBSCRIBER_NAME", "Kauri Payments"),
@@ -280,6 +295,9 @@ def _wechat(env: dict[str, str], p: str, stage: str, default_sandbox: str) -> We
         sign_type=env.get(p + "WECHAT_SIGN_TYPE", "HMAC-SHA256"),
         cert_path=env.get(p + "WECHAT_CERT_PATH", ""),
         key_path=env.get(p + "WECHAT_KEY_PATH", ""),
+        appsecret=env.get(p + "WECHAT_APPSECRET", "7c2a9e4b1d8f6a3c5e0b9d2f4a6c8e1b" if demo else ""),
+        oauth_url=env.get(p + "WECHAT_OAUTH_URL", default_sandbox + "/wechat_oa").rstrip("/"),
+        sns_url=env.get(p + "WECHAT_SNS_URL", default_sandbox + "/wechat_oa").rstrip("/"),
     )
 
 
@@ -305,6 +323,7 @@ def _payease(env: dict[str, str], p: str, stage: str, default_sandbox: str) -> P
         gateway_url=gateway.rstrip("/"),
         api_url=env.get(p + "PAYEASE_API_URL", gateway).rstrip("/"),
         refund_operator=env.get(p + "PAYEASE_REFUND_OPERATOR", "kauri"),
+        banks=_json_map(env.get(p + "PAYEASE_BANKS"), _SANDBOX_PAYEASE_BANKS if demo else {}),
     )
 
 
@@ -315,6 +334,16 @@ DEFAULT_LIMITS = {
     "alipay": {"NZD": (1, 5_000_000), "AUD": (1, 5_000_000)},
     "payease": {"NZD": (100, 10_000_000), "AUD": (100, 10_000_000), "CNY": (100, 50_000_000)},
 }
+
+
+# The PayEase sandbox's bank ids (peers spec: real v_pmode numbers come with the contract).
+_SANDBOX_PAYEASE_BANKS = {"1": "招商银行", "2": "中国工商银行", "3": "中国建设银行", "4": "中国农业银行", "5": "中国银行"}
+
+
+def _json_map(text: str | None, default: dict) -> dict:
+    import json
+
+    return {str(k): str(v) for k, v in json.loads(text).items()} if text else dict(default)
 
 
 def _limits(text: str | None) -> dict:

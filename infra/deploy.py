@@ -12,9 +12,9 @@
    so the Lambda runtime is python3.13. The per-stage IAM policy is `.chalice/policy-<stage>.json`
    where it exists (else `.chalice/policy.json`).
 3. Wiring chalice cannot do: API Gateway gateway responses in our error shape (chalicelib/api/gateway.py)
-   and the stage's throttling on the REST API, and the statements bucket's S3 -> SQS notification when
-   the app has a statement queue (`KAURI_STATEMENT_QUEUE`). `--package-only` puts the gateway
-   responses in the SAM template instead (`--merge-template`).
+   and the stage's throttling on the REST API (`--package-only` puts the gateway responses in the SAM
+   template instead, `--merge-template`). The statements bucket's S3 -> SQS notification needs no step
+   here: the stateful stack owns the bucket and declares it (and chalice wires SQS -> statement_landed).
 
 Nothing here runs on import; `--dry-run` prints the commands without running any.
 """
@@ -113,32 +113,6 @@ def chalice_command(python: str, stage: str, package_dir: str | None) -> list[st
     return [*cli, "deploy", "--stage", stage]
 
 
-def statement_queue(stage: str) -> tuple[str | None, str]:
-    """The stage's statement queue name (KAURI_STATEMENT_QUEUE in .chalice/config.json) and bucket."""
-    config = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text())
-    env = dict(config.get("environment_variables", {}))
-    env.update(config.get("stages", {}).get(stage, {}).get("environment_variables", {}))
-    return env.get("KAURI_STATEMENT_QUEUE"), env.get("KAURI_BUCKET", f"kauri-{stage}-files")
-
-
-def wire_statement_trigger(stage: str, queue: str, bucket: str, prefix: str = "statements/") -> dict:
-    """S3 -> SQS for statement files (chalice cannot package S3 events): the bucket's notification
-    configuration gains (or keeps) one queue entry with Id `kauri-statements`; other entries stay."""
-    import boto3
-
-    sqs, s3 = boto3.client("sqs"), boto3.client("s3")
-    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    current = s3.get_bucket_notification_configuration(Bucket=bucket)
-    current.pop("ResponseMetadata", None)
-    queues = [q for q in current.get("QueueConfigurations", []) if q.get("Id") != "kauri-statements"]
-    queues.append({"Id": "kauri-statements", "QueueArn": arn, "Events": ["s3:ObjectCreated:*"],
-                   "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}}})
-    current["QueueConfigurations"] = queues
-    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=current)
-    return current
-
-
 # API Gateway's stage throttling (all keys together; per key: chalicelib.api.ratelimit), per stage.
 STAGE_THROTTLE = {"dev": (50, 100), "sandbox": (100, 200), "prod": (1000, 2000)}   # (rate/s, burst)
 
@@ -235,11 +209,6 @@ def main(argv: list[str] | None = None) -> int:
             rest_api_id = rest_api_id_of(build, args.stage)
             if rest_api_id:
                 wire_api(args.stage, rest_api_id)
-    queue, bucket = statement_queue(args.stage)
-    if not args.package_only and queue:
-        print(f"+ (wire s3://{bucket}/statements/ -> sqs {queue})", flush=True)
-        if not args.dry_run:
-            wire_statement_trigger(args.stage, queue, bucket)
     return 0
 
 

@@ -223,11 +223,45 @@ def _lookup(module: str, attr: str) -> Callable[[], Any] | None:
         return None
 
 
+def sqs_event(queue_arn: str, messages: list[dict], region: str = REGION) -> dict[str, Any]:
+    """The event SQS hands a Lambda for received messages."""
+    return {"Records": [{
+        "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+        "attributes": m.get("Attributes", {}), "messageAttributes": {}, "md5OfBody": m.get("MD5OfBody", ""),
+        "eventSource": "aws:sqs", "eventSourceARN": queue_arn, "awsRegion": region} for m in messages]}
+
+
+def drain_statement_queue(chalice_app, max_messages: int = 10) -> int:
+    """What Lambda's SQS event source does: receive, invoke statement_landed, delete on success.
+
+    moto delivers the bucket's notifications to the queue (as S3 does) but invokes no Lambda, so the
+    local stack's pump (and the tests) call this; the handler is the same code as in AWS.
+    """
+    import boto3
+
+    from chalicelib import settings
+
+    s = settings.get()
+    sqs = boto3.client("sqs", region_name=s.region, endpoint_url=s.aws_endpoint_url)
+    url = sqs.get_queue_url(QueueName=s.statements_queue)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    done = 0
+    for _ in range(max_messages):
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, WaitTimeSeconds=0).get("Messages") or []
+        if not got:
+            break
+        invoke_handler(chalice_app, "statement_landed", sqs_event(arn, got, s.region))
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=got[0]["ReceiptHandle"])
+        done += 1
+    return done
+
+
 class Pump(threading.Thread):
     """Every tick: deliver due merchant webhooks and let each channel sandbox send its due notifications."""
 
-    def __init__(self, stop: threading.Event, interval: float, speedup: float) -> None:
+    def __init__(self, stop: threading.Event, interval: float, speedup: float, chalice_app=None) -> None:
         super().__init__(name="kauri-pump", daemon=True)
+        self.app = chalice_app
         self.stop = stop
         self.interval = interval
         self.speedup = speedup
@@ -248,6 +282,8 @@ class Pump(threading.Thread):
                     self.missing_reported.add(label)
                 continue
             steps.append((label, fn))
+        if self.app is not None and "statement_landed" in self.app.handler_map:
+            steps.append(("statements.queue", lambda: drain_statement_queue(self.app)))
         return steps
 
     def tick(self) -> int:
@@ -432,6 +468,9 @@ class Stack:
             "table_prefix": s.table_prefix,
             "merchant_id": demo.get("merchant_id"),
             "api_key": demo.get("api_key"),
+            "static_qr_url": demo.get("static_qr_url"),
+            "static_qr_image_url": demo["static_qr_url"] + "/image" if demo.get("static_qr_url") else None,
+            "pay_url": demo.get("pay_url"),
             "pid": os.getpid(),
         }
 
@@ -443,7 +482,7 @@ class Stack:
 
         speedup = float(os.environ.get("KAURI_CLOCK_SPEEDUP", "1") or 1)
         interval = float(os.environ.get("KAURI_PUMP_INTERVAL", "1") or 1)
-        pump = Pump(self.stop, interval, speedup)
+        pump = Pump(self.stop, interval, speedup, chalice_app)
         pump.start()
         self.threads.append(pump)
 
@@ -514,6 +553,10 @@ def banner(facts: dict[str, Any]) -> str:
         f"  curl -s -X POST {api}/sandbox/wechat/simulate/pay -H 'Content-Type: application/json' \\",
         "    -d '{\"out_trade_no\": \"<channel_order_id>\"}'",
         f"  curl -s {api}/v1/payments/<id> -H 'Authorization: Bearer {key}'",
+        "",
+        "Shopper pages (open on a phone, or with a WeChat/Alipay User-Agent):",
+        f"  static code     {facts.get('static_qr_url')}   (printable: {facts.get('static_qr_image_url')})",
+        f"  hosted checkout {facts.get('pay_url')}",
         "",
         "Run a job by hand:  make job name=retry_webhooks event='{}'",
     ]

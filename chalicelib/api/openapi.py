@@ -99,16 +99,30 @@ SCHEMAS: dict[str, Any] = {
     "AlertBinding": _obj("alert_binding", {
         "id": {"type": "string", "pattern": "^alb_"}, "openid": {"type": "string"}, "store_name": {"type": "string"},
         "created": TIME}, ["id", "openid", "store_name"]),
+    "QrCode": _obj("qr_code", {
+        "id": {"type": "string"}, "livemode": {"type": "boolean"}, "status": {"type": "string"},
+        "store_name": {"type": "string"}, "currency": CURRENCY, "fixed_amount": {"type": ["integer", "null"]},
+        "max_amount": {"type": ["integer", "null"]}, "url": {"type": "string"}, "image_url": {"type": "string"},
+        "created": TIME, "disabled_at": NULLABLE_TIME, "replaced_by": NULLABLE_STRING},
+        ["id", "livemode", "status", "store_name", "url"]),
+    "NewQrCode": {"type": "object", "additionalProperties": False, "properties": {
+        "store_name": _text(40, 1), "fixed_amount": {"type": "integer", "minimum": 1},
+        "max_amount": {"type": "integer", "minimum": 1}}, "required": ["store_name"]},
     "Deleted": {"type": "object", "properties": {"id": {"type": "string"}, "object": {"type": "string"},
                                                  "deleted": {"const": True}}, "required": ["id", "deleted"]},
     "NewPayment": {"type": "object", "additionalProperties": False, "properties": {
         "amount": {"type": "integer", "minimum": 1}, "currency": CURRENCY,
-        "channel": {"enum": ["wechat", "alipay", "payease"]}, "flow": {"type": "string", "maxLength": 16},
+        "channel": {"enum": ["wechat", "alipay", "payease"],
+                    "description": "omit it (and flow) to let the shopper choose on the hosted checkout"},
+        "flow": {"type": "string", "maxLength": 16},
+        "allowed_channels": {"type": "array", "minItems": 1, "maxItems": 5,
+                             "items": {"enum": ["wechat", "alipay", "payease"]},
+                             "description": "only without channel: what the checkout offers"},
         "merchant_reference": _text(64), "description": _text(127),
         "return_url": {"type": "string", "format": "uri", "maxLength": 2048},
         "metadata": TEXT_MAP, "payer": {**TEXT_MAP, "maxProperties": 5, "additionalProperties": _text(128)},
         "expires_in": {"type": "integer", "minimum": 60, "maximum": 86400}, "client_ip": {"type": "string"}},
-        "required": ["amount", "currency", "channel", "flow", "merchant_reference", "description"]},
+        "required": ["amount", "currency", "merchant_reference", "description"]},
     "NewRefund": {"type": "object", "additionalProperties": False, "properties": {
         "amount": {"type": "integer", "minimum": 1}, "reason": _text(80)},
         "required": ["amount"]},
@@ -124,7 +138,7 @@ SCHEMAS: dict[str, Any] = {
 }
 
 for _item in ("Payment", "Refund", "WebhookEndpoint", "Event", "Document", "BalanceTransaction", "Withdrawal",
-              "Rate", "AlertBinding"):
+              "Rate", "AlertBinding", "QrCode"):
     SCHEMAS[_item + "List"] = {"type": "object", "properties": {
         "object": {"const": "list"}, "data": {"type": "array", "items": _ref(_item)}, "has_more": {"type": "boolean"},
         "next_starting_after": NULLABLE_STRING}, "required": ["object", "data", "has_more"]}
@@ -248,6 +262,19 @@ def document() -> dict:
             "get": _op("listAlertBindings", "Staff alert bindings", "200", "AlertBindingList", READ_ERRORS,
                        LIST_PARAMS),
         },
+        "/v1/qr_codes": {
+            "post": _op("createQrCode", "A static QR code a store shows (the shopper enters or is given the amount)",
+                        "201", "QrCode", WRITE_ERRORS, [IDEMPOTENCY], "NewQrCode"),
+            "get": _op("listQrCodes", "The merchant's QR codes", "200", "QrCodeList", READ_ERRORS, LIST_PARAMS),
+        },
+        "/v1/qr_codes/{code_id}": {"get": _op("getQrCode", "A QR code", "200", "QrCode", READ_ERRORS,
+                                              [_path_param("code_id", "qr")])},
+        "/v1/qr_codes/{code_id}/disable": {"post": _op("disableQrCode", "Stop a QR code taking payments", "200",
+                                                       "QrCode", WRITE_ERRORS, [_path_param("code_id", "qr"),
+                                                                                IDEMPOTENCY])},
+        "/v1/qr_codes/{code_id}/rotate": {"post": _op("rotateQrCode", "Replace a QR code by a new one", "201",
+                                                      "QrCode", WRITE_ERRORS, [_path_param("code_id", "qr"),
+                                                                               IDEMPOTENCY])},
         "/v1/alert_bindings/{binding_id}": {"delete": _op(
             "deleteAlertBinding", "Stop a staff member's alerts", "200", "Deleted", READ_ERRORS,
             [_path_param("binding_id", "alb")])},

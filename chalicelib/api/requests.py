@@ -9,7 +9,7 @@ from chalicelib.money import EXPONENTS, Money, MoneyError
 from chalicelib.services.payments import NewPayment
 
 PAYMENT_FIELDS = {"amount", "currency", "channel", "flow", "merchant_reference", "description", "return_url",
-                  "metadata", "payer", "expires_in", "client_ip"}
+                  "metadata", "payer", "expires_in", "client_ip", "allowed_channels"}
 
 
 def new_payment(data: dict, source_ip: str | None) -> NewPayment:
@@ -28,13 +28,23 @@ def new_payment(data: dict, source_ip: str | None) -> NewPayment:
     except MoneyError as exc:
         raise invalid("parameter_invalid", str(exc), "amount") from None
     client_ip = v.ip_address(data, "client_ip", default=None) or source_ip
+    # Without a channel the hosted checkout (pay_url) lets the shopper choose, among allowed_channels.
+    channel = v.string(data, "channel", max_len=32, pattern=r"[a-z]+", default=None)
+    allowed = data.get("allowed_channels")
+    if allowed is not None and (channel is not None or not isinstance(allowed, list) or not 0 < len(allowed) <= 5
+                                or not all(isinstance(c, str) and c.isalpha() and len(c) <= 32 for c in allowed)):
+        raise invalid("parameter_invalid", "allowed_channels: a list of channel names, only without channel",
+                      "allowed_channels")
+    if channel is None and "flow" in data:
+        raise invalid("parameter_invalid", "flow needs a channel; without one the shopper chooses", "flow")
     return NewPayment(
         amount=money,
-        channel=v.string(data, "channel", max_len=32, pattern=r"[a-z]+"),
-        flow=v.string(data, "flow", max_len=16, pattern=r"[a-z0-9_]+"),
+        channel=channel or "",
+        flow=v.string(data, "flow", max_len=16, pattern=r"[a-z0-9_]+") if channel else "",
+        allowed_channels=tuple(allowed or ()),
         merchant_reference=v.string(data, "merchant_reference", max_len=64),
         description=v.string(data, "description", max_len=127),
-        return_url=v.url(data, "return_url", default=None),
+        return_url=v.url(data, "return_url", default=None, https_only=True),
         metadata=v.string_map(data, "metadata"),
         payer=payer,
         client_ip=client_ip or "127.0.0.1",
@@ -66,3 +76,12 @@ def webhook_endpoint_update(data: dict) -> bool:
     if not isinstance(disabled, bool):
         raise invalid("parameter_invalid", "disabled must be true or false", "disabled")
     return disabled
+
+
+def new_qr_code(data: dict) -> tuple[str, int | None, int | None]:
+    v.only(data, {"store_name", "fixed_amount", "max_amount"})
+    store_name = v.string(data, "store_name", max_len=40)
+    if not store_name.strip() or not store_name.isprintable():
+        raise invalid("parameter_invalid", "store_name must be printable text", "store_name")
+    return (store_name.strip(), v.integer(data, "fixed_amount", default=None),
+            v.integer(data, "max_amount", default=None))

@@ -138,6 +138,7 @@ def string(data: dict, name: str, max_len: int = 255, default: Any = ..., patter
 
 
 def url(data: dict, name: str, default: Any = ..., https_only: bool = False) -> str | None:
+    """An absolute URL; `https_only` URLs (where we send a shopper's browser) also carry no credentials."""
     v = string(data, name, max_len=2000, default=default)
     if v is None:
         return None
@@ -149,6 +150,8 @@ def url(data: dict, name: str, default: Any = ..., https_only: bool = False) -> 
         ok = False
     if not ok:
         raise invalid("parameter_invalid", f"{name} must be an absolute {'/'.join(schemes)} URL", name)
+    if https_only and ("@" in parts.netloc or any(ch in v for ch in "\\\r\n\t ")):
+        raise invalid("parameter_invalid", f"{name} must not carry credentials or whitespace", name)
     return v
 
 

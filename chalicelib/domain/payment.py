@@ -78,6 +78,12 @@ class Payment:
     # The merchant's staff alert bindings when it was created ((binding_id, openid, store_name), ...), so
     # the success transaction writes its alerts without reading the bindings; None: not carried (older item).
     alert_bindings: tuple | None = None
+    # Created without a channel (channel == ""): the shopper picks one of these on the hosted checkout.
+    allowed_channels: tuple[str, ...] = ()
+
+    @property
+    def channel_chosen(self) -> bool:
+        return bool(self.channel)
 
     def transition(self, target: PaymentStatus, **changes) -> "Payment":
         if not can_transition(self.status, target):

@@ -38,6 +38,7 @@ class Refund:
     draw: dict = field(default_factory=dict)  # merchant buckets the refund was taken from {"available": n, ...}
     livemode: bool = True                   # its payment's mode
     borrowed: int = 0   # of draw["pending"], taken from other payments' unreleased money (payment released)
+    channel: str = ""                     # the payment's channel: reconciliation reads a channel's refunds by day
 
 
 def check_refund(payment: Payment, amount: Money) -> None:

@@ -1,6 +1,7 @@
 """The public JSON shape of our objects: what the API returns and what webhooks carry."""
 from __future__ import annotations
 
+from chalicelib import settings
 from chalicelib.clock import iso
 from chalicelib.domain.payment import Payment
 from chalicelib.domain.refund import Refund
@@ -16,8 +17,8 @@ def payment(p: Payment) -> dict:
         "currency": p.amount.currency,
         "amount_refunded": p.refunded,
         "fee": p.fee.amount,
-        "channel": p.channel,
-        "flow": p.flow,
+        "channel": p.channel or None,           # None until the shopper chooses on the hosted checkout
+        "flow": p.flow or None,
         "merchant_reference": p.merchant_reference,
         "description": p.description,
         "metadata": dict(p.metadata),
@@ -25,6 +26,7 @@ def payment(p: Payment) -> dict:
         "channel_order_id": p.channel_order_id,
         "channel_transaction_id": p.channel_transaction_id,
         "next_action": p.next_action if p.status.value == "pending" else None,
+        "pay_url": f"{settings.get().public_base_url}/pay/{p.id}",  # the hosted checkout page
         "created": iso(p.created_at),
         "expires_at": iso(p.expires_at),
         "paid_at": iso(p.paid_at) if p.paid_at else None,
@@ -39,6 +41,8 @@ def payment(p: Payment) -> dict:
         out["exchange_rate"] = str(p.rate)
     if p.quote is not None:
         out["quote"] = dict(p.quote)
+    if p.allowed_channels:
+        out["allowed_channels"] = list(p.allowed_channels)
     if p.documents:
         out["documents"] = [{k: d[k] for k in ("id", "filename", "content_type", "size", "created")}
                             for d in p.documents]

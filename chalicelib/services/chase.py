@@ -96,6 +96,10 @@ def _next_check(p, now):
 
 def _chase_one(p, now, dry_run: bool) -> str | None:
     """One pending payment: the summary counter its outcome belongs to (None: nothing to count)."""
+    if not p.channel_chosen:  # hosted checkout, no wallet chosen: no channel order to ask about
+        if now < p.expires_at:
+            return "still_pending"
+        return "closed" if dry_run else _counter(payments.mark_closed(p, reason="expired_unchosen"))
     channel = channels.get(p.channel, p.livemode)
     ref = OrderRef(p.channel_order_id, MerchantChannelConfig(dict(p.channel_merchant)))
     cp = channel.query(ref)

@@ -21,8 +21,13 @@ def _s3():
     return boto3.client("s3", region_name=s.region, endpoint_url=s.aws_endpoint_url)
 
 
-def start_upload(payment_id: str, filename: str, content_type: str, size: int) -> dict:
-    """A presigned POST the payer's browser uploads one file with; S3 enforces type and size."""
+def start_upload(payment_id: str, filename: str, content_type: str, size: int | None,
+                 redirect_to: str | None = None) -> dict:
+    """A presigned POST the payer's browser uploads one file with; S3 enforces type and size.
+
+    From the pay page (`redirect_to`: S3 sends the browser back there) the size is not known yet: the
+    file input is on the next page, and S3 holds it to MAX_BYTES either way.
+    """
     p = store.get(payment_id)
     if p is None or p.quote is None:  # only quoted payments (tuition) take documents
         raise errors.not_found("payment", "payment_id")
@@ -33,16 +38,18 @@ def start_upload(payment_id: str, filename: str, content_type: str, size: int) -
     if content_type not in TYPES:
         raise errors.invalid("content_type_not_allowed", f"documents must be one of {sorted(TYPES)}",
                              "content_type")
-    if type(size) is not int or not 0 < size <= MAX_BYTES:
+    if (size is not None or redirect_to is None) and (type(size) is not int or not 0 < size <= MAX_BYTES):
         raise errors.invalid("file_too_large", f"a document is at most {MAX_BYTES} bytes", "size")
     if len(p.documents) >= MAX_DOCUMENTS:
         raise errors.conflict("too_many_documents", f"a payment holds at most {MAX_DOCUMENTS} documents")
     doc_id = ids.new("doc", 16)
     key = f"documents/{p.id}/{doc_id}{TYPES[content_type]}"
+    fields = {"Content-Type": content_type}
+    if redirect_to:
+        fields["success_action_redirect"] = redirect_to
     post = _s3().generate_presigned_post(
-        settings.get().bucket, key,
-        Fields={"Content-Type": content_type},
-        Conditions=[{"Content-Type": content_type}, ["content-length-range", 1, MAX_BYTES]],
+        settings.get().bucket, key, Fields=fields,
+        Conditions=[{k: v} for k, v in fields.items()] + [["content-length-range", 1, MAX_BYTES]],
         ExpiresIn=UPLOAD_SECONDS)
     doc = {"id": doc_id, "filename": filename, "content_type": content_type, "size": size, "key": key,
            "created": clock.iso(clock.now())}

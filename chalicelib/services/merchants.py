@@ -6,7 +6,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from chalicelib import clock, ids
+from chalicelib import clock, ids, settings
 from chalicelib.domain.merchant import Merchant
 from chalicelib.services import errors
 from chalicelib.services.idempotency import Completion
@@ -201,8 +201,20 @@ DEMO_CHANNELS = {
 
 
 def seed_demo() -> dict:
-    """A demo NZD merchant for the local stack, with a fresh test key."""
+    """A demo NZD merchant for the local stack, with a fresh test key, a static code for its counter and a
+    sample hosted-checkout payment (no channel yet: the shopper chooses)."""
+    from datetime import timedelta
+
+    from chalicelib.money import Money
+    from chalicelib.services import payments, qr_codes
+
     merchant = create_merchant("Kauri Demo Cafe", "NZD", fee_bps=200, channels=DEMO_CHANNELS,
                                fx_markup_bps=150)
     key = issue_key(merchant.id, livemode=False)
-    return {"merchant_id": merchant.id, "api_key": key}
+    code = qr_codes.create(merchant, False, "Queenstown Mall")
+    sample = payments.create(merchant, False, payments.NewPayment(
+        amount=Money(1250, "NZD"), channel="", flow="", merchant_reference="demo-checkout",
+        description="Flat white and a muffin", expires_in=timedelta(hours=24)))
+    base = settings.get().public_base_url
+    return {"merchant_id": merchant.id, "api_key": key, "static_qr_code": code.id,
+            "static_qr_url": f"{base}/qr/{code.id}", "pay_url": payments.pay_url(sample.id)}

@@ -38,6 +38,14 @@ class NewPayment:
     payer: dict[str, str] = field(default_factory=dict)
     client_ip: str = "127.0.0.1"
     expires_in: timedelta = DEFAULT_TTL
+    # Started on our pages: the wallet sends the shopper back to our result page, not to return_url.
+    via_pages: bool = False
+    # With channel == "": the wallets the shopper may choose from on the hosted checkout (empty: any).
+    allowed_channels: tuple[str, ...] = ()
+
+
+# Wallets a shopper can pick on the hosted checkout (PayEase needs a locked quote: API only).
+CHOOSABLE = ("wechat", "alipay")
 
 
 def notify_url(channel: str) -> str:
@@ -70,6 +78,8 @@ def create(merchant: Merchant, livemode: bool, req: NewPayment, completion: Comp
     if req.amount.currency != merchant.settlement_currency:
         raise errors.invalid("currency_not_supported",
                              f"this merchant takes payments in {merchant.settlement_currency}", "currency")
+    if not req.channel:
+        return _create_unchosen(merchant, livemode, req, completion)
     try:
         channel = channels.get(req.channel, livemode)
     except KeyError:
@@ -111,7 +121,8 @@ def create(merchant: Merchant, livemode: bool, req: NewPayment, completion: Comp
         channel_amount=charge if quote else None, quote=quote.as_dict() if quote else None,
         alert_bindings=merchant.alert_bindings,
     )
-    result = _create_at_channel(channel, payment, req.payer, req.client_ip)
+    back = result_url(payment.id) if req.via_pages else None
+    result = _create_at_channel(channel, payment, req.payer, req.client_ip, back)
     payment = replace(payment, next_action=_next_action(payment, result.next_action))
     unit = Unit().create_payment(payment)
     if completion is not None:
@@ -125,13 +136,101 @@ def create(merchant: Merchant, livemode: bool, req: NewPayment, completion: Comp
     return payment
 
 
-def _create_at_channel(channel, payment: Payment, payer: dict, client_ip: str):
+def _create_unchosen(merchant: Merchant, livemode: bool, req: NewPayment, completion: Completion | None) -> Payment:
+    """A payment whose channel order is created when the shopper picks a wallet on the hosted checkout."""
+    enabled = [c for c in CHOOSABLE if merchant.channel_ids(c) is not None]
+    allowed = tuple(dict.fromkeys(req.allowed_channels)) or tuple(enabled)
+    for name in allowed:
+        if name not in CHOOSABLE:
+            raise errors.invalid("channel_not_choosable", f"the shopper can choose from {list(CHOOSABLE)}",
+                                 "allowed_channels")
+        if name not in enabled:
+            raise errors.invalid("channel_not_enabled", f"{name} is not enabled for this merchant", "allowed_channels")
+        check_limits(name, req.amount)
+    if not allowed:
+        raise errors.invalid("channel_not_enabled", "no wallet the shopper could choose is enabled", "channel")
+    now = clock.now()
+    payment_id = ids.new("pay")
+    payment = Payment(
+        id=payment_id, merchant_id=merchant.id, livemode=livemode, amount=req.amount, channel="", flow="",
+        status=PaymentStatus.PENDING, channel_order_id=payment_id, merchant_reference=req.merchant_reference,
+        description=req.description, created_at=now, expires_at=now + req.expires_in,
+        fee=bps_of(req.amount, merchant.fee_bps, "HALF_UP"), return_url=req.return_url,
+        metadata=dict(req.metadata), allowed_channels=allowed,
+        next_action={"type": "redirect", "url": pay_url(payment_id)},
+    )
+    unit = Unit().create_payment(payment)
+    if completion is not None:
+        completion.attach(unit, 201, views.payment(payment))
+    unit.commit()
+    log.info("payment_created", payment_id=payment.id, merchant_id=merchant.id, channel=None,
+             allowed=list(allowed), amount=req.amount.amount, currency=req.amount.currency)
+    return payment
+
+
+def choose_channel(payment_id: str, channel_name: str, flow: str, payer: dict[str, str], client_ip: str) -> Payment:
+    """The shopper picked a wallet on the hosted checkout: create the channel order, once.
+
+    The first choice fixes the channel and flow (a second channel order under the same number could
+    be paid too); choosing the same again answers the payment as it is.
+    """
+    from chalicelib.store import merchants as merchant_store
+
+    p = store.get(payment_id)
+    if p is None:
+        raise errors.not_found("payment", "id")
+    if p.status is not PaymentStatus.PENDING or clock.now() >= p.expires_at:
+        raise errors.conflict("payment_not_pending", "this payment can no longer be paid")
+    if p.channel_chosen:
+        if (p.channel, p.flow) == (channel_name, flow):
+            return p
+        raise errors.conflict("channel_already_chosen", f"this payment is already being paid with {p.channel}")
+    if channel_name not in p.allowed_channels:
+        raise errors.invalid("channel_not_allowed", "this wallet is not offered for this payment", "channel")
+    merchant = merchant_store.get(p.merchant_id)
+    ids_at_channel = merchant.channel_ids(channel_name) if merchant else None
+    channel = channels.get(channel_name)
+    if ids_at_channel is None or flow not in channel.flows:
+        raise errors.invalid("channel_not_enabled", f"{channel_name} cannot take this payment", "channel")
+    if flow == "jsapi" and not payer.get("openid"):
+        raise errors.invalid("parameter_missing", "jsapi payments need payer.openid", "payer.openid")
+    check_limits(channel_name, p.amount)
+    chosen = replace(p, channel=channel_name, flow=flow, channel_merchant=dict(ids_at_channel))
+    result = _create_at_channel(channel, chosen, payer, client_ip, result_url(p.id))
+    chosen = replace(chosen, next_action=result.next_action)
+    try:
+        Unit().choose_payment_channel(chosen).commit()
+    except Conflict:
+        _close_quietly(channel, chosen)  # another tab chose first: nobody may pay this order
+        raise errors.conflict("channel_already_chosen", "this payment changed meanwhile; reload it") from None
+    log.info("payment_channel_chosen", payment_id=p.id, channel=channel_name, flow=flow)
+    return chosen
+
+
+def _close_quietly(channel, p: Payment) -> None:
+    try:
+        channel.close(OrderRef(p.channel_order_id, MerchantChannelConfig(dict(p.channel_merchant))))
+    except ChannelError as exc:
+        log.warning("losing_channel_order_not_closed", payment_id=p.id, channel=p.channel, code=exc.code)
+
+
+def pay_url(payment_id: str) -> str:
+    """The hosted checkout page of a payment."""
+    return f"{settings.get().public_base_url}/pay/{payment_id}"
+
+
+def result_url(payment_id: str) -> str:
+    return f"{pay_url(payment_id)}/result"
+
+
+def _create_at_channel(channel, payment: Payment, payer: dict, client_ip: str, return_url: str | None = None):
     try:
         return channel.create(CreateRequest(
             payment_id=payment.id, channel_order_id=payment.channel_order_id,
             amount=payment.channel_amount or payment.amount, flow=payment.flow, description=payment.description,
             notify_url=notify_url(payment.channel), expires_at=payment.expires_at,
-            merchant=MerchantChannelConfig(dict(payment.channel_merchant)), return_url=payment.return_url,
+            merchant=MerchantChannelConfig(dict(payment.channel_merchant)),
+            return_url=return_url or payment.return_url,
             client_ip=client_ip, payer=dict(payer), product_id=payment.id,
         ))
     except ChannelError as exc:
@@ -143,8 +242,7 @@ def _next_action(payment: Payment, channel_action: dict) -> dict:
     """Quoted payments send the payer to our page first, which refuses an expired quote."""
     if payment.quote is None:
         return channel_action
-    return {"type": "redirect", "url": f"{settings.get().public_base_url}/pay/{payment.id}",
-            "channel_action": channel_action}
+    return {"type": "redirect", "url": pay_url(payment.id), "channel_action": channel_action}
 
 
 def requote(payment_id: str) -> Payment:
@@ -209,6 +307,8 @@ def close(merchant: Merchant, livemode: bool, payment_id: str, completion: Compl
         raise errors.conflict("payment_succeeded", "a succeeded payment cannot be closed; refund it instead")
     if p.status is not PaymentStatus.PENDING:
         return p
+    if not p.channel_chosen:  # no channel order exists: nobody can pay it anywhere
+        return mark_closed(p, reason="merchant")
     channel = channels.get(p.channel, p.livemode)
     ref = OrderRef(p.channel_order_id, MerchantChannelConfig(dict(p.channel_merchant)))
     try:

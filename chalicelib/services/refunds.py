@@ -134,7 +134,8 @@ def _reservation(merchant: Merchant, p: Payment, amount: int, reason: str):
     refund_id = ids.new("re")
     refund = Refund(id=refund_id, payment_id=p.id, merchant_id=merchant.id, amount=money, reason=reason,
                     status=RefundStatus.PROCESSING, channel_refund_id=refund_id, created_at=clock.now(),
-                    channel_amount=channel_amount, draw=draw, borrowed=borrowed, livemode=p.livemode)
+                    channel_amount=channel_amount, draw=draw, borrowed=borrowed, livemode=p.livemode,
+                    channel=p.channel)
     posting = refund_posting(f"refund:{refund.id}", p, refund.id, amount, fee_back, draw, channel_amount)
     pending_account = ledger.merchant_account(who, p.amount.currency, "pending")
     unit = (Unit().reserve_refund(p, amount, fee_back, channel_amount.amount if channel_amount else 0,

@@ -109,6 +109,18 @@ class _UnreleasedByMerchant(GlobalSecondaryIndex):
     paid_at = UTCDateTimeAttribute(range_key=True)
 
 
+class _ReconByDay(GlobalSecondaryIndex):
+    """Sparse: a succeeded payment carries `recon_day` = channel#Beijing bill date, what reconciliation
+    reads for one channel's day (no scans). Eventually consistent: money actions re-read the item."""
+    class Meta:
+        index_name = "recon_by_day"
+        projection = IncludeProjection(["merchant_id", "amount", "currency", "channel_amount", "channel_currency",
+                                        "status", "channel_order_id", "quote", "fee", "rate"])
+
+    recon_day = UnicodeAttribute(hash_key=True)
+    payment_id = UnicodeAttribute(range_key=True)
+
+
 class PaymentModel(Model):
     Meta = meta("payments")
     payment_id = UnicodeAttribute(hash_key=True)
@@ -153,11 +165,14 @@ class PaymentModel(Model):
     unreleased_by = UnicodeAttribute(null=True)    # merchant id while succeeded and not released (sparse)
     documents = JSONAttribute(null=True)
     alert_bindings = JSONAttribute(null=True)   # staff alerts owed on success; absent: read the bindings
+    allowed_channels = ListAttribute(of=UnicodeAttribute, null=True)
+    recon_day = UnicodeAttribute(null=True)
     by_merchant_reference = _ByMerchantReference()
     pending_by_created = _PendingByCreated()
     pending_by_next_check = _PendingByNextCheck()
     paid_by_merchant = _PaidByMerchant()
     unreleased_by_merchant = _UnreleasedByMerchant()
+    recon_by_day = _ReconByDay()
 
 
 class _RefundsByPayment(GlobalSecondaryIndex):
@@ -179,6 +194,17 @@ class _RefundsProcessing(GlobalSecondaryIndex):
     created_at = UTCDateTimeAttribute(range_key=True)
 
 
+class _RefundsReconByDay(GlobalSecondaryIndex):
+    """A refund under channel#Beijing day of its request: what reconciliation reads for that bill."""
+    class Meta:
+        index_name = "recon_by_day"
+        projection = IncludeProjection(["merchant_id", "amount", "currency", "channel_amount", "channel_currency",
+                                        "status", "payment_id", "channel_refund_id"])
+
+    recon_day = UnicodeAttribute(hash_key=True)
+    refund_id = UnicodeAttribute(range_key=True)
+
+
 class RefundModel(Model):
     Meta = meta("refunds")
     refund_id = UnicodeAttribute(hash_key=True)
@@ -198,8 +224,11 @@ class RefundModel(Model):
     created_at = UTCDateTimeAttribute()
     processing_shard = UnicodeAttribute(null=True)
     livemode = BooleanAttribute(null=True)      # its payment's mode (absent on old items: live)
+    channel = UnicodeAttribute(null=True)
+    recon_day = UnicodeAttribute(null=True)
     by_payment = _RefundsByPayment()
     processing = _RefundsProcessing()
+    recon_by_day = _RefundsReconByDay()
 
 
 class IdempotencyModel(Model):

@@ -6,6 +6,7 @@ from decimal import Decimal
 from pynamodb.exceptions import DoesNotExist
 
 from chalicelib.domain.payment import Payment, PaymentStatus
+from chalicelib.domain.reconciliation import bill_day
 from chalicelib.domain.refund import Refund, RefundStatus
 from chalicelib.money import Money
 from chalicelib.store.base import applied
@@ -53,7 +54,14 @@ def to_item(p: Payment) -> PaymentModel:
         unreleased_by=p.merchant_id if p.status is PaymentStatus.SUCCEEDED and not p.released else None,
         documents=list(p.documents) or None,
         alert_bindings=[list(b) for b in p.alert_bindings] if p.alert_bindings is not None else None,
+        allowed_channels=list(p.allowed_channels) or None,
+        recon_day=recon_day(p.channel, p.paid_at) if p.status is PaymentStatus.SUCCEEDED and p.paid_at else None,
     )
+
+
+def recon_day(channel: str, at) -> str:
+    """The recon_by_day index key: channel#Beijing bill date."""
+    return f"{channel}#{bill_day(at)}"
 
 
 def from_item(m: PaymentModel) -> Payment:
@@ -91,6 +99,7 @@ def from_item(m: PaymentModel) -> Payment:
         documents=tuple(m.documents or ()),
         closed_by=m.closed_by,
         alert_bindings=tuple(tuple(b) for b in m.alert_bindings) if m.alert_bindings is not None else None,
+        allowed_channels=tuple(m.allowed_channels or ()),
     )
 
 
@@ -167,6 +176,8 @@ def refund_to_item(r: Refund) -> RefundModel:
         created_at=r.created_at,
         processing_shard=PENDING_SHARD if r.status is RefundStatus.PROCESSING else None,
         livemode=r.livemode,
+        channel=r.channel or None,
+        recon_day=recon_day(r.channel, r.created_at) if r.channel else None,
     )
 
 
@@ -186,6 +197,7 @@ def refund_from_item(m: RefundModel) -> Refund:
         draw=dict(m.draw or {}),
         livemode=True if m.livemode is None else bool(m.livemode),
         borrowed=int(m.borrowed or 0),
+        channel=m.channel or "",
     )
 
 

@@ -16,7 +16,13 @@ _MODELS = [
     ("chalicelib.store.jobs", "JobRunModel"),
     ("chalicelib.store.alerts", "AlertBindingModel"),
     ("chalicelib.store.alerts", "AlertModel"),
+    ("chalicelib.store.qr_codes", "QrCodeModel"),
+    ("chalicelib.store.qr_codes", "ThrottleModel"),
     ("chalicelib.store.sandbox", "SandboxRecord"),
+    ("chalicelib.store.reconciliation", "StatementRunModel"),
+    ("chalicelib.store.reconciliation", "StatementRecordModel"),
+    ("chalicelib.store.reconciliation", "DiscrepancyModel"),
+    ("chalicelib.store.reconciliation", "SuspenseModel"),
 ]
 
 
@@ -59,3 +65,10 @@ def create_bucket() -> None:
         s3.create_bucket(Bucket=s.bucket, CreateBucketConfiguration={"LocationConstraint": s.region})
     except s3.exceptions.BucketAlreadyOwnedByYou:
         pass
+    # As infra/template.yaml wires it: statements/ objects notify the statements queue.
+    sqs = boto3.client("sqs", region_name=s.region, endpoint_url=s.aws_endpoint_url)
+    url = sqs.create_queue(QueueName=s.statements_queue, Attributes={"VisibilityTimeout": "960"})["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(Bucket=s.bucket, NotificationConfiguration={"QueueConfigurations": [{
+        "QueueArn": arn, "Events": ["s3:ObjectCreated:*"],
+        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "statements/"}]}}}]})

@@ -84,7 +84,7 @@ class Unit:
 
     # The attributes a state transition may change; everything else (documents, refunds) is left alone.
     _TRANSITION_FIELDS = ("status", "channel_transaction_id", "payer_amount", "payer_currency", "rate", "paid_at",
-                          "closed_at", "failure_code", "closed_by", "pending_shard", "unreleased_by")
+                          "closed_at", "failure_code", "closed_by", "pending_shard", "unreleased_by", "recon_day")
 
     def move_payment(self, p: Payment, from_status: PaymentStatus) -> "Unit":
         """Write the payment's new state, only if it is still in `from_status`."""
@@ -111,6 +111,13 @@ class Unit:
         item = payment_store.to_item(p)
         self._ops.append(lambda tx: tx.save(item, condition=(PaymentModel.status == PaymentStatus.PENDING.value)
                                             & (PaymentModel.channel_order_id == expected_order)))
+        return self
+
+    def choose_payment_channel(self, p: Payment) -> "Unit":
+        """Fix the channel the shopper chose for a payment created without one: once, while pending."""
+        item = payment_store.to_item(p)
+        self._ops.append(lambda tx: tx.save(item, condition=(PaymentModel.status == PaymentStatus.PENDING.value)
+                                            & (PaymentModel.channel == "")))
         return self
 
     def reserve_refund(self, p: Payment, amount: int, fee_back: int, channel_back: int,
@@ -271,6 +278,11 @@ class Unit:
         self._ops.append(lambda tx: tx.update(WebhookEndpointModel(merchant_id, endpoint_id),
                                               actions=actions,
                                               condition=WebhookEndpointModel.endpoint_id.exists()))
+        return self
+
+    def update_if(self, item, actions: list, condition) -> "Unit":
+        """Any other item's conditional update that belongs to this change (e.g. resolving a finding)."""
+        self._ops.append(lambda tx: tx.update(item, actions=actions, condition=condition))
         return self
 
     def complete_idempotency(self, key: str, status_code: int, body: str, expires: datetime) -> "Unit":

@@ -6,9 +6,6 @@ import shutil
 import subprocess
 import sys
 
-import boto3
-import moto
-
 from infra import deploy
 
 
@@ -45,22 +42,3 @@ def test_the_package_imports_from_its_shipped_bytecode_without_reading_a_source(
                           env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "Chalice"
-
-
-def test_the_statement_trigger_is_wired_beside_existing_bucket_notifications():
-    with moto.mock_aws():
-        s3 = boto3.client("s3", region_name="ap-southeast-2")
-        sqs = boto3.client("sqs", region_name="ap-southeast-2")
-        s3.create_bucket(Bucket="kauri-dev-files", CreateBucketConfiguration={"LocationConstraint": "ap-southeast-2"})
-        other = sqs.create_queue(QueueName="other")["QueueUrl"]
-        other_arn = sqs.get_queue_attributes(QueueUrl=other, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        s3.put_bucket_notification_configuration(Bucket="kauri-dev-files", NotificationConfiguration={
-            "QueueConfigurations": [{"Id": "other", "QueueArn": other_arn, "Events": ["s3:ObjectRemoved:*"]}]})
-        sqs.create_queue(QueueName="kauri-dev-statements")
-        for _ in range(2):  # a second deploy changes nothing
-            deploy.wire_statement_trigger("dev", "kauri-dev-statements", "kauri-dev-files")
-        queues = s3.get_bucket_notification_configuration(Bucket="kauri-dev-files")["QueueConfigurations"]
-        assert sorted(q["Id"] for q in queues) == ["kauri-statements", "other"]
-        [ours] = [q for q in queues if q["Id"] == "kauri-statements"]
-        assert ours["QueueArn"].endswith(":kauri-dev-statements") and ours["Events"] == ["s3:ObjectCreated:*"]
-        assert ours["Filter"]["Key"]["FilterRules"] == [{"Name": "prefix", "Value": "statements/"}]

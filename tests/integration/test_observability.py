@@ -90,8 +90,10 @@ def test_the_stack_alarms_on_5xx_job_failures_webhook_backlog_dead_letters_and_d
     alarms = {r["Properties"]["MetricName"]: r["Properties"] for r in resources.values()
               if r["Type"] == "AWS::CloudWatch::Alarm"}
     assert set(alarms) >= {"5XXError", "JobFailures", "WebhookBacklogAgeSeconds", "DeadLetters", "Discrepancies"}
-    for props in alarms.values():
+    assert "ApproximateNumberOfMessagesVisible" in alarms                 # the statements dead-letter queue
+    for name, props in alarms.items():
         assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}]
-        assert {"Name": "Stage", "Value": {"Ref": "Stage"}} in props["Dimensions"]
+        if props["Namespace"] != "AWS/SQS":
+            assert {"Name": "Stage", "Value": {"Ref": "Stage"}} in props["Dimensions"], name
     for name in ("JobFailures", "WebhookBacklogAgeSeconds", "DeadLetters", "Discrepancies"):
         assert alarms[name]["Namespace"] == "Kauri"

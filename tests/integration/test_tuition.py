@@ -350,3 +350,46 @@ def test_batched_payease_notify_applies_every_order(school, client, rate):
     assert r.body.strip() == b"sent"
     assert {PaymentModel.get(a["id"]).status, PaymentModel.get(b["id"]).status} == {"succeeded"}
     assert BalanceModel.get(f"M:{school.merchant.id}:NZD:pending").balance == 247500 + 118800
+
+
+# ---- the tuition page (HTML) ---------------------------------------------------------------------
+
+def test_tuition_page_uploads_a_document_without_javascript_and_lists_it(school, client, rate):
+    import re
+    from urllib.parse import urlencode
+
+    p = invoice(school).json_body
+    form = {"filename": "Offer of place", "content_type": "application/pdf", "lang": "en"}
+    step = client.http.post(f"/pay/{p['id']}/documents/new",
+                            headers={"Content-Type": "application/x-www-form-urlencoded"},
+                            body=urlencode(form).encode())
+    assert step.status_code == 200, step.body
+    page = step.body.decode()
+    assert 'enctype="multipart/form-data"' in page and 'type="file"' in page
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
+    back = f"http://kauri.test/pay/{p['id']}?lang=en"
+    assert fields["success_action_redirect"] == back and fields["Content-Type"] == "application/pdf"
+    assert fields["key"].startswith(f"documents/{p['id']}/")
+    # The browser posts the file to S3, which sends it back to the page: listed, and received.
+    s3 = boto3.client("s3", region_name=settings.get().region)
+    s3.put_object(Bucket=settings.get().bucket, Key=fields["key"], Body=b"%PDF-1.4 x", ContentType="application/pdf")
+    listed = client.http.get(f"/pay/{p['id']}?lang=en").body.decode()
+    assert "Offer of place" in listed and "uploaded" in listed
+    bad = client.http.post(f"/pay/{p['id']}/documents/new", headers={"Content-Type": "application/x-www-form-urlencoded"},
+                           body=urlencode({"filename": "../../etc/passwd", "content_type": "application/pdf"}).encode())
+    assert bad.status_code == 400 and 'id="error"' in bad.body.decode()
+    exe = client.http.post(f"/pay/{p['id']}/documents/new", headers={"Content-Type": "application/x-www-form-urlencoded"},
+                           body=urlencode({"filename": "x", "content_type": "application/x-msdownload"}).encode())
+    assert exe.status_code == 400
+    assert len(school.get(f"/v1/payments/{p['id']}/documents").json_body["data"]) == 1
+
+
+def test_tuition_page_offers_banks_straight_to_payease_and_a_live_countdown(school, client, rate):
+    p = invoice(school).json_body
+    page = client.http.get(f"/pay/{p['id']}").body.decode()
+    assert 'formaction="http://kauri.test/sandbox/payease/customer/gb/pay_bank.jsp"' in page
+    assert 'name="v_pmode" value="1"' in page and 'id="countdown" data-seconds="' in page
+    assert "¥ 10911.25 CNY" in page
+    r = client.http.post(f"/pay/{p['id']}/requote", headers={"Content-Type": "application/x-www-form-urlencoded"},
+                         body=b"")
+    assert r.status_code == 303  # a quote still valid: nothing to do, back to the page

@@ -93,6 +93,10 @@ class PayEaseChannel:
 
         return secrets.resolve(self._config or settings.get().payease)
 
+    def direct_bank_url(self) -> str:
+        """Where the payer's form goes to skip the cashier: the form carries v_pmode (not in the MAC)."""
+        return self._conf().gateway_url + DIRECT_BANK_PATH
+
     def _key(self) -> str:
         key = self._conf().md5_key
         if not key:

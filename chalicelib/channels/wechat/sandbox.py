@@ -648,7 +648,7 @@ def _notification(order: dict[str, Any], success: bool) -> dict[str, Any]:
     return fields
 
 
-def _pay(out_trade_no: str, success: bool, now: datetime) -> dict[str, Any]:
+def _pay(out_trade_no: str, success: bool, now: datetime, notify: bool = True) -> dict[str, Any]:
     store = _store()
     pk = _pk("order", out_trade_no)
     transaction_id = "4200" + _digits(24)
@@ -675,7 +675,7 @@ def _pay(out_trade_no: str, success: bool, now: datetime) -> dict[str, Any]:
         else:
             o["trade_state"] = "PAYERROR"
         o["notify"] = {"url": o["params"]["notify_url"], "fields": _notification(o, success), "attempts": 0,
-                       "delivered": False, "history": []}
+                       "delivered": False, "history": [], "given_up": not notify}
         return o
 
     # One transaction: the order paid, its notification due, its transaction id and bill entry - or none.
@@ -683,7 +683,8 @@ def _pay(out_trade_no: str, success: bool, now: datetime) -> dict[str, Any]:
     if success:
         changes[_pk("txn", transaction_id)] = lambda d: {"out_trade_no": out_trade_no} if d is None else None
         changes[_day_pk(wire.china_date(now), out_trade_no)] = _day_adding("orders", out_trade_no)
-    return store.change_together(changes, queues={pk: (NOTIFY_QUEUE, _epoch(now))})[pk]
+    queues = {pk: (NOTIFY_QUEUE, _epoch(now))} if notify else {}
+    return store.change_together(changes, queues=queues)[pk]
 
 
 def _acknowledged(body: bytes) -> bool:
@@ -813,8 +814,11 @@ def simulate_pay():
             raise _SimError(400, "BAD_OUT_TRADE_NO", "out_trade_no must be 1-32 of [0-9A-Za-z_-|*]")
         if outcome not in ("success", "fail"):
             raise _SimError(400, "BAD_OUTCOME", "outcome must be success or fail")
+        notify = body.get("notify", True)
+        if not isinstance(notify, bool):
+            raise _SimError(400, "BAD_NOTIFY", "notify must be true or false (false: the notification is lost)")
         now = clock.now()
-        order = _pay(out_trade_no, outcome == "success", now)
+        order = _pay(out_trade_no, outcome == "success", now, notify)
         _deliver(_pk("order", out_trade_no), now)
         note = _store().get(_pk("order", out_trade_no))["notify"]
         return _json(200, {"out_trade_no": out_trade_no, "trade_state": order["trade_state"],

@@ -6,6 +6,7 @@ error: log lines carry the API path only.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from typing import Any
 
@@ -13,6 +14,9 @@ from chalicelib import clock, http, log, settings
 
 TOKEN_PATH = "/cgi-bin/token"
 SEND_PATH = "/cgi-bin/message/template/send"
+AUTHORIZE_PATH = "/connect/oauth2/authorize"
+SNS_TOKEN_PATH = "/sns/oauth2/access_token"
+_OPENID = re.compile(r"^[A-Za-z0-9_\-]{6,64}$")
 REFRESH_MARGIN = 300                     # renew this long before WeChat's expires_in runs out
 MAX_RESPONSE_BYTES = 64 * 1024
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})   # invalid / not latest / expired access_token
@@ -86,6 +90,18 @@ class OfficialAccountClient:
             return msgid
         raise OAError("TOKEN_REJECTED", "a freshly issued access_token was refused")  # pragma: no cover
 
+    # ---- web OAuth (snsapi_base): a shopper's openid for JSAPI (wechat-pay spec §13) --------------
+
+    def openid_for_code(self, code: str) -> str:
+        """Exchange the single-use `code` WeChat handed the shopper's browser for their openid."""
+        cfg = self.config
+        answer = self._call("GET", SNS_TOKEN_PATH, {"appid": cfg.appid, "secret": cfg.appsecret, "code": code,
+                                                    "grant_type": "authorization_code"})
+        openid = answer.get("openid")
+        if not isinstance(openid, str) or not _OPENID.match(openid):
+            raise OAError("BAD_RESPONSE", "OAuth answer without a usable openid")
+        return openid
+
     # ---- transport --------------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, query: dict[str, str], body: dict | None = None,
@@ -121,6 +137,23 @@ class OfficialAccountClient:
             log.warning("wechat_oa_error", path=path, errcode=code, errmsg=message)
             raise OAError(code, message, retryable=code not in PERMANENT)
         return answer
+
+
+def pay_oauth_client() -> OfficialAccountClient:
+    """The web-OAuth client of the Official Account whose appid WeChat Pay orders carry (JSAPI openids)."""
+    wc = settings.get().wechat
+    return OfficialAccountClient(settings.WeChatOASettings(appid=wc.appid, appsecret=wc.appsecret, template_id="",
+                                                           base_url=wc.sns_url))
+
+
+def authorize_url(redirect_uri: str, state: str) -> str:
+    """Where the shopper's WeChat browser goes for a silent (snsapi_base) code; parameter order as documented."""
+    from urllib.parse import quote
+
+    wc = settings.get().wechat
+    return (f"{wc.oauth_url}{AUTHORIZE_PATH}?appid={quote(wc.appid, safe='')}"
+            f"&redirect_uri={quote(redirect_uri, safe='')}&response_type=code&scope=snsapi_base"
+            f"&state={quote(state, safe='')}#wechat_redirect")
 
 
 def forget_tokens() -> None:

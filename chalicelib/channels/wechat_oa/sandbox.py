@@ -1,7 +1,9 @@
 """A small WeChat Official Account server for non-prod stages, mounted at /sandbox/wechat_oa.
 
 Serves what Kauri uses (wechat-pay spec §14): `GET /cgi-bin/token` (client_credential) and
-`POST /cgi-bin/message/template/send`, with WeChat's JSON error shapes. Simulator choices where the
+`POST /cgi-bin/message/template/send`, with WeChat's JSON error shapes; and the shopper's web OAuth
+(spec §13): `GET /connect/oauth2/authorize` (a silent snsapi_base grant: 302 back with a code) and
+`GET /sns/oauth2/access_token` (code -> openid; a code works once, for 5 minutes). Simulator choices where the
 spec is silent: one template (the configured template_id) with typed keys amount1/thing2/time3/
 character_string4; a repeated client_msg_id answers the first msgid and sends nothing new; a new
 token leaves the previous one valid for 5 more minutes. Test hooks under /simulate.
@@ -126,6 +128,76 @@ def send_template():
     if not store.create(_PK + "inbox#" + touser, {"messages": [message]}):
         store.update(_PK + "inbox#" + touser, lambda d: {"messages": d["messages"] + [message]})
     return _json({"errcode": 0, "errmsg": "ok", "msgid": msgid})
+
+
+# ---- web OAuth (snsapi_base) ---------------------------------------------------------------------
+
+OAUTH_CODE_TTL = 300
+_STATE = re.compile(r"^[A-Za-z0-9]{0,128}$")
+
+
+def _oauth_apps() -> dict[str, str]:
+    """appid -> appsecret of the Official Accounts this sandbox plays."""
+    s = settings.get()
+    apps = {s.wechat.appid: s.wechat.appsecret}
+    if s.wechat_oa is not None:
+        apps[s.wechat_oa.appid] = s.wechat_oa.appsecret
+    return apps
+
+
+@blueprint.route("/connect/oauth2/authorize", methods=["GET"])
+def oauth_authorize():
+    """WeChat's authorize page: inside WeChat an snsapi_base grant is silent, straight back with a code."""
+    from urllib.parse import urlencode, urlsplit
+
+    q = blueprint.current_request.query_params or {}
+    redirect_uri, state = q.get("redirect_uri", ""), q.get("state", "")
+    parts = urlsplit(redirect_uri)
+    if q.get("appid") not in _oauth_apps():
+        return Response(body="appid invalid (10003)", status_code=400, headers={"Content-Type": "text/plain"})
+    if parts.scheme not in ("http", "https") or not parts.netloc or len(redirect_uri) > 1024:
+        return Response(body="redirect_uri invalid (10003)", status_code=400, headers={"Content-Type": "text/plain"})
+    if q.get("response_type") != "code" or q.get("scope") not in ("snsapi_base", "snsapi_userinfo"):
+        return Response(body="scope invalid (10005)", status_code=400, headers={"Content-Type": "text/plain"})
+    if not _STATE.match(state):
+        return Response(body="state invalid", status_code=400, headers={"Content-Type": "text/plain"})
+    code = secrets.token_urlsafe(24)
+    openid = "o" + hashlib.sha256(f"{q['appid']}#shopper".encode()).hexdigest()[:10] + secrets.token_urlsafe(12)
+    _store().create(_PK + "oauth_code#" + code, {"appid": q["appid"], "openid": openid, "scope": q["scope"],
+                                                 "expires_at": clock.epoch() + OAUTH_CODE_TTL, "used": False})
+    sep = "&" if parts.query else "?"
+    return Response(body="", status_code=302,
+                    headers={"Location": redirect_uri + sep + urlencode({"code": code, "state": state})})
+
+
+@blueprint.route("/sns/oauth2/access_token", methods=["GET"])
+def oauth_access_token():
+    q = blueprint.current_request.query_params or {}
+    apps = _oauth_apps()
+    if q.get("grant_type") != "authorization_code":
+        return _error(40002, "invalid grant_type")
+    if q.get("appid") not in apps:
+        return _error(40013, "invalid appid")
+    if not apps[q["appid"]] or not secrets.compare_digest(q.get("secret", ""), apps[q["appid"]]):
+        return _error(40125, "invalid appsecret")
+    code = q.get("code", "")
+    if not code or len(code) > 128:
+        return _error(40029, "invalid code")
+    seen: dict[str, Any] = {}
+
+    def use(d: dict[str, Any]) -> dict[str, Any] | None:
+        seen.clear()
+        seen.update(d)
+        return None if d["used"] else {**d, "used": True}
+
+    _store().update(_PK + "oauth_code#" + code, use)
+    if not seen or seen["appid"] != q["appid"] or clock.epoch() >= seen["expires_at"]:
+        return _error(40029, "invalid code")
+    if seen["used"]:
+        return _error(40163, "code been used")
+    return _json({"access_token": "sns_" + secrets.token_urlsafe(32), "expires_in": 7200,
+                  "refresh_token": "snsr_" + secrets.token_urlsafe(32), "openid": seen["openid"],
+                  "scope": seen["scope"]})
 
 
 # ---- test hooks --------------------------------------------------------------------------------
