@@ -11,7 +11,7 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 
-from bench import import_time, reconcile, roundtrips, statements
+from bench import cold_start, import_time, reconcile, roundtrips, statements
 
 
 def _commit() -> str:
@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     imports = {stage: import_time.measure(stage, args.runs) for stage in ("prod", "dev")}
     print(import_time.report(imports["prod"]))
     print()
+    cold = cold_start.run(max(3, args.runs // 2))
+    print(cold_start.report(cold))
+    print()
     parses = statements.run(args.statement_rows)
     print(statements.report(parses))
     print()
@@ -55,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     for stage, r in imports.items():
         summary.append((f"import app, KAURI_STAGE={stage}, warm .pyc (median)", f"{r['warm']['median_ms']:.0f} ms"))
         summary.append((f"import app, KAURI_STAGE={stage}, no .pyc (Lambda-like)", f"{r['no_pyc']['median_ms']:.0f} ms"))
+    cold_ms = cold_start.summary(cold)
+    for name in ("kauri", "kauri+pyc"):
+        summary.append((f"cold start {name} / bare Chalice put_item (Lambda-like)",
+                        f"{cold_ms[name]['total_ms'] / cold_ms['bare']['total_ms']:.2f}x"))
     for r in roundtrips.rows(trips):
         summary.append((f"AWS calls per request, first/steady: {r['name']}", f"{r['first']} / {r['steady']}"
                         + (f"  (+{r['sandbox']} sandbox-side)" if r["sandbox"] not in ("", "0") else "")))
