@@ -136,19 +136,20 @@ def _pem_file(secret_id: str, version_stage: str, name: str, pem: str) -> str:
 
 # ---- webhook signing secrets: KMS envelope ---------------------------------------------------------
 
-def seal(plain: str) -> dict:
-    """Encrypt a webhook signing secret under the stage's KMS key (envelope; see module doc)."""
+def seal(plain: str, purpose: bytes = b"kauri-webhook-secret") -> dict:
+    """Encrypt a webhook signing secret (or another secret-bearing text, named by `purpose`, which the
+    envelope is bound to) under the stage's KMS key (envelope; see module doc)."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     key_id = settings.get().webhook_kms_key
     data_key = _client("kms").generate_data_key(KeyId=key_id, KeySpec="AES_256")
     nonce = os.urandom(12)
-    sealed = AESGCM(data_key["Plaintext"]).encrypt(nonce, plain.encode("utf-8"), b"kauri-webhook-secret")
+    sealed = AESGCM(data_key["Plaintext"]).encrypt(nonce, plain.encode("utf-8"), purpose)
     return {"v": 1, "key": base64.b64encode(data_key["CiphertextBlob"]).decode(),
             "nonce": base64.b64encode(nonce).decode(), "ct": base64.b64encode(sealed).decode()}
 
 
-def open_sealed(envelope: dict) -> str:
+def open_sealed(envelope: dict, purpose: bytes = b"kauri-webhook-secret") -> str:
     """The plaintext of a sealed webhook secret (a KMS Decrypt of its data key): only to sign."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -156,7 +157,7 @@ def open_sealed(envelope: dict) -> str:
         raise SecretUnavailable("unknown webhook secret envelope")
     data_key = _client("kms").decrypt(CiphertextBlob=base64.b64decode(envelope["key"]))["Plaintext"]
     plain = AESGCM(data_key).decrypt(base64.b64decode(envelope["nonce"]), base64.b64decode(envelope["ct"]),
-                                     b"kauri-webhook-secret")
+                                     purpose)
     return plain.decode("utf-8")
 
 

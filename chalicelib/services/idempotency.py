@@ -13,6 +13,17 @@ from chalicelib.store import idempotency as store
 from chalicelib.store.unit import Unit
 
 MAX_KEY_LENGTH = 255
+SEALED = "sealed_reply"
+SEALED_PURPOSE = b"kauri-idempotent-reply"
+
+
+def _stored_body(text: str) -> dict:
+    body = json.loads(text)
+    if isinstance(body, dict) and set(body) == {SEALED}:
+        from chalicelib import secrets
+
+        return json.loads(secrets.open_sealed(body[SEALED], SEALED_PURPOSE))
+    return body
 
 
 @dataclass
@@ -23,9 +34,15 @@ class Completion:
     status_code: int = 0
     body: str = field(default="", repr=False)
 
-    def attach(self, unit: Unit, status_code: int, body: dict) -> None:
+    def attach(self, unit: Unit, status_code: int, body: dict, sealed: bool = False) -> None:
+        """`sealed`: the reply carries a secret (a new webhook endpoint's signing secret): it is stored only
+        under a KMS envelope, opened again to replay it."""
         self.status_code = status_code
         self.body = json.dumps(body, sort_keys=True)
+        if sealed:
+            from chalicelib import secrets
+
+            self.body = json.dumps({SEALED: secrets.seal(self.body, SEALED_PURPOSE)}, sort_keys=True)
         unit.complete_idempotency(self.key, status_code, self.body, clock.now() + timedelta(seconds=store.TTL_SECONDS))
         self.attached = True
 
@@ -54,7 +71,7 @@ def run(merchant_id: str, route: str, idem_key: str | None, raw_body: bytes,
     request_hash = hashlib.sha256(raw_body).hexdigest()
     outcome = store.claim(key, request_hash)
     if outcome.kind == "replay":
-        return outcome.status_code, json.loads(outcome.body)
+        return outcome.status_code, _stored_body(outcome.body)
     if outcome.kind == "mismatch":
         raise errors.ServiceError("unprocessable", "idempotency_key_reused",
                                   "this Idempotency-Key was used with a different request body", "Idempotency-Key")

@@ -129,7 +129,7 @@ def add_webhook_endpoint(merchant: Merchant, livemode: bool, url: str, completio
             raise _too_many()
         unit = Unit().add_webhook_endpoint(item, MAX_WEBHOOK_ENDPOINTS, uncounted)
         if completion is not None:
-            completion.attach(unit, 201, body)
+            completion.attach(unit, 201, body, sealed=True)  # the reply holds the signing secret
         try:
             unit.commit()
             return body

@@ -175,3 +175,15 @@ def test_a_test_key_can_neither_see_disable_nor_delete_a_live_endpoint(merchant)
                                        headers={"Authorization": f"Bearer {test_key.key}"})
     assert gone.status_code == 404
     assert listed(merchant)[0]["enabled"] is True
+
+
+def test_the_stored_reply_of_a_new_endpoint_never_holds_its_secret_in_clear(merchant):
+    from chalicelib.store.models import IdempotencyModel
+
+    first = merchant.post("/v1/webhook_endpoints", {"url": f"{HOOK}/sealed"}, headers={"Idempotency-Key": "ep-s"})
+    assert first.status_code == 201
+    secret = first.json_body["secret"]
+    stored = [r.response_body or "" for r in IdempotencyModel.scan()]
+    assert stored and not any(secret in body for body in stored)
+    again = merchant.post("/v1/webhook_endpoints", {"url": f"{HOOK}/sealed"}, headers={"Idempotency-Key": "ep-s"})
+    assert again.status_code == 201 and again.json_body["secret"] == secret
