@@ -25,3 +25,8 @@ def record_once(record_id: str, kind: str, channel: str, ref: str | None, detail
     """Write the record unless one with this id exists. True if this call wrote it."""
     item = OpsRecordModel(record_id[:512], kind=kind, channel=channel, ref=ref, detail=detail, created_at=clock.now())
     return applied(lambda: item.save(condition=OpsRecordModel.record_id.does_not_exist()))
+
+
+def put_once(item: OpsRecordModel) -> bool:
+    """Write a record made by new_record unless one with its id exists. True if this call wrote it."""
+    return applied(lambda: item.save(condition=OpsRecordModel.record_id.does_not_exist()))
