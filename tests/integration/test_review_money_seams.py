@@ -2,13 +2,22 @@
 success, refunds and the release, each pinned by the rule it keeps."""
 from __future__ import annotations
 
+import pytest
+
 from chalicelib import http
+from chalicelib.services import callbacks, payments
 from chalicelib.services import payments as payment_service
-from chalicelib.store.models import BalanceModel, OpsRecordModel, PostingModel
+from chalicelib.store.models import BalanceModel, OpsRecordModel, PaymentModel, PostingModel
+from tests.integration.helpers import new_merchant
 from tests.integration.test_chase_under_faults import (  # noqa: F401  (fixtures)
     BASE, ShopperPaysBeforeCancel, _slot_aligned_clock, in_store_payment, shop,
 )
 from tests.support.transport import ChaliceAdapter
+
+
+@pytest.fixture
+def merchant(client):
+    return new_merchant(client)
 
 
 def _totals() -> dict:
@@ -43,3 +52,49 @@ def test_a_close_reversal_is_booked_with_the_payment_even_if_the_run_dies_betwee
     assert int(BalanceModel.get(f"M:{shop.merchant.id}:NZD:pending").balance or 0) == 0
     totals = _totals()
     assert totals["C:alipay:receivable:NZD"] == 0 and totals.get("P:fee_revenue:NZD", 0) == 0
+
+
+# ---- money paid after the merchant closed the payment: applied, then refunded in full -------------------
+def _late_paid_after_merchant_close(client, merchant):
+    from tests.integration.test_callbacks_exactly_once import paid_behind_our_back
+
+    p = paid_behind_our_back(client, merchant)
+    payments.mark_closed(payments.get_for(merchant.merchant, True, p["id"]), reason="merchant")
+    return p
+
+
+def test_money_paid_after_the_merchant_closed_is_refunded_even_if_the_first_run_dies_after_crediting_it(
+        merchant, client, monkeypatch):
+    from tests.integration.test_callbacks_exactly_once import post_callback, sandbox_notification
+
+    p = _late_paid_after_merchant_close(client, merchant)
+    real = callbacks._refund_closed_payment
+
+    def dies(payment):
+        raise RuntimeError("lambda timed out")
+    monkeypatch.setattr(callbacks, "_refund_closed_payment", dies)
+    assert b"FAIL" in post_callback(client, sandbox_notification(p)).body  # credited, then the run died
+    assert PaymentModel.get(p["id"]).status == "succeeded"
+    monkeypatch.setattr(callbacks, "_refund_closed_payment", real)
+    assert b"SUCCESS" in post_callback(client, sandbox_notification(p)).body   # WeChat resends
+    refunds = merchant.get(f"/v1/payments/{p['id']}/refunds").json_body["data"]
+    assert [r["amount"] for r in refunds] == [10000] and refunds[0]["status"] != "failed"
+    assert int(BalanceModel.get(f"M:{merchant.merchant.id}:NZD:pending").balance or 0) == 0
+    assert b"SUCCESS" in post_callback(client, sandbox_notification(p)).body   # and again: no second refund
+    assert len(merchant.get(f"/v1/payments/{p['id']}/refunds").json_body["data"]) == 1
+
+
+def test_a_refused_refund_of_money_paid_after_the_merchant_closed_raises_an_ops_record(merchant, client):
+    from tests.integration.test_callbacks_exactly_once import post_callback, sandbox_notification
+    from tests.integration.test_payouts import refuse_refunds
+
+    p = _late_paid_after_merchant_close(client, merchant)
+    refuse_refunds(client, p)
+    assert b"SUCCESS" in post_callback(client, sandbox_notification(p)).body
+    refunds = merchant.get(f"/v1/payments/{p['id']}/refunds").json_body["data"]
+    assert [r["status"] for r in refunds] == ["failed"]
+    # The merchant holds money for a payment it closed, and the payer has not had it back: a person acts.
+    records = [o for o in OpsRecordModel.scan() if o.ref == p["id"]]
+    assert [o.kind for o in records] == ["refund_after_close_failed"]
+    assert b"SUCCESS" in post_callback(client, sandbox_notification(p)).body   # a resend asks nothing again
+    assert len(merchant.get(f"/v1/payments/{p['id']}/refunds").json_body["data"]) == 1
