@@ -98,6 +98,9 @@ def apply_refund_notification(channel_name: str, cr: ChannelRefund, livemode: bo
             refund = refunds.succeed(refund, cr.channel_refund_ref)
         elif cr.status is ChannelRefundStatus.FAILED:
             refund = refunds.fail(payment, refund, refunds.posting_of(refund), "channel_refund_failed")
+        elif cr.status is ChannelRefundStatus.ABNORMAL:
+            refunds.abnormal(payment, refund, cr.raw)   # understood; it stays processing until routed
+            return True
         else:
             return False  # not a verdict yet: let the channel tell us again
     if refund.status.value != cr.status.value:

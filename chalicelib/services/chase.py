@@ -224,4 +224,6 @@ def _chase_refund(p, refund, now, dry_run: bool) -> str | None:
     if answer.status is ChannelRefundStatus.FAILED:
         refunds.fail(p, refund, refunds.posting_of(refund), "channel_refund_failed")
         return "refunds_failed"
+    if answer.status is ChannelRefundStatus.ABNORMAL:
+        refunds.abnormal(p, refund, answer.raw)   # paid out, not received: a person routes it
     return None

@@ -7,7 +7,7 @@ import pytest
 from chalicelib import http
 from chalicelib.services import callbacks, payments
 from chalicelib.services import payments as payment_service
-from chalicelib.store.models import BalanceModel, OpsRecordModel, PaymentModel, PostingModel
+from chalicelib.store.models import BalanceModel, OpsRecordModel, PaymentModel, PostingModel, RefundModel
 from tests.integration.helpers import new_merchant
 from tests.integration.test_chase_under_faults import (  # noqa: F401  (fixtures)
     BASE, ShopperPaysBeforeCancel, _slot_aligned_clock, in_store_payment, shop,
@@ -98,3 +98,56 @@ def test_a_refused_refund_of_money_paid_after_the_merchant_closed_raises_an_ops_
     assert [o.kind for o in records] == ["refund_after_close_failed"]
     assert b"SUCCESS" in post_callback(client, sandbox_notification(p)).body   # a resend asks nothing again
     assert len(merchant.get(f"/v1/payments/{p['id']}/refunds").json_body["data"]) == 1
+
+
+# ---- WeChat's CHANGE (refund abnormal) is not a refusal ------------------------------------------------
+def _wechat_refund_answered_change(client, merchant):
+    from chalicelib import clock
+    from tests.integration.helpers import paid_payment
+    from tests.integration.test_wechat_refund_notifications import post_notification, refund_of
+
+    clock.freeze()
+    paid = paid_payment(client, merchant)
+    refund = refund_of(merchant, paid)
+    pending_after_refund = int(BalanceModel.get(f"M:{merchant.merchant.id}:NZD:pending").balance)
+    answer = post_notification(client, {
+        "out_refund_no": refund["id"], "out_trade_no": paid["channel_order_id"], "refund_status": "CHANGE",
+        "refund_fee": str(refund["amount"]), "total_fee": str(paid["amount"]),
+        "refund_id": "50300000002026112500000000001", "refund_recv_accout": "招商银行信用卡0403"})
+    return paid, refund, pending_after_refund, answer
+
+
+def test_a_wechat_refund_that_could_not_reach_the_payer_is_not_a_refusal_and_keeps_the_money_out(merchant, client):
+    """WeChat's CHANGE (退款异常): the refund left WeChat but the payer's card refused it; a person routes it
+    on WeChat's merchant platform. The merchant's money stays out (it must not be refunded twice), the
+    refund stays processing, and ops get a record."""
+    paid, refund, pending_after_refund, answer = _wechat_refund_answered_change(client, merchant)
+    assert answer == "SUCCESS"                         # understood: WeChat need not resend it for a day
+    assert RefundModel.get(refund["id"]).status == "processing"
+    assert int(BalanceModel.get(f"M:{merchant.merchant.id}:NZD:pending").balance) == pending_after_refund
+    records = [o for o in OpsRecordModel.scan() if o.ref == refund["id"]]
+    assert [o.kind for o in records] == ["refund_abnormal"]
+
+
+def test_a_refund_query_answering_change_leaves_the_refund_processing_with_an_ops_record(merchant, client):
+    from datetime import timedelta
+
+    from chalicelib import clock, settings
+    from chalicelib.services import chase
+    from chalicelib.store import sandbox as sandbox_store
+    from tests.integration.helpers import paid_payment
+    from tests.integration.test_wechat_refund_notifications import refund_of
+
+    clock.freeze()
+    paid = paid_payment(client, merchant)
+    refund = refund_of(merchant, paid)
+    pending_after_refund = int(BalanceModel.get(f"M:{merchant.merchant.id}:NZD:pending").balance)
+    # WeChat's refund desk: the payer's card refused the money (what its refund query then answers)
+    sandbox_store.update(f"wechat#order#{settings.get().wechat.mch_id}#{paid['channel_order_id']}", lambda o: {
+        **o, "refunds": [{**r, "forced_status": "CHANGE"} for r in o["refunds"]]})
+    clock.advance(timedelta(minutes=1))
+    out = chase.chase_refunds()
+    assert out["refunds_checked"] == 1 and out["refunds_failed"] == 0
+    assert RefundModel.get(refund["id"]).status == "processing"
+    assert int(BalanceModel.get(f"M:{merchant.merchant.id}:NZD:pending").balance) == pending_after_refund
+    assert [o.kind for o in OpsRecordModel.scan() if o.ref == refund["id"]] == ["refund_abnormal"]
