@@ -151,3 +151,36 @@ def test_a_refund_query_answering_change_leaves_the_refund_processing_with_an_op
     assert RefundModel.get(refund["id"]).status == "processing"
     assert int(BalanceModel.get(f"M:{merchant.merchant.id}:NZD:pending").balance) == pending_after_refund
     assert [o.kind for o in OpsRecordModel.scan() if o.ref == refund["id"]] == ["refund_abnormal"]
+
+
+# ---- the refund chase never starves ------------------------------------------------------------------
+def test_refunds_stuck_past_their_limit_never_starve_the_chase_of_newer_refunds(merchant, client):
+    """Refunds that cannot be settled (here: WeChat answers CHANGE until a person routes them) get their ops
+    record and go to the back; a newer refund is still chased in the next run, however many old ones
+    there are (the chase reads a bounded page: `limit` stands for its 500)."""
+    from datetime import timedelta
+
+    from chalicelib import clock, settings
+    from chalicelib.services import chase
+    from chalicelib.store import sandbox as sandbox_store
+    from tests.integration.helpers import paid_payment
+    from tests.integration.test_wechat_refund_notifications import refund_of
+
+    clock.freeze()
+    stuck = []
+    for _ in range(2):
+        paid = paid_payment(client, merchant)
+        stuck.append(refund_of(merchant, paid))
+        sandbox_store.update(f"wechat#order#{settings.get().wechat.mch_id}#{paid['channel_order_id']}", lambda o: {
+            **o, "refunds": [{**r, "forced_status": "CHANGE"} for r in o["refunds"]]})
+    clock.advance(chase.REFUND_STUCK_AFTER + timedelta(minutes=5))
+    out = chase.chase_refunds(limit=2)
+    assert out["refunds_stuck"] == 2
+    assert {o.ref for o in OpsRecordModel.scan() if o.kind == "refund_stuck"} == {r["id"] for r in stuck}
+    fresh = refund_of(merchant, paid_payment(client, merchant))
+    clock.advance(timedelta(minutes=1))                    # the sandbox settles it; its notification is lost
+    chase.chase_refunds(limit=2)
+    assert RefundModel.get(fresh["id"]).status == "succeeded"
+    clock.advance(timedelta(minutes=5))
+    out = chase.chase_refunds(limit=2)                     # the stuck ones are still looked at
+    assert out["refunds_checked"] == 2 and out["refunds_failed"] == 0
