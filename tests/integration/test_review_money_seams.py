@@ -184,3 +184,31 @@ def test_refunds_stuck_past_their_limit_never_starve_the_chase_of_newer_refunds(
     clock.advance(timedelta(minutes=5))
     out = chase.chase_refunds(limit=2)                     # the stuck ones are still looked at
     assert out["refunds_checked"] == 2 and out["refunds_failed"] == 0
+
+
+def test_concurrent_resends_of_money_paid_after_the_merchant_closed_refund_it_once(merchant, client, monkeypatch):
+    import threading
+
+    from tests.integration.test_callbacks_exactly_once import post_callback, sandbox_notification
+
+    p = _late_paid_after_merchant_close(client, merchant)
+    real = callbacks._refund_closed_payment
+    monkeypatch.setattr(callbacks, "_refund_closed_payment", lambda payment: (_ for _ in ()).throw(RuntimeError("died")))
+    assert b"FAIL" in post_callback(client, sandbox_notification(p)).body   # credited, then the run died
+    monkeypatch.setattr(callbacks, "_refund_closed_payment", real)
+    barrier, answers = threading.Barrier(3), []
+
+    def resend():
+        barrier.wait()
+        answers.append(post_callback(client, sandbox_notification(p)).body)
+    threads = [threading.Thread(target=resend) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(answers) == 3 and all(b"SUCCESS" in a for a in answers)
+    refunds = [r for r in RefundModel.scan() if r.payment_id == p["id"]]
+    assert [int(r.amount) for r in refunds if r.status != "failed"] == [10000]
+    assert int(PaymentModel.get(p["id"]).refunded) == 10000
+    assert int(BalanceModel.get(f"M:{merchant.merchant.id}:NZD:pending").balance or 0) == 0
+    assert [o.kind for o in OpsRecordModel.scan() if o.ref == p["id"]] == []   # no false alarm
