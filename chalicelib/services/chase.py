@@ -116,6 +116,11 @@ def _chase_one(p, now, dry_run: bool) -> str | None:
         except ChannelError as exc:
             # Paid at the last moment, closed already, or never known there: the channel's word decides.
             log.info("chase_close_refused", payment_id=p.id, code=exc.code)
+            if not exc.refused and exc.code not in ("NOT_SUPPORTED", "TRADE_PAID", "ORDERPAID"):
+                # No readable answer: the close may have happened, even reversed a payment made meanwhile
+                settled = payments.settle_unanswered_close(channel, ref, p, reason="expired")
+                if settled is not None:
+                    return _counter(settled)
             cp = channel.query(ref)
             if cp.status is ChannelStatus.PENDING:
                 if exc.code == "NOT_SUPPORTED":

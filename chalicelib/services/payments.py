@@ -223,12 +223,41 @@ def close(merchant: Merchant, livemode: bool, payment_id: str, completion: Compl
         if exc.code == "NOT_SUPPORTED":
             raise errors.conflict("close_not_supported",
                                   f"{p.channel} cannot close an order; it lapses at expires_at") from None
-        raise errors.channel(exc.code, f"{p.channel} could not close the payment: {exc.code}") from None
+        settled = None
+        if not exc.refused:  # the close may have happened (and reversed a payment made meanwhile): ask
+            try:
+                settled = settle_unanswered_close(channel, ref, p, reason="merchant", completion=completion)
+            except ChannelError:
+                settled = None
+        if settled is None:
+            raise errors.channel(exc.code, f"{p.channel} could not close the payment: {exc.code}") from None
+        if settled.status is PaymentStatus.SUCCEEDED:
+            raise errors.conflict("payment_refunded", f"the shopper paid just before the close; {p.channel} "
+                                                      "refunded the payment in full (see its refunds)") from None
+        return settled
     closed = after_channel_close(p, reversed_trade, reason="merchant", completion=completion)
     if closed.status is PaymentStatus.SUCCEEDED:
         raise errors.conflict("payment_refunded", f"the shopper paid just before the close; {p.channel} "
                                                   "refunded the payment in full (see its refunds)")
     return closed
+
+
+def settle_unanswered_close(channel, ref: OrderRef, p: Payment, reason: str,
+                            completion: Completion | None = None) -> Payment | None:
+    """A close whose answer was lost (timeout, reset, garbage) may have happened: the channel's query
+    decides. Closed there: a payment still pending here is closed; one that succeeded meanwhile (its
+    notification came while the close was on its way) was paid and then reversed by the close, and that
+    reversal is booked. None: the channel does not say it is closed (nothing is decided)."""
+    answer = channel.query(ref)
+    if answer.status is not ChannelStatus.CLOSED:
+        return None
+    current = store.get(p.id) or p
+    if current.status is PaymentStatus.PENDING:
+        return mark_closed(current, reason=reason, completion=completion)
+    if current.status is PaymentStatus.SUCCEEDED and current.refundable > 0:
+        log.warning("close_answer_lost_paid_trade_closed", payment_id=p.id, channel=p.channel)
+        return _book_reversal(current, replace(answer, status=ChannelStatus.REFUNDED), source=reason)
+    return current
 
 
 def after_channel_close(p: Payment, reversed_trade: ChannelPayment | None, reason: str,

@@ -212,3 +212,49 @@ def test_concurrent_resends_of_money_paid_after_the_merchant_closed_refund_it_on
     assert int(PaymentModel.get(p["id"]).refunded) == 10000
     assert int(BalanceModel.get(f"M:{merchant.merchant.id}:NZD:pending").balance or 0) == 0
     assert [o.kind for o in OpsRecordModel.scan() if o.ref == p["id"]] == []   # no false alarm
+
+
+# ---- a close whose answer is lost: the channel's word decides ------------------------------------------
+class CancelAnswerLost(ShopperPaysBeforeCancel):
+    """The shopper pays (and Alipay's notification is applied) just before our cancel; the cancel reaches
+    Alipay, which refunds the paid trade, and its answer is lost on the way back."""
+
+    def send(self, request, **kwargs):
+        import requests
+        from urllib.parse import unquote_plus
+
+        resp = super().send(request, **kwargs)
+        body = request.body.decode() if isinstance(request.body, bytes) else (request.body or "")
+        if "alipay.acquire.cancel" in unquote_plus(body):
+            raise requests.exceptions.ReadTimeout("read timed out (test)")
+        return resp
+
+
+def test_a_close_whose_cancel_answer_is_lost_still_books_the_reversal_of_a_payment_paid_meanwhile(shop, client):
+    p = in_store_payment(shop)
+    http.mount(BASE + "/sandbox/alipay", CancelAnswerLost(client, p["channel_order_id"]))
+    r = shop.post(f"/v1/payments/{p['id']}/close")
+    http.mount(BASE + "/sandbox/alipay", ChaliceAdapter(client))
+    assert r.status_code == 409 and r.json_body["error"]["code"] == "payment_refunded", r.body
+    got = shop.get(f"/v1/payments/{p['id']}").json_body
+    assert got["status"] == "succeeded" and got["amount_refunded"] == 8800
+    assert int(BalanceModel.get(f"M:{shop.merchant.id}:NZD:pending").balance or 0) == 0
+    assert _totals()["C:alipay:receivable:NZD"] == 0
+
+
+def test_the_chase_books_the_reversal_when_its_cancel_answer_is_lost_after_the_shopper_paid(shop, client):
+    from datetime import timedelta
+
+    from chalicelib import clock
+    from chalicelib.services import chase
+    from chalicelib.store import sandbox as sandbox_store
+
+    p = in_store_payment(shop)
+    clock.advance(timedelta(minutes=31))
+    sandbox_store.update(f"alipay#trade#{p['channel_order_id']}", lambda t: {**t, "expires_at": t["expires_at"] + 3600})
+    http.mount(BASE + "/sandbox/alipay", CancelAnswerLost(client, p["channel_order_id"]))
+    chase.chase_payments()
+    http.mount(BASE + "/sandbox/alipay", ChaliceAdapter(client))
+    got = shop.get(f"/v1/payments/{p['id']}").json_body
+    assert got["status"] == "succeeded" and got["amount_refunded"] == 8800
+    assert int(BalanceModel.get(f"M:{shop.merchant.id}:NZD:pending").balance or 0) == 0
