@@ -110,15 +110,20 @@ class MoneyMachine(RuleBasedStateMachine):
         _json(self.client, "/sandbox/payease/simulate/pay", {"out_trade_no": action["fields"]["v_oid"]})
         self.payments.append(p)
 
-    @rule(crash_before_the_reversal=st.booleans())
-    def alipay_in_store_payment_closed_as_the_shopper_pays(self, crash_before_the_reversal):
+    @rule(trouble=st.sampled_from(["none", "crash_before_the_reversal", "cancel_answer_lost"]))
+    def alipay_in_store_payment_closed_as_the_shopper_pays(self, trouble):
         """The merchant closes an in-store order just as the shopper pays: Alipay's cancel refunds the
-        trade (issue 13), booked paid then refunded, even when the first run dies between the two."""
+        trade (issue 13), booked paid then refunded, even when the first run dies between the two or the
+        cancel's answer is lost."""
+        from tests.integration.test_review_money_seams import CancelAnswerLost
+
+        crash_before_the_reversal = trouble == "crash_before_the_reversal"
         r = self.m.post("/v1/payments", {"amount": 4400, "currency": "NZD", "channel": "alipay", "flow": "qr",
                                          "merchant_reference": f"q-{len(self.payments)}", "description": "Coffee"})
         assert r.status_code == 201, r.body
         p = r.json_body
-        http.mount(BASE + "/sandbox/alipay", ShopperPaysBeforeCancel(self.client, p["channel_order_id"]))
+        race = CancelAnswerLost if trouble == "cancel_answer_lost" else ShopperPaysBeforeCancel
+        http.mount(BASE + "/sandbox/alipay", race(self.client, p["channel_order_id"]))
         real = payment_service._book_channel_refund
         if crash_before_the_reversal:
             def dies(*args, **kwargs):
