@@ -59,6 +59,9 @@ class RefundStatus(str, enum.Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     NOT_FOUND = "not_found"   # the channel does not list the refund (never reached it, or its list lags)
+    # The channel paid the refund out but it could not reach the payer (WeChat CHANGE, 退款异常): the money
+    # has left and a person routes it on the channel's platform. Never a refusal, never a success.
+    ABNORMAL = "abnormal"
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,9 @@ def apply_refund_notification(channel_name: str, cr: ChannelRefund, livemode: bo
             refund = refunds.succeed(refund, cr.channel_refund_ref)
         elif cr.status is ChannelRefundStatus.FAILED:
             refund = refunds.fail(payment, refund, refunds.posting_of(refund), "channel_refund_failed")
+        elif cr.status is ChannelRefundStatus.ABNORMAL:
+            refunds.abnormal(payment, refund, cr.raw)   # understood; it stays processing until routed
+            return True
         else:
             return False  # not a verdict yet: let the channel tell us again
     if refund.status.value != cr.status.value:
@@ -181,6 +184,8 @@ def apply_channel_payment(payment: Payment, cp: ChannelPayment, source: str) -> 
                     payment.channel_transaction_id not in (None, cp.channel_transaction_id):
                 _record_once(f"second_txn:{payment.id}:{cp.channel_transaction_id}", "second_transaction",
                              payment.channel, payment.id, {"fields": cp.raw})
+            elif target is PaymentStatus.SUCCEEDED and _refund_after_close_owed(payment):
+                _refund_closed_payment(payment)  # the run that applied it died before the refund: the resend does it
             return True  # a duplicate: already applied
         if target is PaymentStatus.SUCCEEDED and \
                 unapplied.quote_lapsed(payment, cp.paid_at or clock.now()):
@@ -256,17 +261,40 @@ def _commit_late_success(payment: Payment, cp: ChannelPayment, source: str) -> N
         _refund_closed_payment(new)
 
 
+def _late_refund_record_id(payment: Payment) -> str:
+    return f"late_refund:{payment.id}"
+
+
+def _refund_after_close_owed(payment: Payment) -> bool:
+    """A payment the merchant closed, applied after all, whose refund in full was never asked for (the run
+    that applied it died first) nor given up on (an ops record): consistent reads only."""
+    return payment.closed_by == "merchant" and payment.refunded == 0 and \
+        ops.get(_late_refund_record_id(payment)) is None
+
+
 def _refund_closed_payment(payment: Payment) -> None:
-    from chalicelib.services import refunds
+    from chalicelib.domain.refund import RefundStatus
+    from chalicelib.services import errors, refunds
     from chalicelib.store import merchants as merchant_store
 
     merchant = merchant_store.get(payment.merchant_id)
     try:
-        refunds.create(merchant, payment.livemode, payment.id, payment.amount.amount, "paid after the merchant closed it")
+        refund = refunds.create(merchant, payment.livemode, payment.id, payment.amount.amount,
+                                "paid after the merchant closed it")
+    except errors.ServiceError as exc:
+        if exc.code == "amount_exceeds_refundable":
+            return  # a concurrent resend reserved the same refund first
+        refund, error = None, exc.code
     except Exception as exc:  # the payment stands; a person refunds it
-        _record_once(f"late_refund:{payment.id}", "refund_after_close_failed", payment.channel, payment.id,
-                     {"error": type(exc).__name__})
-        log.error("refund_after_close_failed", payment_id=payment.id, error=type(exc).__name__)
+        refund, error = None, type(exc).__name__
+    if refund is not None and refund.status is not RefundStatus.FAILED:
+        return
+    if refund is not None:
+        error = f"refund {refund.id} failed: {refund.failure_code}"
+    # The merchant holds money for a payment it closed and the payer has not had it back: a person acts.
+    _record_once(_late_refund_record_id(payment), "refund_after_close_failed", payment.channel, payment.id,
+                 {"error": error})
+    log.error("refund_after_close_failed", payment_id=payment.id, error=error)
 
 
 def _commit_transition(payment: Payment, target: PaymentStatus, cp: ChannelPayment) -> None:

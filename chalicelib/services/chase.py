@@ -120,6 +120,11 @@ def _chase_one(p, now, dry_run: bool) -> str | None:
         except ChannelError as exc:
             # Paid at the last moment, closed already, or never known there: the channel's word decides.
             log.info("chase_close_refused", payment_id=p.id, code=exc.code)
+            if not exc.refused and exc.code not in ("NOT_SUPPORTED", "TRADE_PAID", "ORDERPAID"):
+                # No readable answer: the close may have happened, even reversed a payment made meanwhile
+                settled = payments.settle_unanswered_close(channel, ref, p, reason="expired")
+                if settled is not None:
+                    return _counter(settled)
             cp = channel.query(ref)
             if cp.status is ChannelStatus.PENDING:
                 if exc.code == "NOT_SUPPORTED":
@@ -147,13 +152,20 @@ def _counter(p) -> str | None:
             PaymentStatus.CLOSED: "closed"}.get(p.status) if p is not None else None
 
 
+ASIDE_LIMIT = 50   # refunds set aside (stuck past REFUND_STUCK_AFTER, each with an ops record) asked per run
+
+
 def chase_refunds(dry_run: bool = False, merchant_id: str | None = None, limit: int = 500) -> dict:
     """Ask the channel about every refund still processing; each refund on its own (one that cannot be
-    settled is counted and logged, and the others go on)."""
+    settled is counted and logged, and the others go on). One stuck past REFUND_STUCK_AFTER gets its ops
+    record and is set aside, so old unresolvable refunds never starve newer ones; the set-aside ones are
+    still asked, a bounded number per run."""
     now = clock.now()
     out = {"refunds_checked": 0, "refunds_succeeded": 0, "refunds_failed": 0, "refunds_resubmitted": 0,
            "refunds_unknown": 0, "refunds_errors": 0, "refunds_stuck": 0}
-    for refund_id in store.processing_refunds_before(now - REFUND_GRACE, limit=limit):
+    due = store.processing_refunds_before(now - REFUND_GRACE, limit=limit)
+    due += store.processing_refunds_before(now - REFUND_GRACE, limit=min(limit, ASIDE_LIMIT), aside=True)
+    for refund_id in due:
         found = store.get_refund(refund_id)
         if found is None or found[0].status is not RefundStatus.PROCESSING:
             continue
@@ -175,6 +187,7 @@ def chase_refunds(dry_run: bool = False, merchant_id: str | None = None, limit: 
                                {"payment_id": refund.payment_id, "created": clock.iso(refund.created_at),
                                 "last_outcome": outcome or ""}):
                 log.error("refund_stuck", refund_id=refund.id, payment_id=refund.payment_id)
+            store.set_refund_aside(refund.id)
             out["refunds_stuck"] += 1
     return out
 
@@ -228,4 +241,6 @@ def _chase_refund(p, refund, now, dry_run: bool) -> str | None:
     if answer.status is ChannelRefundStatus.FAILED:
         refunds.fail(p, refund, refunds.posting_of(refund), "channel_refund_failed")
         return "refunds_failed"
+    if answer.status is ChannelRefundStatus.ABNORMAL:
+        refunds.abnormal(p, refund, answer.raw)   # paid out, not received: a person routes it
     return None

@@ -304,6 +304,9 @@ def close(merchant: Merchant, livemode: bool, payment_id: str, completion: Compl
 
     p = get_for(merchant, livemode, payment_id)
     if p.status is PaymentStatus.SUCCEEDED:
+        if _finish_reversal(p):  # an earlier close whose cancel reversed it died before booking that
+            raise errors.conflict("payment_refunded", f"the shopper paid just before the close; {p.channel} "
+                                                      "refunded the payment in full (see its refunds)")
         raise errors.conflict("payment_succeeded", "a succeeded payment cannot be closed; refund it instead")
     if p.status is not PaymentStatus.PENDING:
         return p
@@ -325,12 +328,41 @@ def close(merchant: Merchant, livemode: bool, payment_id: str, completion: Compl
         if exc.code == "NOT_SUPPORTED":
             raise errors.conflict("close_not_supported",
                                   f"{p.channel} cannot close an order; it lapses at expires_at") from None
-        raise errors.channel(exc.code, f"{p.channel} could not close the payment: {exc.code}") from None
+        settled = None
+        if not exc.refused:  # the close may have happened (and reversed a payment made meanwhile): ask
+            try:
+                settled = settle_unanswered_close(channel, ref, p, reason="merchant", completion=completion)
+            except ChannelError:
+                settled = None
+        if settled is None:
+            raise errors.channel(exc.code, f"{p.channel} could not close the payment: {exc.code}") from None
+        if settled.status is PaymentStatus.SUCCEEDED:
+            raise errors.conflict("payment_refunded", f"the shopper paid just before the close; {p.channel} "
+                                                      "refunded the payment in full (see its refunds)") from None
+        return settled
     closed = after_channel_close(p, reversed_trade, reason="merchant", completion=completion)
     if closed.status is PaymentStatus.SUCCEEDED:
         raise errors.conflict("payment_refunded", f"the shopper paid just before the close; {p.channel} "
                                                   "refunded the payment in full (see its refunds)")
     return closed
+
+
+def settle_unanswered_close(channel, ref: OrderRef, p: Payment, reason: str,
+                            completion: Completion | None = None) -> Payment | None:
+    """A close whose answer was lost (timeout, reset, garbage) may have happened: the channel's query
+    decides. Closed there: a payment still pending here is closed; one that succeeded meanwhile (its
+    notification came while the close was on its way) was paid and then reversed by the close, and that
+    reversal is booked. None: the channel does not say it is closed (nothing is decided)."""
+    answer = channel.query(ref)
+    if answer.status is not ChannelStatus.CLOSED:
+        return None
+    current = store.get(p.id) or p
+    if current.status is PaymentStatus.PENDING:
+        return mark_closed(current, reason=reason, completion=completion)
+    if current.status is PaymentStatus.SUCCEEDED and current.refundable > 0:
+        log.warning("close_answer_lost_paid_trade_closed", payment_id=p.id, channel=p.channel)
+        return _book_reversal(current, replace(answer, status=ChannelStatus.REFUNDED), source=reason)
+    return current
 
 
 def after_channel_close(p: Payment, reversed_trade: ChannelPayment | None, reason: str,
@@ -342,7 +374,17 @@ def after_channel_close(p: Payment, reversed_trade: ChannelPayment | None, reaso
     return _book_reversal(p, reversed_trade, source=reason)
 
 
+REVERSAL_BOOKING, REVERSAL_BOOKED = "booking", "booked"
+
+
+def reversal_record_id(payment_id: str) -> str:
+    return f"close_reversal:{payment_id}"
+
+
 def _book_reversal(p: Payment, reversed_trade: ChannelPayment, source: str) -> Payment:
+    """The channel's close reversed a payment made meanwhile. What it did is written down first (an ops
+    record `booking`), so a run that dies between the payment's success and its reversal leaves a record
+    a person sees and a retried close finishes (the money has left: the merchant must not keep it)."""
     from chalicelib.services import callbacks
     from chalicelib.store import ops
 
@@ -352,16 +394,34 @@ def _book_reversal(p: Payment, reversed_trade: ChannelPayment, source: str) -> P
         ops.record_once(f"close_reversed:{p.id}", "close_reversed_mismatch", p.channel, p.id,
                         {"problem": problem, "fields": reversed_trade.raw})
         return store.get(p.id) or p
+    amount = reversed_trade.amount
+    ops.put_once(ops.new_record(
+        reversal_record_id(p.id), "close_reversal", p.channel, p.id,
+        {"channel_transaction_id": reversed_trade.channel_transaction_id or "", "amount": amount.amount,
+         "currency": amount.currency, "fields": reversed_trade.raw}, status=REVERSAL_BOOKING))
     callbacks.apply_channel_payment(p, paid, source=source)  # the payment first: posting, event, alerts
     current = store.get(p.id)
     if current is None or current.status is not PaymentStatus.SUCCEEDED:
         return current or p  # ended otherwise meanwhile: the callbacks' late-money rule recorded it
-    if current.refundable > 0:
-        _book_channel_refund(current, reversed_trade, reason=f"reversed by {p.channel} on close")
+    _finish_reversal(current)
     return store.get(p.id) or current
 
 
-def _book_channel_refund(p: Payment, reversed_trade: ChannelPayment, reason: str) -> None:
+def _finish_reversal(p: Payment) -> bool:
+    """Book the reversal a channel's close made of this succeeded payment, if one is written down and not
+    booked yet. True if the channel reversed it (booked now or before)."""
+    from chalicelib.store import ops
+
+    record = ops.get(reversal_record_id(p.id))
+    if record is None:
+        return False
+    if record.status == REVERSAL_BOOKING and p.refundable > 0:
+        _book_channel_refund(p, record.detail.get("channel_transaction_id") or None,
+                             reason=f"reversed by {p.channel} on close")
+    return True
+
+
+def _book_channel_refund(p: Payment, channel_ref: str | None, reason: str) -> None:
     """A refund the channel already made (nothing to ask it): the rest of the payment goes back, once
     (the refund id derives from the payment), in one transaction with its posting and event. No balance
     floor: the money has left, so a merchant without the funds owes them."""
@@ -384,7 +444,7 @@ def _book_channel_refund(p: Payment, reversed_trade: ChannelPayment, reason: str
     refund_id = "re_rev" + p.id[len("pay"):]
     refund = Refund(id=refund_id, payment_id=p.id, merchant_id=p.merchant_id, amount=Money(amount, p.amount.currency),
                     reason=reason, status=RefundStatus.SUCCEEDED, channel_refund_id=refund_id,
-                    created_at=clock.now(), channel_refund_ref=reversed_trade.channel_transaction_id,
+                    created_at=clock.now(), channel_refund_ref=channel_ref,
                     channel_amount=channel_amount, draw=draw, borrowed=borrowed, livemode=p.livemode)
     posting = refunds.refund_posting(f"refund:{refund_id}", p, refund_id, amount, fee_back, draw, channel_amount)
     pending_account = ledger.merchant_account(ledger.owner(p.merchant_id, p.livemode), p.amount.currency, "pending")
@@ -392,7 +452,9 @@ def _book_channel_refund(p: Payment, reversed_trade: ChannelPayment, reason: str
         (Unit().reserve_refund(p, amount, fee_back, channel_amount.amount if channel_amount else 0, pending_own)
          .save_refund(store.refund_to_item(refund), new=True)
          .post(posting, borrowed={pending_account: (None, borrowed)} if borrowed else None)
-         .emit(new_event(p.merchant_id, "refund.succeeded", views.refund(refund))).commit())
+         .emit(new_event(p.merchant_id, "refund.succeeded", views.refund(refund)))
+         .move_ops_record(reversal_record_id(p.id), REVERSAL_BOOKING, REVERSAL_BOOKED, note=f"booked as {refund_id}")
+         .commit())
     except Conflict:
         log.info("channel_reversal_already_booked", payment_id=p.id, refund_id=refund_id)
         return

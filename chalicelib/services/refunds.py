@@ -182,6 +182,8 @@ def _ask_channel(p: Payment, refund: Refund, posting: ledger.Posting) -> Refund:
         return succeed(refund, answer.channel_refund_ref)
     if answer.status is ChannelRefundStatus.FAILED:
         return fail(p, refund, posting, "channel_refund_failed")
+    if answer.status is ChannelRefundStatus.ABNORMAL:
+        abnormal(p, refund, answer.raw)
     return refund
 
 
@@ -241,6 +243,17 @@ def fail(p: Payment, refund: Refund, posting: ledger.Posting, code: str) -> Refu
         log.warning("refund_failed", refund_id=refund.id, code=code, released=now.released, back=back)
         return failed
     raise errors.ServiceError("unavailable", "busy", "the refund is changing; try again in a moment")
+
+
+def abnormal(p: Payment, refund: Refund, raw: dict) -> None:
+    """The channel paid the refund out but the payer's account did not take it (WeChat CHANGE): the money
+    has left the channel, so it is no refusal and nothing goes back to the merchant. The refund stays
+    processing (the channel's later word, once a person routed it, settles it) and ops get a record, once."""
+    from chalicelib.store import ops
+
+    if ops.record_once(f"refund_abnormal:{refund.id}", "refund_abnormal", p.channel, refund.id,
+                       {"payment_id": p.id, "fields": raw}):
+        log.error("refund_abnormal", refund_id=refund.id, payment_id=p.id)
 
 
 def get_for(merchant: Merchant, livemode: bool, payment_id: str, refund_id: str) -> Refund:

@@ -30,3 +30,8 @@ def record_once(record_id: str, kind: str, channel: str, ref: str | None, detail
 
         metrics.emit("Discrepancies", Kind=kind)
     return written
+
+
+def put_once(item: OpsRecordModel) -> bool:
+    """Write a record made by new_record unless one with its id exists. True if this call wrote it."""
+    return applied(lambda: item.save(condition=OpsRecordModel.record_id.does_not_exist()))

@@ -209,9 +209,21 @@ def get_refund(refund_id: str) -> tuple[Refund, dict[str, int]] | None:
     return refund_from_item(m), dict(m.draw or {})
 
 
-def processing_refunds_before(before, limit: int = 500) -> list[str]:
+# Processing refunds the chase could not settle past their limit (each has an ops record) move to their
+# own shard of the processing index, so however many there are they never hide a newer refund.
+ASIDE_SHARD = "aside"
+
+
+def processing_refunds_before(before, limit: int = 500, aside: bool = False) -> list[str]:
     return [m.refund_id for m in RefundModel.processing.query(
-        PENDING_SHARD, RefundModel.created_at < before, limit=limit)]
+        ASIDE_SHARD if aside else PENDING_SHARD, RefundModel.created_at < before, limit=limit)]
+
+
+def set_refund_aside(refund_id: str) -> bool:
+    """Move a still-processing refund to the aside shard (it stays processing; settling it clears the shard)."""
+    return applied(lambda: RefundModel(refund_id).update(
+        actions=[RefundModel.processing_shard.set(ASIDE_SHARD)],
+        condition=RefundModel.status == RefundStatus.PROCESSING.value))
 
 
 def refunds_of(payment_id: str) -> list[Refund]:

@@ -22,9 +22,11 @@ from hypothesis import HealthCheck, settings as hsettings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from chalicelib import channels, clock, http, settings
+from chalicelib.channels.wechat import sandbox as wechat_sandbox
 from chalicelib.domain import calendar_nz
 from chalicelib.domain.fx import Rate
 from chalicelib.services import balances, chase, fx, merchants
+from chalicelib.services import payments as payment_service
 from chalicelib.services import withdrawals as withdrawal_service
 from chalicelib.store import withdrawals as withdrawal_store
 from chalicelib.store.models import (
@@ -32,6 +34,7 @@ from chalicelib.store.models import (
     WithdrawalModel,
 )
 from tests.conftest import BASE, PROJECT_DIR
+from tests.integration.test_chase_under_faults import ALIPAY_IDS, ShopperPaysBeforeCancel
 from tests.integration.helpers import MerchantApi
 from tests.support.transport import ChaliceAdapter, Faulty
 
@@ -79,7 +82,8 @@ class MoneyMachine(RuleBasedStateMachine):
     def merchant(self):
         m = merchants.create_merchant("Kiwi Honey & Language Ltd", "NZD", fee_bps=200, bank_account=ACCOUNT,
                                       holding_days=2, min_payout=100, fx_markup_bps=150,
-                                      channels={"wechat": {"sub_mch_id": "20000100"}, "payease": {}})
+                                      channels={"wechat": {"sub_mch_id": "20000100"}, "payease": {},
+                                                "alipay": ALIPAY_IDS})
         self.m = MerchantApi(self.client, merchants.issue_key(m.id, livemode=True), m)
 
     # ---- the shopper pays --------------------------------------------------------------------
@@ -105,6 +109,69 @@ class MoneyMachine(RuleBasedStateMachine):
         assert form.status_code == 200
         _json(self.client, "/sandbox/payease/simulate/pay", {"out_trade_no": action["fields"]["v_oid"]})
         self.payments.append(p)
+
+    @rule(trouble=st.sampled_from(["none", "crash_before_the_reversal", "cancel_answer_lost"]))
+    def alipay_in_store_payment_closed_as_the_shopper_pays(self, trouble):
+        """The merchant closes an in-store order just as the shopper pays: Alipay's cancel refunds the
+        trade (issue 13), booked paid then refunded, even when the first run dies between the two or the
+        cancel's answer is lost."""
+        from tests.integration.test_review_money_seams import CancelAnswerLost
+
+        crash_before_the_reversal = trouble == "crash_before_the_reversal"
+        r = self.m.post("/v1/payments", {"amount": 4400, "currency": "NZD", "channel": "alipay", "flow": "qr",
+                                         "merchant_reference": f"q-{len(self.payments)}", "description": "Coffee"})
+        assert r.status_code == 201, r.body
+        p = r.json_body
+        race = CancelAnswerLost if trouble == "cancel_answer_lost" else ShopperPaysBeforeCancel
+        http.mount(BASE + "/sandbox/alipay", race(self.client, p["channel_order_id"]))
+        real = payment_service._book_channel_refund
+        if crash_before_the_reversal:
+            def dies(*args, **kwargs):
+                raise RuntimeError("lambda timed out")
+            payment_service._book_channel_refund = dies
+        try:
+            first = self.m.post(f"/v1/payments/{p['id']}/close")
+        finally:
+            payment_service._book_channel_refund = real
+            http.mount(BASE + "/sandbox/alipay", self.net)
+        if crash_before_the_reversal:
+            assert first.status_code == 500
+            first = self.m.post(f"/v1/payments/{p['id']}/close")   # the merchant tries again
+        assert first.status_code == 409 and first.json_body["error"]["code"] == "payment_refunded", first.body
+        self.payments.append(p)
+
+    @rule()
+    def wechat_paid_just_after_the_merchant_closed(self):
+        """The shopper pays while our edge is down; the merchant's close wins locally; WeChat's resent
+        notification is applied and refunded in full (issue 7: money for an ended payment)."""
+        p = self.m.create_payment(amount=5000, merchant_reference=f"c-{len(self.payments)}").json_body
+        self.net.faults["/callbacks/wechat"] = "reset"
+        try:
+            _json(self.client, "/sandbox/wechat/simulate/pay", {"out_trade_no": p["channel_order_id"]})
+        finally:
+            self.net.faults.clear()
+        payment_service.mark_closed(payment_service.store.get(p["id"]), reason="merchant")
+        wechat_sandbox.pump(clock.now() + timedelta(minutes=1))
+        self.payments.append(p)
+
+    @rule()
+    def tuition_paid_after_its_quote_lapsed(self):
+        """The payer opens the bank form and pays 26 minutes later: not credited at the lapsed rate, booked
+        to suspense and returned (issue 7: locked quotes)."""
+        now = clock.now()
+        fx.record(Rate("wechat", "NZD", Decimal("4.30"), now, now))
+        r = self.m.post("/v1/payments", {"amount": 52000, "currency": "NZD", "channel": "payease", "flow": "bank",
+                                         "merchant_reference": f"late-{len(self.payments)}", "description": "Tuition",
+                                         "return_url": "https://school.example.nz/paid"})
+        assert r.status_code == 201, r.body
+        action = r.json_body["next_action"]["channel_action"]
+        form = self.client.http.post(urlsplit(action["url"]).path,
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"},
+                                     body=urlencode(action["fields"]).encode())
+        assert form.status_code == 200
+        clock.advance(timedelta(minutes=26))
+        _json(self.client, "/sandbox/payease/simulate/pay", {"out_trade_no": action["fields"]["v_oid"]})
+        self.payments.append(r.json_body)
 
     # ---- the merchant refunds; the channel or the network misbehaves --------------------------
     @rule(pick=st.integers(0, 10 ** 6), share=st.integers(1, 100),
@@ -141,6 +208,7 @@ class MoneyMachine(RuleBasedStateMachine):
         """Time passes (weekends and holidays too): the chase and release run, and today's 17:00
         auto_withdraw firing, which acts on business days only."""
         clock.advance(timedelta(hours=hours, minutes=5))
+        wechat_sandbox.pump()         # WeChat's resends and its refund-result notifications
         chase.chase_payments()
         balances.release_funds()
         day = calendar_nz.local_date(clock.now())
@@ -217,6 +285,29 @@ class MoneyMachine(RuleBasedStateMachine):
         self.no_money_available_before_its_release_date(snap)
         self.no_withdrawal_in_two_bank_files_or_paid_twice(snap)
         self.nothing_stuck_past_its_limit_without_an_ops_record(snap)
+        self.money_for_ended_payments_goes_back(snap)
+
+    @staticmethod
+    def money_for_ended_payments_goes_back(snap):
+        """A close Alipay reversed is booked; money paid after the merchant closed is refunded (or a person
+        is on it); money paid at a lapsed quote sits in suspense only until it is returned."""
+        ops = {o.record_id: o for o in snap["ops"]}
+        for o in ops.values():
+            if o.kind == "close_reversal":
+                assert o.status == "booked", f"{o.record_id} not booked"
+        live = defaultdict(int)
+        for r in snap["refunds"]:
+            if r.status != "failed":
+                live[r.payment_id] += int(r.amount)
+        for p in snap["payments"]:
+            if p.status == "succeeded" and p.closed_by == "merchant":
+                assert live[p.payment_id] == int(p.amount) or f"late_refund:{p.payment_id}" in ops, \
+                    f"{p.payment_id} paid after the merchant closed it, kept by the merchant"
+        held = sum(int(o.detail["amount"]) for o in ops.values()
+                   if o.kind == "unapplied_receipt" and o.status != "returned")
+        suspense = sum(int(amount) for posting in snap["postings"] for account, amount, _ in posting.legs
+                       if account.startswith("S:suspense:"))
+        assert -suspense == held, "suspense holds other money than the unreturned receipts"
 
     @staticmethod
     def postings_balance_per_currency(snap):

@@ -22,7 +22,7 @@ REFUND_STATES = {
     "SUCCESS": RefundStatus.SUCCEEDED,
     "PROCESSING": RefundStatus.PROCESSING,
     "REFUNDCLOSE": RefundStatus.FAILED,
-    "CHANGE": RefundStatus.FAILED,
+    "CHANGE": RefundStatus.ABNORMAL,   # paid out, not received (e.g. card cancelled): ops route it
 }
 _UINT = re.compile(r"[0-9]{1,18}")
 
