@@ -523,6 +523,29 @@ def withdrawal_failed(event, context):
     return withdrawals.failed((event or {}).get("withdrawal_id"), (event or {}).get("reason"))
 
 
+# Ops managing merchants by hand (AWS console or `make job`); JSON events, one summary each, idempotent on
+# request_id, e.g. {"request_id": "onb-42", "legal_name": ..., "trading_name": ..., ...}: see chalicelib/api/ops.py.
+@app.lambda_function(name="onboard_merchant")
+def onboard_merchant(event, context):
+    from chalicelib.api import ops
+
+    return ops.answer("onboard_merchant", event, ops.onboard_merchant)
+
+
+@app.lambda_function(name="update_merchant")
+def update_merchant(event, context):
+    from chalicelib.api import ops
+
+    return ops.answer("update_merchant", event, ops.update_merchant)
+
+
+@app.lambda_function(name="suspend_merchant")
+def suspend_merchant(event, context):
+    from chalicelib.api import ops
+
+    return ops.answer("suspend_merchant", event, ops.suspend_merchant)
+
+
 # ---- sandbox channel simulators (never in prod) ----------------------------------------------
 if _settings.sandbox_enabled and not _settings.is_prod:
     for _name in channels.names():

@@ -19,7 +19,7 @@ from chalicelib.store.base import meta
 
 
 class _MerchantsByStatus(GlobalSecondaryIndex):
-    """The money jobs walk active merchants with a Query (the IAM policy grants no Scan)."""
+    """The money jobs walk active (and suspended) merchants with a Query (the IAM policy grants no Scan)."""
     class Meta:
         index_name = "by_status"
         projection = KeysOnlyProjection()
@@ -41,6 +41,7 @@ class MerchantModel(Model):
     holding_days = NumberAttribute(default=2)
     min_payout = NumberAttribute(default=2000)
     bank_account = UnicodeAttribute(null=True)
+    legal_name = UnicodeAttribute(null=True)
     created_at = UTCDateTimeAttribute()
     by_status = _MerchantsByStatus()
 

@@ -19,6 +19,7 @@ _MODELS = [
     ("chalicelib.store.qr_codes", "QrCodeModel"),
     ("chalicelib.store.qr_codes", "ThrottleModel"),
     ("chalicelib.store.sandbox", "SandboxRecord"),
+    ("chalicelib.store.audit", "AuditModel"),
 ]
 
 
