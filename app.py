@@ -456,6 +456,79 @@ def channel_callback(channel):
     return Response(body=ack.body, status_code=ack.status_code, headers={"Content-Type": ack.content_type})
 
 
+# ---- merchant portal (issue 11) ----------------------------------------------------------------
+@app.route("/portal", methods=["GET"])
+@page_endpoint
+def portal_home():
+    from chalicelib.web.portal import auth
+
+    return auth.home(_req())
+
+
+@app.route("/portal/sign-in", methods=["GET"])
+@page_endpoint
+def portal_sign_in_page():
+    from chalicelib.web.portal import auth
+
+    return auth.sign_in_page(_req())
+
+
+@app.route("/portal/sign-in", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_sign_in():
+    from chalicelib.web.portal import auth
+
+    return auth.sign_in(_req())
+
+
+@app.route("/portal/sign-out", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_sign_out():
+    from chalicelib.web.portal import auth
+
+    return auth.sign_out(_req())
+
+
+@app.route("/portal/invitations/{token}", methods=["GET"])
+@page_endpoint
+def portal_invitation(token):
+    from chalicelib.web.portal import auth
+
+    return auth.invitation_page(token, _req())
+
+
+@app.route("/portal/invitations/{token}", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_accept_invitation(token):
+    from chalicelib.web.portal import auth
+
+    return auth.accept_invitation(token, _req())
+
+
+@app.route("/portal/staff", methods=["GET"])
+@page_endpoint
+def portal_staff():
+    from chalicelib.web.portal import staff
+
+    return staff.staff_page(_req())
+
+
+@app.route("/portal/staff/invite", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_invite():
+    from chalicelib.web.portal import staff
+
+    return staff.invite(_req())
+
+
+@app.route("/portal/sessions/{session_id}/sign-out", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_remote_sign_out(session_id):
+    from chalicelib.web.portal import staff
+
+    return staff.remote_sign_out(session_id, _req())
+
+
 # ---- scheduled jobs --------------------------------------------------------------------------
 # Each is idempotent per period (services.jobs) and answers one summary. Hand-run params (optional):
 # {"dry_run": true, "force": true, "merchant_id": "mch_..."}; fx_pull takes {"date": "2026-11-25"}.
@@ -544,6 +617,13 @@ def suspend_merchant(event, context):
     from chalicelib.api import ops
 
     return ops.answer("suspend_merchant", event, ops.suspend_merchant)
+
+
+@app.lambda_function(name="invite_owner")
+def invite_owner(event, context):
+    from chalicelib.api import ops
+
+    return ops.answer("invite_owner", event, ops.invite_owner)
 
 
 # ---- sandbox channel simulators (never in prod) ----------------------------------------------

@@ -390,6 +390,7 @@ class Stack:
         settings.reset()
         tables.create_all()
         tables.create_bucket()
+        tables.create_staff_directory()
 
         if str(PROJECT_DIR) not in sys.path:
             sys.path.insert(0, str(PROJECT_DIR))

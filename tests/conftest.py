@@ -53,6 +53,7 @@ def aws():
 
         tables.create_all()
         tables.create_bucket()
+        tables.create_staff_directory()
         yield
     clock.reset()
 

@@ -204,3 +204,13 @@ def suspend_merchant(event: dict) -> dict:
     mid = merchant_id(event)
     reason = validate.string(event, "reason", max_len=500)
     return onboarding.set_suspended(rid, event, mid, reason, suspended=not boolean(event, "resume", False))
+
+
+def invite_owner(event: dict) -> dict:
+    """{request_id, merchant_id, email}: an invitation link for the merchant's owner."""
+    from chalicelib.services import onboarding
+
+    only(event, {"request_id", "merchant_id", "email"})
+    rid = request_id(event)
+    mid = merchant_id(event)
+    return onboarding.invite_owner(rid, event, mid, validate.string(event, "email", max_len=254))

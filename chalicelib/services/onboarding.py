@@ -10,7 +10,7 @@ import json
 from dataclasses import replace
 from typing import Callable
 
-from chalicelib import ids
+from chalicelib import clock, ids
 from chalicelib.domain.merchant import ACTIVE, SUSPENDED, Merchant
 from chalicelib.services import errors, idempotency
 from chalicelib.services.idempotency import Completion
@@ -162,3 +162,25 @@ def _commit(unit: Unit) -> None:
     except Conflict:
         raise errors.conflict("merchant_changed", "the merchant changed meanwhile; run again with a new request_id") \
             from None
+
+
+def invite_owner(request_id: str, event: dict, merchant_id: str, email: str) -> dict:
+    """An owner invitation for the merchant: the link (valid staff.INVITATION_TTL) is in the summary for ops
+    to send on; accepting it creates the owner's sign-in in the staff directory."""
+    from chalicelib.domain.staff import OWNER
+    from chalicelib.services import staff
+
+    email = staff.normal_email(email)
+
+    def work(completion: Completion | None) -> dict:
+        _merchant(merchant_id)
+        unit = Unit()
+        invitation = staff.invite(merchant_id, email, OWNER, _actor(request_id), unit=unit)
+        summary = {"function": "invite_owner", "outcome": "ok", "request_id": request_id, "merchant_id": merchant_id,
+                   "email": email, "role": OWNER, "invitation_url": invitation.url,
+                   "expires_at": clock.iso(invitation.expires_at)}
+        completion.attach(unit, 200, summary)
+        unit.commit()
+        return summary
+
+    return _once("invite_owner", request_id, event, work)

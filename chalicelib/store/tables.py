@@ -20,6 +20,9 @@ _MODELS = [
     ("chalicelib.store.qr_codes", "ThrottleModel"),
     ("chalicelib.store.sandbox", "SandboxRecord"),
     ("chalicelib.store.audit", "AuditModel"),
+    ("chalicelib.store.staff", "StaffModel"),
+    ("chalicelib.store.staff", "InvitationModel"),
+    ("chalicelib.store.staff", "SessionModel"),
 ]
 
 
@@ -31,6 +34,13 @@ def create_all() -> None:
     for model in models():
         if not model.exists():
             model.create_table(billing_mode="PAY_PER_REQUEST", wait=True)
+
+
+def create_staff_directory() -> None:
+    """The Cognito user pool staff sign in with (deployed stages: infra/template.yaml)."""
+    from chalicelib.services import staff
+
+    staff.create_pool()
 
 
 def create_bucket() -> None:

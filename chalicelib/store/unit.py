@@ -256,6 +256,11 @@ class Unit:
         self._ops.append(lambda tx: tx.update(MerchantModel(merchant_id), actions=actions, condition=cond))
         return self
 
+    def update(self, item, actions: list, condition) -> "Unit":
+        """A conditional update of any other item that must change with this transaction."""
+        self._ops.append(lambda tx: tx.update(item, actions=actions, condition=condition))
+        return self
+
     def audit(self, merchant_id: str, actor: str, action: str, details: dict | None = None) -> "Unit":
         """One audit-trail entry for the change this transaction makes."""
         from chalicelib.store import audit
