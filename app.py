@@ -529,6 +529,30 @@ def portal_remote_sign_out(session_id):
     return staff.remote_sign_out(session_id, _req())
 
 
+@app.route("/portal/spotpay", methods=["GET"])
+@page_endpoint
+def portal_spotpay():
+    from chalicelib.web.portal import spotpay
+
+    return spotpay.new_sale(_req())
+
+
+@app.route("/portal/spotpay", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_spotpay_ring_up():
+    from chalicelib.web.portal import spotpay
+
+    return spotpay.ring_up(_req())
+
+
+@app.route("/portal/spotpay/{payment_id}", methods=["GET"])
+@page_endpoint
+def portal_spotpay_sale(payment_id):
+    from chalicelib.web.portal import spotpay
+
+    return spotpay.sale(payment_id, _req())
+
+
 # ---- scheduled jobs --------------------------------------------------------------------------
 # Each is idempotent per period (services.jobs) and answers one summary. Hand-run params (optional):
 # {"dry_run": true, "force": true, "merchant_id": "mch_..."}; fx_pull takes {"date": "2026-11-25"}.

@@ -130,6 +130,15 @@ MESSAGES: dict[str, dict[str, str]] = {
     "portal_this_device": {"en": "this device", "zh-CN": "本设备"},
     "portal_session_unknown": {"en": "That session has already ended.", "zh-CN": "该会话已结束。"},
     "portal_audit": {"en": "Audit trail", "zh-CN": "操作记录"},
+    "portal_nav_spotpay": {"en": "SpotPay", "zh-CN": "SpotPay 收款"},
+    "portal_either_wallet": {"en": "WeChat Pay or Alipay (one code)", "zh-CN": "微信或支付宝（同一码）"},
+    "portal_scan_wechat": {"en": "Ask the shopper to scan with WeChat.", "zh-CN": "请顾客用微信扫码。"},
+    "portal_scan_alipay": {"en": "Ask the shopper to scan with Alipay.", "zh-CN": "请顾客用支付宝扫码。"},
+    "portal_scan_either": {"en": "Ask the shopper to scan with WeChat or Alipay.", "zh-CN": "请顾客用微信或支付宝扫码。"},
+    "portal_new_sale": {"en": "New sale", "zh-CN": "新收款"},
+    "portal_spotpay_failed": {"en": "The sale could not be started. Try again.", "zh-CN": "无法发起收款，请重试。"},
+    "portal_not_found_title": {"en": "Not found", "zh-CN": "未找到"},
+    "portal_not_found_text": {"en": "Nothing here for your business.", "zh-CN": "没有找到属于本商户的内容。"},
 
 }
 

@@ -81,7 +81,7 @@ def page(r: Request, template: str, s=None, status: int = 200, **context) -> Res
 def _nav(s) -> list[tuple[str, str]]:
     if s is None:
         return []
-    items = [("home", f"{PATH}")]
+    items = [("home", f"{PATH}"), ("spotpay", f"{PATH}/spotpay")]
     if s.can("staff"):
         items.append(("staff", f"{PATH}/staff"))
     return items
