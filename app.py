@@ -553,6 +553,46 @@ def portal_spotpay_sale(payment_id):
     return spotpay.sale(payment_id, _req())
 
 
+@app.route("/portal/payments", methods=["GET"])
+@page_endpoint
+def portal_payments():
+    from chalicelib.web.portal import payments
+
+    return payments.list_page(_req())
+
+
+@app.route("/portal/payments/{payment_id}", methods=["GET"])
+@page_endpoint
+def portal_payment(payment_id):
+    from chalicelib.web.portal import payments
+
+    return payments.detail(payment_id, _req())
+
+
+@app.route("/portal/payments/{payment_id}/refund", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_refund(payment_id):
+    from chalicelib.web.portal import payments
+
+    return payments.refund(payment_id, _req())
+
+
+@app.route("/portal/balance", methods=["GET"])
+@page_endpoint
+def portal_balance():
+    from chalicelib.web.portal import balance
+
+    return balance.page(_req())
+
+
+@app.route("/portal/balance/statement", methods=["GET"])
+@page_endpoint
+def portal_statement():
+    from chalicelib.web.portal import balance
+
+    return balance.statement(_req())
+
+
 # ---- scheduled jobs --------------------------------------------------------------------------
 # Each is idempotent per period (services.jobs) and answers one summary. Hand-run params (optional):
 # {"dry_run": true, "force": true, "merchant_id": "mch_..."}; fx_pull takes {"date": "2026-11-25"}.

@@ -48,12 +48,15 @@ def sign_out(req) -> Response:
 
 
 def home(req) -> Response:
+    """Today: takings by channel and store (NZD and the CNY shoppers paid), refunds, fees."""
+    from chalicelib.services import portal
     from chalicelib.store import merchants
 
     r, s, refused = common.signed_in(req)
     if refused:
         return refused
-    return common.page(r, "portal/home.html", s, csrf=s.csrf, merchant=merchants.get(s.merchant_id))
+    merchant = merchants.get(s.merchant_id)
+    return common.page(r, "portal/home.html", s, csrf=s.csrf, merchant=merchant, today=portal.today(merchant))
 
 
 def invitation_page(token: str, req, error_key: str | None = None, status: int = 200) -> Response:

@@ -81,10 +81,10 @@ def page(r: Request, template: str, s=None, status: int = 200, **context) -> Res
 def _nav(s) -> list[tuple[str, str]]:
     if s is None:
         return []
-    items = [("home", f"{PATH}"), ("spotpay", f"{PATH}/spotpay")]
-    if s.can("staff"):
-        items.append(("staff", f"{PATH}/staff"))
-    return items
+    items = [("home", f"{PATH}"), ("spotpay", f"{PATH}/spotpay"), ("payments", f"{PATH}/payments"),
+             ("balance", f"{PATH}/balance"),
+             ("staff", f"{PATH}/staff")]
+    return [(key, url) for key, url in items if key == "home" or s.can(key)]
 
 
 def redirect(location: str, set_cookie: str | None = None) -> Response:
