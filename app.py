@@ -593,6 +593,70 @@ def portal_statement():
     return balance.statement(_req())
 
 
+@app.route("/portal/codes", methods=["GET"])
+@page_endpoint
+def portal_codes():
+    from chalicelib.web.portal import codes
+
+    return codes.page(_req())
+
+
+@app.route("/portal/codes", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_create_code():
+    from chalicelib.web.portal import codes
+
+    return codes.act(_req(), "create")
+
+
+@app.route("/portal/codes/{code_id}/{action}", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_code_action(code_id, action):
+    from chalicelib.web.portal import codes
+
+    if action not in ("disable", "rotate"):
+        return codes.page(_req(), "portal_code_refused", 404)
+    return codes.act(_req(), action, code_id)
+
+
+@app.route("/portal/developers", methods=["GET"])
+@page_endpoint
+def portal_developers():
+    from chalicelib.web.portal import developers
+
+    return developers.page(_req())
+
+
+@app.route("/portal/developers/keys", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_create_key():
+    from chalicelib.web.portal import developers
+
+    return developers.act(_req(), "key_create")
+
+
+@app.route("/portal/developers/endpoints", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_add_endpoint():
+    from chalicelib.web.portal import developers
+
+    return developers.act(_req(), "endpoint_add")
+
+
+# {kind}/{ref}/{verb}: keys/<ref>/roll|revoke, endpoints/<id>/disable|enable, events/<id>/resend
+@app.route("/portal/developers/{kind}/{ref}/{verb}", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_developer_action(kind, ref, verb):
+    from chalicelib.web.portal import developers
+
+    action = {("keys", "roll"): "key_roll", ("keys", "revoke"): "key_revoke",
+              ("endpoints", "disable"): "endpoint_disable", ("endpoints", "enable"): "endpoint_enable",
+              ("events", "resend"): "event_resend"}.get((kind, verb))
+    if action is None:
+        return developers.page(_req(), error_key="portal_dev_refused", status=404)
+    return developers.act(_req(), action, ref)
+
+
 # ---- scheduled jobs --------------------------------------------------------------------------
 # Each is idempotent per period (services.jobs) and answers one summary. Hand-run params (optional):
 # {"dry_run": true, "force": true, "merchant_id": "mch_..."}; fx_pull takes {"date": "2026-11-25"}.

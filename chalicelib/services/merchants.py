@@ -6,7 +6,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from chalicelib import ids, settings
+from chalicelib import clock, ids, settings
 from chalicelib.domain.merchant import Merchant
 from chalicelib.services import errors
 from chalicelib.services.idempotency import Completion
@@ -59,12 +59,18 @@ def set_bank_account(merchant_id: str, text: str) -> Merchant:
     return store.get(merchant_id)
 
 
-def issue_key(merchant_id: str, livemode: bool = False) -> str:
-    """A new secret key. Returned once; only its hash is kept."""
+def new_key(merchant_id: str, livemode: bool) -> tuple[str, str, str]:
+    """(key, its hash, hint) for a fresh secret key; nothing stored yet."""
     alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
     secret = "".join(secrets.choice(alphabet) for _ in range(32))
     key = f"sk_{'live' if livemode else 'test'}_{merchant_id}_{secret}"
-    store.add_key(hash_key(key), merchant_id, livemode, hint=secret[-4:])
+    return key, hash_key(key), secret[-4:]
+
+
+def issue_key(merchant_id: str, livemode: bool = False) -> str:
+    """A new secret key. Returned once; only its hash is kept."""
+    key, key_hash, hint = new_key(merchant_id, livemode)
+    store.add_key(key_hash, merchant_id, livemode, hint=hint)
     return key
 
 
@@ -79,6 +85,8 @@ def authenticate(key: str | None) -> Caller | None:
     item, merchant = store.key_and_merchant(hash_key(key), m.group(2))
     if item is None or merchant is None or item.revoked or item.merchant_id != merchant.id:
         return None
+    if item.expires_at is not None and clock.now() >= item.expires_at:
+        return None     # rolled, and its grace period is over
     if bool(item.livemode) != livemode or not merchant.has_money_flows:
         return None     # a suspended merchant still reads, refunds and withdraws; payments.create refuses it
     return Caller(merchant, livemode)

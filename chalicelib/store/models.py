@@ -46,6 +46,16 @@ class MerchantModel(Model):
     by_status = _MerchantsByStatus()
 
 
+class _KeysByMerchant(GlobalSecondaryIndex):
+    """The portal lists a merchant's keys (hint, mode, state), never the keys themselves."""
+    class Meta:
+        index_name = "by_merchant"
+        projection = AllProjection()
+
+    merchant_id = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
+
 class ApiKeyModel(Model):
     """Merchant secret keys, stored as SHA-256 of the whole key (keys are 32 random chars: no salt needed)."""
     Meta = meta("api_keys")
@@ -55,6 +65,8 @@ class ApiKeyModel(Model):
     hint = UnicodeAttribute()                 # last 4 characters, for dashboards
     revoked = BooleanAttribute(default=False)
     created_at = UTCDateTimeAttribute()
+    expires_at = UTCDateTimeAttribute(null=True)   # a rolled key works until then (the grace period)
+    by_merchant = _KeysByMerchant()
 
 
 class _ByMerchantReference(GlobalSecondaryIndex):
