@@ -185,7 +185,7 @@ def seed_demo() -> dict:
     from datetime import timedelta
 
     from chalicelib.money import Money
-    from chalicelib.services import payments, qr_codes
+    from chalicelib.services import payments, qr_codes, staff
 
     merchant = create_merchant("Kauri Demo Cafe", "NZD", fee_bps=200, channels=DEMO_CHANNELS,
                                fx_markup_bps=150)
@@ -195,5 +195,11 @@ def seed_demo() -> dict:
         amount=Money(1250, "NZD"), channel="", flow="", merchant_reference="demo-checkout",
         description="Flat white and a muffin", expires_in=timedelta(hours=24)))
     base = settings.get().public_base_url
+    people = {}
+    for role in ("owner", "cashier"):
+        email, password = f"{role}@kauri-demo.test", "demo-" + secrets.token_urlsafe(9) + "a1"
+        staff.seed_member(merchant.id, email, role, password)
+        people[f"portal_{role}"] = {"email": email, "password": password}
     return {"merchant_id": merchant.id, "api_key": key, "static_qr_code": code.id,
-            "static_qr_url": f"{base}/qr/{code.id}", "pay_url": payments.pay_url(sample.id)}
+            "static_qr_url": f"{base}/qr/{code.id}", "pay_url": payments.pay_url(sample.id),
+            "portal_url": f"{base}/portal", **people}

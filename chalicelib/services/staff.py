@@ -284,3 +284,10 @@ def sign_out(by: Session, session_id: str) -> bool:
 
 def staff_of(merchant_id: str) -> list[store.StaffModel]:
     return list(store.StaffModel.query(merchant_id, consistent_read=True))
+
+
+def seed_member(merchant_id: str, email: str, role: str, password: str, invited_by: str = "ops:local-seed") -> str:
+    """A staff member who has accepted an invitation (the local stack's demo owner and cashier): the same
+    invite-and-accept path a person takes."""
+    url = invite(merchant_id, email, role, invited_by).url
+    return accept(url.rsplit("/", 1)[1], password)

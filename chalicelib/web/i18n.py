@@ -200,6 +200,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "portal_scan_wechat": {"en": "Ask the shopper to scan with WeChat.", "zh-CN": "请顾客用微信扫码。"},
     "portal_scan_alipay": {"en": "Ask the shopper to scan with Alipay.", "zh-CN": "请顾客用支付宝扫码。"},
     "portal_scan_either": {"en": "Ask the shopper to scan with WeChat or Alipay.", "zh-CN": "请顾客用微信或支付宝扫码。"},
+    "portal_waiting_for_shopper": {"en": "Waiting for the shopper to pay…", "zh-CN": "等待顾客付款…"},
     "portal_new_sale": {"en": "New sale", "zh-CN": "新收款"},
     "portal_spotpay_failed": {"en": "The sale could not be started. Try again.", "zh-CN": "无法发起收款，请重试。"},
     "portal_not_found_title": {"en": "Not found", "zh-CN": "未找到"},
