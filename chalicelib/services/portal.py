@@ -23,6 +23,21 @@ SEARCH_DAYS = 31
 MAX_LISTED = 200
 
 
+def typed_amount(text: str | None, currency: str) -> Money:
+    """An amount a person typed, as decimal text, parsed exactly into minor units (never a float): ASCII
+    digits only (Money.from_major takes any Unicode digit; a keyboard sends 0-9 and "."), above zero."""
+    typed = (text or "").strip()[:20]
+    try:
+        if not typed.isascii():
+            raise MoneyError(typed)
+        amount = Money.from_major(typed, currency)
+    except MoneyError:
+        raise errors.invalid("amount_invalid", "type an amount like 12.50", "amount") from None
+    if amount.amount <= 0:
+        raise errors.invalid("amount_invalid", "type an amount like 12.50", "amount")
+    return amount
+
+
 # ---- payments -------------------------------------------------------------------------------
 
 def paid_between(merchant_id: str, start: datetime, end: datetime, limit: int = MAX_LISTED) -> list:
@@ -57,12 +72,7 @@ def search(merchant: Merchant, query: dict) -> tuple[list, dict]:
     found = paid_between(merchant.id, _utc_start(start_day), _utc_start(end_day + timedelta(days=1)))
     amount = (query.get("amount") or "").strip()[:20]
     if amount:
-        try:
-            wanted = Money.from_major(amount, merchant.settlement_currency).amount if amount.isascii() else None
-        except MoneyError:
-            wanted = None
-        if wanted is None:
-            raise errors.invalid("amount_invalid", "type an amount like 12.50", "amount")
+        wanted = typed_amount(amount, merchant.settlement_currency).amount
         found = [p for p in found if p.amount.amount == wanted]
     shop = (query.get("store") or "").strip()[:80]
     if shop:
@@ -142,14 +152,7 @@ def refund(merchant: Merchant, actor: str, payment_id: str, amount_text: str, re
     from chalicelib.store.unit import Unit
 
     typed = (amount_text or "").strip()[:20]
-    try:
-        if not typed.isascii():
-            raise MoneyError(typed)
-        amount = Money.from_major(typed, merchant.settlement_currency).amount
-    except MoneyError:
-        raise errors.invalid("amount_invalid", "type an amount like 12.50", "amount") from None
-    if amount <= 0:
-        raise errors.invalid("amount_invalid", "type an amount like 12.50", "amount")
+    amount = typed_amount(typed, merchant.settlement_currency).amount
     reason = (reason or "").strip()[:200]
     route = f"POST /v1/payments/{payment_id}/refunds"            # the API's: one refund per key either way
 

@@ -12,27 +12,13 @@ from datetime import timedelta
 
 from chalicelib import log
 from chalicelib.domain.merchant import Merchant
-from chalicelib.money import Money, MoneyError
 from chalicelib.services import errors, idempotency, payments
+from chalicelib.services.portal import typed_amount
 
 WALLETS = ("wechat", "alipay", "either")
 FLOW = {"wechat": "native", "alipay": "qr"}
 SALE_TTL = timedelta(minutes=5)        # a counter sale: the shopper is standing there
 _TOKEN = re.compile(r"^[A-Za-z0-9_\-]{16,64}$")
-
-
-def parse_amount(merchant: Merchant, text: str | None) -> Money:
-    """The typed amount as decimal text, parsed exactly into minor units (never a float)."""
-    typed = (text or "").strip()[:20]
-    if not typed.isascii():     # Money.from_major takes any Unicode digit; a till types 0-9 and "."
-        raise errors.invalid("amount_invalid", "type an amount like 12.50", "amount")
-    try:
-        amount = Money.from_major(typed, merchant.settlement_currency)
-    except MoneyError:
-        raise errors.invalid("amount_invalid", "type an amount like 12.50", "amount") from None
-    if amount.amount <= 0:
-        raise errors.invalid("amount_invalid", "type an amount like 12.50", "amount")
-    return amount
 
 
 def start_sale(merchant: Merchant, cashier: str, amount_text: str, wallet: str, sale_token: str,
@@ -42,7 +28,7 @@ def start_sale(merchant: Merchant, cashier: str, amount_text: str, wallet: str, 
         raise errors.invalid("wallet_invalid", f"wallet must be one of {list(WALLETS)}", "wallet")
     if not _TOKEN.match(sale_token or ""):
         raise errors.invalid("sale_token_invalid", "reload the SpotPay page", "sale")
-    amount = parse_amount(merchant, amount_text)
+    amount = typed_amount(amount_text, merchant.settlement_currency)
     reference = f"spotpay-{sale_token[:40]}"
 
     def create(completion):

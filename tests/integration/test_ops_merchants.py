@@ -141,6 +141,7 @@ def test_a_suspended_merchant_takes_no_new_payment_but_refunds_and_payouts_go_on
     unchosen = api.post("/v1/payments", {"amount": 1250, "currency": "NZD", "merchant_reference": "order-2",
                                          "description": "Manuka honey"}).json_body
 
+    clock.advance(timedelta(seconds=1))
     out = by_hand(client, "suspend_merchant", {"request_id": "sus-1", "merchant_id": mid,
                                                 "reason": "KYC documents expired"})
     assert out["outcome"] == "ok" and (out["status"], out["previous_status"]) == ("suspended", "active")

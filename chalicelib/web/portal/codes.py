@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from chalice import Response
 
-from chalicelib.money import Money, MoneyError
+from chalicelib.money import Money
 from chalicelib.services import errors
 from chalicelib.web import render
 from chalicelib.web.portal import common
@@ -24,18 +24,9 @@ def page(req, error_key: str | None = None, status: int = 200) -> Response:
 
 
 def _optional_amount(text: str, currency: str) -> int | None:
-    typed = (text or "").strip()[:20]
-    if not typed:
-        return None
-    try:
-        if not typed.isascii():
-            raise MoneyError(typed)
-        amount = Money.from_major(typed, currency).amount
-    except MoneyError:
-        raise errors.invalid("amount_invalid", "type an amount like 12.50", "amount") from None
-    if amount <= 0:
-        raise errors.invalid("amount_invalid", "type an amount like 12.50", "amount")
-    return amount
+    from chalicelib.services.portal import typed_amount
+
+    return typed_amount(text, currency).amount if (text or "").strip() else None
 
 
 def act(req, action: str, code_id: str | None = None) -> Response:
@@ -44,12 +35,9 @@ def act(req, action: str, code_id: str | None = None) -> Response:
     from chalicelib.store import merchants
     from chalicelib.store.unit import Unit
 
-    r, s, refused = common.signed_in(req, "codes")
+    r, s, refused = common.form_post(req, "codes")
     if refused:
         return refused
-    bad = common.csrf_refused(r, s)
-    if bad:
-        return bad
     m = merchants.get(s.merchant_id)
     form = r.form()
     try:

@@ -43,6 +43,13 @@ def signed_in(req, permission: str | None = None):
     return r, s, None
 
 
+def form_post(req, permission: str | None = None):
+    """(Request, session) or a Response for a form POST: signed in, allowed, and carrying the session's
+    form token."""
+    r, s, refused = signed_in(req, permission)
+    return r, s, refused or csrf_refused(r, s)
+
+
 def csrf_refused(r: Request, s) -> Response | None:
     """Every POST from a signed-in page carries the session's form token; anything else is refused."""
     from chalicelib.services import staff

@@ -32,12 +32,9 @@ def act(req, action: str, ref: str | None = None) -> Response:
     from chalicelib.services import api_keys, merchants, notifications
     from chalicelib.store.unit import Unit
 
-    r, s, refused = common.signed_in(req, "developers")
+    r, s, refused = common.form_post(req, "developers")
     if refused:
         return refused
-    bad = common.csrf_refused(r, s)
-    if bad:
-        return bad
     form = r.form()
     m = merchants.store.get(s.merchant_id)
     new_key = new_secret = None

@@ -56,12 +56,9 @@ def refund(payment_id: str, req) -> Response:
     from chalicelib import log
     from chalicelib.services import portal
 
-    r, s, refused = common.signed_in(req, "refund")
+    r, s, refused = common.form_post(req, "refund")
     if refused:
         return refused
-    bad = common.csrf_refused(r, s)
-    if bad:
-        return bad
     form = r.form()
     token = form.get("refund_token", "")
     if not (16 <= len(token) <= 64 and token.replace("-", "").replace("_", "").isalnum() and token.isascii()):

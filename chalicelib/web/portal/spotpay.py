@@ -28,12 +28,9 @@ def ring_up(req) -> Response:
     from chalicelib.services import spotpay
     from chalicelib.store import merchants
 
-    r, s, refused = common.signed_in(req, "spotpay")
+    r, s, refused = common.form_post(req, "spotpay")
     if refused:
         return refused
-    bad = common.csrf_refused(r, s)
-    if bad:
-        return bad
     form = r.form()
     merchant = merchants.get(s.merchant_id)
     try:

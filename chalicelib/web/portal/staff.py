@@ -22,12 +22,9 @@ def staff_page(req, invited=None, error_key: str | None = None, status: int = 20
 def invite(req) -> Response:
     from chalicelib.services import staff
 
-    r, s, refused = common.signed_in(req, "staff")
+    r, s, refused = common.form_post(req, "staff")
     if refused:
         return refused
-    bad = common.csrf_refused(r, s)
-    if bad:
-        return bad
     form = r.form()
     try:
         invited = staff.invite(s.merchant_id, form.get("email", ""), form.get("role", ""), s.actor)
@@ -40,12 +37,9 @@ def invite(req) -> Response:
 def remote_sign_out(session_id: str, req) -> Response:
     from chalicelib.services import staff
 
-    r, s, refused = common.signed_in(req, "staff")
+    r, s, refused = common.form_post(req, "staff")
     if refused:
         return refused
-    bad = common.csrf_refused(r, s)
-    if bad:
-        return bad
     if not staff.sign_out(s, session_id):
         return staff_page(req, error_key="portal_session_unknown", status=404)
     return common.redirect(f"{common.PATH}/staff")
