@@ -1,6 +1,7 @@
 """Portal staff and sign-in (issue 11): Cognito identities, invitations, sessions, CSRF, throttling, audit."""
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -138,3 +139,42 @@ def test_an_invitation_expires_after_three_days_and_cannot_be_used_twice(client,
     assert getattr(refused.value, "code", None) == "invitation_expired"
     assert StaffModel.get(merchant_id, "twice@tuihoney.nz").status == "active"
     assert [m.email for m in StaffModel.query(merchant_id) if m.email == "late@tuihoney.nz"] == []
+
+
+def _portal_form_routes():
+    import app as app_module
+
+    out = []
+    for path, methods in app_module.app.routes.items():
+        if path.startswith("/portal") and "POST" in methods:
+            named = {"{action}": "disable", "{kind}": "keys", "{verb}": "roll"}
+            for param, value in named.items():
+                path = path.replace(param, value)
+            out.append(re.sub(r"\{[a-z_]+\}", "x" * 24, path))
+    return sorted(out)
+
+
+def test_every_portal_post_route_refuses_a_signed_in_owner_without_the_form_token(client, merchant_id):
+    owner = owner_of(client, merchant_id)
+    routes = _portal_form_routes()
+    assert len(routes) >= 12
+    for path in routes:
+        owner.get("/portal")
+        resp = owner.post(path, {"email": "x@y.nz", "role": "cashier", "amount": "1.00", "wallet": "wechat",
+                                 "password": PASSWORD, "password2": PASSWORD, "store_name": "S",
+                                 "url": "https://93.184.216.34/h", "mode": "live"}, csrf=None)
+        assert resp.status_code == 403, path
+    assert owner.get("/portal").status_code == 200
+    assert [e.action for e in audit.recent(merchant_id)].count("staff.invited") == 1    # ops' invitation only
+
+
+def test_portal_pages_speak_simplified_chinese_with_the_shopper_pages_rules(client, merchant_id):
+    page = client.http.get("/portal/sign-in", headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    text = page.body.decode()
+    assert page.status_code == 200 and "登录 Kauri 商户后台" in text and 'lang="zh-CN"' in text
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Cache-Control"] == "no-store"
+    owner = owner_of(client, merchant_id)
+    owner.get("/portal?lang=zh-CN")
+    assert "今日" in owner.text() and "退出登录" in owner.text()
+    assert "<script" not in owner.text()                                 # the portal needs no JavaScript
