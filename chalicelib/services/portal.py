@@ -24,7 +24,7 @@ MAX_LISTED = 200
 
 
 def typed_amount(text: str | None, currency: str) -> Money:
-    """An amount a person typed, as decimal text, parsed exactly into minor units (never a float): ASCII
+    """An amount a person typed, as decimal text, parsed exactly into integer minor units (Decimal): ASCII
     digits only (Money.from_major takes any Unicode digit; a keyboard sends 0-9 and "."), above zero."""
     typed = (text or "").strip()[:20]
     try:

@@ -184,3 +184,18 @@ def test_make_job_runs_onboard_merchant_against_the_stack(client, monkeypatch, c
     assert job.main(["onboard_merchant", json.dumps(ONBOARD)]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["outcome"] == "ok" and merchant_store.get(summary["merchant_id"]) is not None
+
+
+def test_invite_owner_answers_one_link_per_request_id_and_names_bad_fields(client):
+    mid = onboard(client)["merchant_id"]
+    event = {"request_id": "inv-1", "merchant_id": mid, "email": "Owner@TuiHoney.nz"}
+    first = by_hand(client, "invite_owner", event)
+    assert first["outcome"] == "ok" and first["email"] == "owner@tuihoney.nz" and first["role"] == "owner"
+    assert "/portal/invitations/" in first["invitation_url"]
+    assert by_hand(client, "invite_owner", event) == first
+    assert [e.action for e in audit.recent(mid)].count("staff.invited") == 1
+    bad = by_hand(client, "invite_owner", {"request_id": "inv-2", "merchant_id": mid, "email": "not an email"})
+    assert bad["error"]["param"] == "email"
+    unknown = by_hand(client, "invite_owner", {"request_id": "inv-3", "merchant_id": "mch_0000000000000000",
+                                                "email": "a@b.nz"})
+    assert unknown["error"]["param"] == "merchant_id"
