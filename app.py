@@ -503,6 +503,207 @@ def channel_callback(channel):
     return Response(body=ack.body, status_code=ack.status_code, headers={"Content-Type": ack.content_type})
 
 
+# ---- merchant portal (issue 11) ----------------------------------------------------------------
+@app.route("/portal", methods=["GET"])
+@page_endpoint
+def portal_home():
+    from chalicelib.web.portal import auth
+
+    return auth.home(_req())
+
+
+@app.route("/portal/sign-in", methods=["GET"])
+@page_endpoint
+def portal_sign_in_page():
+    from chalicelib.web.portal import auth
+
+    return auth.sign_in_page(_req())
+
+
+@app.route("/portal/sign-in", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_sign_in():
+    from chalicelib.web.portal import auth
+
+    return auth.sign_in(_req())
+
+
+@app.route("/portal/sign-out", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_sign_out():
+    from chalicelib.web.portal import auth
+
+    return auth.sign_out(_req())
+
+
+@app.route("/portal/invitations/{token}", methods=["GET"])
+@page_endpoint
+def portal_invitation(token):
+    from chalicelib.web.portal import auth
+
+    return auth.invitation_page(token, _req())
+
+
+@app.route("/portal/invitations/{token}", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_accept_invitation(token):
+    from chalicelib.web.portal import auth
+
+    return auth.accept_invitation(token, _req())
+
+
+@app.route("/portal/staff", methods=["GET"])
+@page_endpoint
+def portal_staff():
+    from chalicelib.web.portal import staff
+
+    return staff.staff_page(_req())
+
+
+@app.route("/portal/staff/invite", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_invite():
+    from chalicelib.web.portal import staff
+
+    return staff.invite(_req())
+
+
+@app.route("/portal/sessions/{session_id}/sign-out", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_remote_sign_out(session_id):
+    from chalicelib.web.portal import staff
+
+    return staff.remote_sign_out(session_id, _req())
+
+
+@app.route("/portal/spotpay", methods=["GET"])
+@page_endpoint
+def portal_spotpay():
+    from chalicelib.web.portal import spotpay
+
+    return spotpay.new_sale(_req())
+
+
+@app.route("/portal/spotpay", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_spotpay_ring_up():
+    from chalicelib.web.portal import spotpay
+
+    return spotpay.ring_up(_req())
+
+
+@app.route("/portal/spotpay/{payment_id}", methods=["GET"])
+@page_endpoint
+def portal_spotpay_sale(payment_id):
+    from chalicelib.web.portal import spotpay
+
+    return spotpay.sale(payment_id, _req())
+
+
+@app.route("/portal/payments", methods=["GET"])
+@page_endpoint
+def portal_payments():
+    from chalicelib.web.portal import payments
+
+    return payments.list_page(_req())
+
+
+@app.route("/portal/payments/{payment_id}", methods=["GET"])
+@page_endpoint
+def portal_payment(payment_id):
+    from chalicelib.web.portal import payments
+
+    return payments.detail(payment_id, _req())
+
+
+@app.route("/portal/payments/{payment_id}/refund", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_refund(payment_id):
+    from chalicelib.web.portal import payments
+
+    return payments.refund(payment_id, _req())
+
+
+@app.route("/portal/balance", methods=["GET"])
+@page_endpoint
+def portal_balance():
+    from chalicelib.web.portal import balance
+
+    return balance.page(_req())
+
+
+@app.route("/portal/balance/statement", methods=["GET"])
+@page_endpoint
+def portal_statement():
+    from chalicelib.web.portal import balance
+
+    return balance.statement(_req())
+
+
+@app.route("/portal/codes", methods=["GET"])
+@page_endpoint
+def portal_codes():
+    from chalicelib.web.portal import codes
+
+    return codes.page(_req())
+
+
+@app.route("/portal/codes", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_create_code():
+    from chalicelib.web.portal import codes
+
+    return codes.act(_req(), "create")
+
+
+@app.route("/portal/codes/{code_id}/{action}", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_code_action(code_id, action):
+    from chalicelib.web.portal import codes
+
+    if action not in ("disable", "rotate"):
+        return codes.page(_req(), "portal_code_refused", 404)
+    return codes.act(_req(), action, code_id)
+
+
+@app.route("/portal/developers", methods=["GET"])
+@page_endpoint
+def portal_developers():
+    from chalicelib.web.portal import developers
+
+    return developers.page(_req())
+
+
+@app.route("/portal/developers/keys", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_create_key():
+    from chalicelib.web.portal import developers
+
+    return developers.act(_req(), "key_create")
+
+
+@app.route("/portal/developers/endpoints", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_add_endpoint():
+    from chalicelib.web.portal import developers
+
+    return developers.act(_req(), "endpoint_add")
+
+
+# {kind}/{ref}/{verb}: keys/<ref>/roll|revoke, endpoints/<id>/disable|enable, events/<id>/resend
+@app.route("/portal/developers/{kind}/{ref}/{verb}", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_developer_action(kind, ref, verb):
+    from chalicelib.web.portal import developers
+
+    action = {("keys", "roll"): "key_roll", ("keys", "revoke"): "key_revoke",
+              ("endpoints", "disable"): "endpoint_disable", ("endpoints", "enable"): "endpoint_enable",
+              ("events", "resend"): "event_resend"}.get((kind, verb))
+    if action is None:
+        return developers.page(_req(), error_key="portal_dev_refused", status=404)
+    return developers.act(_req(), action, ref)
+
+
 # ---- scheduled jobs --------------------------------------------------------------------------
 # Each is idempotent per period (services.jobs) and answers one summary. Hand-run params (optional):
 # {"dry_run": true, "force": true, "merchant_id": "mch_..."}; fx_pull takes {"date": "2026-11-25"}.
@@ -604,6 +805,36 @@ def withdrawal_failed(event, context):
     from chalicelib.services import withdrawals
 
     return withdrawals.failed((event or {}).get("withdrawal_id"), (event or {}).get("reason"))
+
+
+# Ops managing merchants by hand (AWS console or `make job`); JSON events, one summary each, idempotent on
+# request_id, e.g. {"request_id": "onb-42", "legal_name": ..., "trading_name": ..., ...}: see chalicelib/api/ops.py.
+@app.lambda_function(name="onboard_merchant")
+def onboard_merchant(event, context):
+    from chalicelib.api import ops
+
+    return ops.answer("onboard_merchant", event, ops.onboard_merchant)
+
+
+@app.lambda_function(name="update_merchant")
+def update_merchant(event, context):
+    from chalicelib.api import ops
+
+    return ops.answer("update_merchant", event, ops.update_merchant)
+
+
+@app.lambda_function(name="suspend_merchant")
+def suspend_merchant(event, context):
+    from chalicelib.api import ops
+
+    return ops.answer("suspend_merchant", event, ops.suspend_merchant)
+
+
+@app.lambda_function(name="invite_owner")
+def invite_owner(event, context):
+    from chalicelib.api import ops
+
+    return ops.answer("invite_owner", event, ops.invite_owner)
 
 
 # ---- sandbox channel simulators (never in prod) ----------------------------------------------

@@ -316,6 +316,53 @@ def key_resources() -> dict[str, Any]:
     }
 
 
+def staff_directory_resources() -> dict[str, Any]:
+    """The Cognito user pool merchant staff sign in with (services.staff finds it by name) and the portal's
+    server-side app client (no secret; ADMIN_USER_PASSWORD_AUTH only, from the portal Lambda)."""
+    return {
+        "StaffUserPool": {
+            "Type": "AWS::Cognito::UserPool",
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {
+                "UserPoolName": _sub(f"{APP}-${{Stage}}-staff"),
+                "UsernameAttributes": ["email"],
+                "AdminCreateUserConfig": {"AllowAdminCreateUserOnly": True},
+                "Policies": {"PasswordPolicy": {"MinimumLength": 10, "RequireLowercase": True,
+                                                "RequireNumbers": True, "RequireUppercase": False,
+                                                "RequireSymbols": False}},
+                "Schema": [{"Name": "merchant_id", "AttributeDataType": "String", "Mutable": False},
+                           {"Name": "role", "AttributeDataType": "String", "Mutable": True}],
+                "UserPoolTags": {"app": APP, "stage": {"Ref": "Stage"}},
+            },
+        },
+        # The functions' grant on the pool: its ARN is known only here (the stage policies name tables and
+        # buckets literally; a pool ARN carries a generated id). Attach it to the stage's Lambda role.
+        "StaffDirectoryPolicy": {
+            "Type": "AWS::IAM::ManagedPolicy",
+            "Properties": {
+                "ManagedPolicyName": _sub(f"{APP}-${{Stage}}-staff-directory"),
+                "PolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow",
+                    "Action": ["cognito-idp:AdminCreateUser", "cognito-idp:AdminSetUserPassword",
+                               "cognito-idp:AdminDeleteUser", "cognito-idp:AdminGetUser",
+                               "cognito-idp:AdminInitiateAuth", "cognito-idp:AdminUserGlobalSignOut"],
+                    "Resource": [{"Fn::GetAtt": ["StaffUserPool", "Arn"]}],
+                }]},
+            },
+        },
+        "StaffPortalClient": {
+            "Type": "AWS::Cognito::UserPoolClient",
+            "Properties": {
+                "UserPoolId": {"Ref": "StaffUserPool"},
+                "ClientName": "kauri-portal",
+                "GenerateSecret": False,
+                "ExplicitAuthFlows": ["ALLOW_ADMIN_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
+            },
+        },
+    }
+
+
 # Alarms: (logical id, what it means, namespace, metric, statistic, threshold, periods, dimensions).
 # Kauri's own metrics come from chalicelib/metrics.py (EMF), dimension [Stage].
 ALARMS = [
@@ -385,6 +432,9 @@ def build_template(specs: list[dict[str, Any]]) -> dict[str, Any]:
     outputs["AlarmTopicArn"] = {"Value": {"Ref": "AlarmTopic"}}
     outputs["WebhookSecretsKeyArn"] = {"Value": {"Fn::GetAtt": ["WebhookSecretsKey", "Arn"]}}
     outputs["StatementsQueueArn"] = {"Value": {"Fn::GetAtt": ["StatementsQueue", "Arn"]}}
+    resources.update(staff_directory_resources())
+    outputs["StaffUserPoolId"] = {"Value": {"Ref": "StaffUserPool"}}         # -> KAURI_STAFF_POOL_ID
+    outputs["StaffPortalClientId"] = {"Value": {"Ref": "StaffPortalClient"}}  # -> KAURI_STAFF_CLIENT_ID
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "Kauri stateful resources: DynamoDB tables, the files bucket and its statements queue, "

@@ -446,6 +446,7 @@ class Stack:
         tables.create_all()
         tables.create_bucket()
         tables.create_keys()
+        tables.create_staff_directory()
 
         if str(PROJECT_DIR) not in sys.path:
             sys.path.insert(0, str(PROJECT_DIR))
@@ -471,6 +472,9 @@ class Stack:
             "static_qr_url": demo.get("static_qr_url"),
             "static_qr_image_url": demo["static_qr_url"] + "/image" if demo.get("static_qr_url") else None,
             "pay_url": demo.get("pay_url"),
+            "portal_url": demo.get("portal_url"),
+            "portal_owner": demo.get("portal_owner"),
+            "portal_cashier": demo.get("portal_cashier"),
             "pid": os.getpid(),
         }
 
@@ -558,7 +562,14 @@ def banner(facts: dict[str, Any]) -> str:
         f"  static code     {facts.get('static_qr_url')}   (printable: {facts.get('static_qr_image_url')})",
         f"  hosted checkout {facts.get('pay_url')}",
         "",
+        "Merchant portal (SpotPay at /portal/spotpay; invitation links show on the Staff page, no mail is sent):",
+        f"  portal          {facts.get('portal_url')}/sign-in",
+        *(f"  {who:<15} {facts[key]['email']}  password {facts[key]['password']}"
+          for who, key in (("owner", "portal_owner"), ("cashier", "portal_cashier")) if facts.get(key)),
+        "",
         "Run a job by hand:  make job name=retry_webhooks event='{}'",
+        "Ops: make job name=onboard_merchant event='{\"request_id\": ..., ...}'  (also update_merchant, "
+        "suspend_merchant, invite_owner)",
     ]
     if facts.get("schedules"):
         lines.append("Local scheduler:    " + ", ".join(f"{n} {e}" for n, e in facts["schedules"].items()))

@@ -60,6 +60,7 @@ def aws():
         tables.create_all()
         tables.create_bucket()
         tables.create_keys()
+        tables.create_staff_directory()
         yield
     clock.reset()
     merchants.forget_keys()  # a key cached against this test's (now discarded) tables

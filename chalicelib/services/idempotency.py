@@ -33,6 +33,7 @@ class Completion:
     attached: bool = False
     status_code: int = 0
     body: str = field(default="", repr=False)
+    ttl_seconds: int = store.TTL_SECONDS
 
     def attach(self, unit: Unit, status_code: int, body: dict, sealed: bool = False) -> None:
         """`sealed`: the reply carries a secret (a new webhook endpoint's signing secret): it is stored only
@@ -43,14 +44,14 @@ class Completion:
             from chalicelib import secrets
 
             self.body = json.dumps({SEALED: secrets.seal(self.body, SEALED_PURPOSE)}, sort_keys=True)
-        unit.complete_idempotency(self.key, status_code, self.body, clock.now() + timedelta(seconds=store.TTL_SECONDS))
+        unit.complete_idempotency(self.key, status_code, self.body, clock.now() + timedelta(seconds=self.ttl_seconds))
         self.attached = True
 
     def refresh(self, status_code: int, body: dict) -> None:
         """Replace the stored reply once the use case learns more (e.g. the channel settled the refund)."""
         self.status_code = status_code
         self.body = json.dumps(body, sort_keys=True)
-        store.complete(self.key, status_code, self.body)
+        store.complete(self.key, status_code, self.body, ttl_seconds=self.ttl_seconds)
 
 
 def record_key(merchant_id: str, route: str, idem_key: str) -> str:
@@ -60,32 +61,36 @@ def record_key(merchant_id: str, route: str, idem_key: str) -> str:
 
 
 def run(merchant_id: str, route: str, idem_key: str | None, raw_body: bytes,
-        handler: Callable[[Completion | None], tuple[int, dict]]) -> tuple[int, dict]:
-    """Run `handler` at most once per (merchant, route, key). Returns (status, body)."""
+        handler: Callable[[Completion | None], tuple[int, dict]], ttl_seconds: int = store.TTL_SECONDS,
+        key_param: str = "Idempotency-Key") -> tuple[int, dict]:
+    """Run `handler` at most once per (merchant, route, key). Returns (status, body). `ttl_seconds`: how
+    long the reply is kept (a day for the API; ops requests keep theirs far longer); `key_param`: what
+    an error about the key names."""
     if idem_key is None:
         return handler(None)
     if not idem_key or len(idem_key) > MAX_KEY_LENGTH or not idem_key.isprintable():
-        raise errors.invalid("idempotency_key_invalid", "Idempotency-Key must be 1-255 printable characters",
-                             "Idempotency-Key")
+        raise errors.invalid("idempotency_key_invalid", f"{key_param} must be 1-255 printable characters",
+                             key_param)
     key = record_key(merchant_id, route, idem_key)
     request_hash = hashlib.sha256(raw_body).hexdigest()
-    outcome = store.claim(key, request_hash)
+    outcome = store.claim(key, request_hash, ttl_seconds)
     if outcome.kind == "replay":
         return outcome.status_code, _stored_body(outcome.body)
     if outcome.kind == "mismatch":
         raise errors.ServiceError("unprocessable", "idempotency_key_reused",
-                                  "this Idempotency-Key was used with a different request body", "Idempotency-Key")
+                                  f"this {key_param} was used with a different request", key_param)
     if outcome.kind == "in_progress":
         raise errors.conflict("idempotency_request_in_progress",
                               "a request with this Idempotency-Key is still being processed")
-    completion = Completion(key)
+    completion = Completion(key, ttl_seconds=ttl_seconds)
     try:
         status, body = handler(completion)
     except errors.ServiceError as exc:
         if exc.kind in ("channel", "unavailable"):
             store.release(key)  # nothing changed; the merchant may retry with the same key
         else:
-            store.complete(key, _status_of(exc), json.dumps(_error_body(exc), sort_keys=True), only_in_progress=True)
+            store.complete(key, _status_of(exc), json.dumps(_error_body(exc), sort_keys=True), only_in_progress=True,
+                           ttl_seconds=ttl_seconds)
         raise
     except Exception:
         # Releases only a claim still in progress: if the use case committed its reply with its change,
@@ -93,7 +98,7 @@ def run(merchant_id: str, route: str, idem_key: str | None, raw_body: bytes,
         store.release(key)
         raise
     if not completion.attached:
-        store.complete(key, status, json.dumps(body, sort_keys=True))
+        store.complete(key, status, json.dumps(body, sort_keys=True), ttl_seconds=ttl_seconds)
     return status, body
 
 

@@ -60,12 +60,18 @@ def set_bank_account(merchant_id: str, text: str) -> Merchant:
     return store.get(merchant_id)
 
 
-def issue_key(merchant_id: str, livemode: bool = False) -> str:
-    """A new secret key. Returned once; only its hash is kept."""
+def new_key(merchant_id: str, livemode: bool) -> tuple[str, str, str]:
+    """(key, its hash, hint) for a fresh secret key; nothing stored yet."""
     alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
     secret = "".join(secrets.choice(alphabet) for _ in range(32))
     key = f"sk_{'live' if livemode else 'test'}_{merchant_id}_{secret}"
-    store.add_key(hash_key(key), merchant_id, livemode, hint=secret[-4:])
+    return key, hash_key(key), secret[-4:]
+
+
+def issue_key(merchant_id: str, livemode: bool = False) -> str:
+    """A new secret key. Returned once; only its hash is kept."""
+    key, key_hash, hint = new_key(merchant_id, livemode)
+    store.add_key(key_hash, merchant_id, livemode, hint=hint)
     return key
 
 
@@ -75,7 +81,7 @@ def issue_key(merchant_id: str, livemode: bool = False) -> str:
 # refused keys are never cached (nothing for a key-guesser to fill the cache with).
 KEY_CACHE_SECONDS = 30
 KEY_CACHE_MAX = 512
-_key_cache: dict[str, tuple[Caller, int]] = {}
+_key_cache: dict[str, tuple[Caller, int, int | None]] = {}   # (caller, read at, a rolled key's end)
 
 
 def authenticate(key: str | None) -> Caller | None:
@@ -90,25 +96,29 @@ def authenticate(key: str | None) -> Caller | None:
     digest = hash_key(key)
     now = clock.epoch()
     cached = _key_cache.get(digest)
-    if cached is not None and 0 <= now - cached[1] < KEY_CACHE_SECONDS:
+    if cached is not None and 0 <= now - cached[1] < KEY_CACHE_SECONDS and (cached[2] is None or now < cached[2]):
         return cached[0]
     item, merchant = store.key_and_merchant(digest, m.group(2))
     if item is None or merchant is None or item.revoked or item.merchant_id != merchant.id:
         _key_cache.pop(digest, None)
         return None
-    if bool(item.livemode) != livemode or merchant.status != "active":
+    if item.expires_at is not None and clock.now() >= item.expires_at:
         _key_cache.pop(digest, None)
-        return None
+        return None     # rolled, and its grace period is over
+    if bool(item.livemode) != livemode or not merchant.has_money_flows:
+        _key_cache.pop(digest, None)
+        return None     # a suspended merchant still reads, refunds and withdraws; payments.create refuses it
     who = Caller(merchant, livemode)
     if len(_key_cache) >= KEY_CACHE_MAX:
         _key_cache.clear()
-    _key_cache[digest] = (who, now)
+    ends = int(item.expires_at.timestamp()) if item.expires_at is not None else None
+    _key_cache[digest] = (who, now, ends)
     return who
 
 
 def forget_keys(merchant_id: str | None = None) -> None:
     """Drop cached keys (of one merchant, or all): called when this container changes a merchant."""
-    for digest, (who, _) in list(_key_cache.items()):
+    for digest, (who, _, _) in list(_key_cache.items()):
         if merchant_id is None or who.merchant.id == merchant_id:
             _key_cache.pop(digest, None)
 
@@ -206,7 +216,7 @@ def seed_demo() -> dict:
     from datetime import timedelta
 
     from chalicelib.money import Money
-    from chalicelib.services import payments, qr_codes
+    from chalicelib.services import payments, qr_codes, staff
 
     merchant = create_merchant("Kauri Demo Cafe", "NZD", fee_bps=200, channels=DEMO_CHANNELS,
                                fx_markup_bps=150)
@@ -216,5 +226,11 @@ def seed_demo() -> dict:
         amount=Money(1250, "NZD"), channel="", flow="", merchant_reference="demo-checkout",
         description="Flat white and a muffin", expires_in=timedelta(hours=24)))
     base = settings.get().public_base_url
+    people = {}
+    for role in ("owner", "cashier"):
+        email, password = f"{role}@kauri-demo.test", "demo-" + secrets.token_urlsafe(9) + "a1"
+        staff.seed_member(merchant.id, email, role, password)
+        people[f"portal_{role}"] = {"email": email, "password": password}
     return {"merchant_id": merchant.id, "api_key": key, "static_qr_code": code.id,
-            "static_qr_url": f"{base}/qr/{code.id}", "pay_url": payments.pay_url(sample.id)}
+            "static_qr_url": f"{base}/qr/{code.id}", "pay_url": payments.pay_url(sample.id),
+            "portal_url": f"{base}/portal", **people}

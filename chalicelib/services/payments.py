@@ -75,6 +75,8 @@ def check_limits(channel: str, amount: Money) -> None:
 
 
 def create(merchant: Merchant, livemode: bool, req: NewPayment, completion: Completion | None = None) -> Payment:
+    if not merchant.takes_payments:
+        raise _suspended()
     if req.amount.currency != merchant.settlement_currency:
         raise errors.invalid("currency_not_supported",
                              f"this merchant takes payments in {merchant.settlement_currency}", "currency")
@@ -136,6 +138,10 @@ def create(merchant: Merchant, livemode: bool, req: NewPayment, completion: Comp
     return payment
 
 
+def _suspended() -> errors.ServiceError:
+    return errors.conflict("merchant_suspended", "this merchant cannot take new payments at the moment")
+
+
 def _create_unchosen(merchant: Merchant, livemode: bool, req: NewPayment, completion: Completion | None) -> Payment:
     """A payment whose channel order is created when the shopper picks a wallet on the hosted checkout."""
     enabled = [c for c in CHOOSABLE if merchant.channel_ids(c) is not None]
@@ -188,6 +194,8 @@ def choose_channel(payment_id: str, channel_name: str, flow: str, payer: dict[st
     if channel_name not in p.allowed_channels:
         raise errors.invalid("channel_not_allowed", "this wallet is not offered for this payment", "channel")
     merchant = merchant_store.get(p.merchant_id)
+    if merchant is not None and not merchant.takes_payments:
+        raise _suspended()      # the channel order would be a new payment
     ids_at_channel = merchant.channel_ids(channel_name) if merchant else None
     channel = channels.get(channel_name)
     if ids_at_channel is None or flow not in channel.flows:

@@ -129,7 +129,7 @@ def auto_withdraw(day: date, merchant_id: str | None = None, dry_run: bool = Fal
     mids = [merchant_id] if merchant_id else store.active_merchant_ids()
     for mid in mids:
         merchant = merchant_store.get(mid)
-        if merchant is None or merchant.status != "active":
+        if merchant is None or not merchant.has_money_flows:
             summary["errors"] += 1
             continue
         summary["merchants"] += 1

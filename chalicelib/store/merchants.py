@@ -15,7 +15,7 @@ def to_item(m: Merchant) -> MerchantModel:
         m.id, name=m.name, settlement_currency=m.settlement_currency, fee_bps=m.fee_bps,
         channels=m.channels, status=m.status, fx_markup_bps=m.fx_markup_bps,
         allow_negative_balance=m.allow_negative_balance, holding_days=m.holding_days,
-        min_payout=m.min_payout, bank_account=m.bank_account, created_at=clock.now(),
+        min_payout=m.min_payout, bank_account=m.bank_account, legal_name=m.legal_name, created_at=clock.now(),
         alert_bindings=[list(b) for b in m.alert_bindings] if m.alert_bindings is not None else None,
     )
 
@@ -25,7 +25,7 @@ def from_item(i: MerchantModel) -> Merchant:
         id=i.merchant_id, name=i.name, settlement_currency=i.settlement_currency, fee_bps=int(i.fee_bps),
         channels=dict(i.channels or {}), status=i.status, fx_markup_bps=int(i.fx_markup_bps or 0),
         allow_negative_balance=bool(i.allow_negative_balance), holding_days=int(i.holding_days or 0),
-        min_payout=int(i.min_payout or 0), bank_account=i.bank_account,
+        min_payout=int(i.min_payout or 0), bank_account=i.bank_account, legal_name=i.legal_name,
         alert_bindings=tuple(tuple(b) for b in i.alert_bindings) if i.alert_bindings is not None else None,
     )
 

@@ -19,7 +19,7 @@ from chalicelib.store.base import meta
 
 
 class _MerchantsByStatus(GlobalSecondaryIndex):
-    """The money jobs walk active merchants with a Query (the IAM policy grants no Scan)."""
+    """The money jobs walk active (and suspended) merchants with a Query (the IAM policy grants no Scan)."""
     class Meta:
         index_name = "by_status"
         projection = KeysOnlyProjection()
@@ -41,9 +41,20 @@ class MerchantModel(Model):
     holding_days = NumberAttribute(default=2)
     min_payout = NumberAttribute(default=2000)
     bank_account = UnicodeAttribute(null=True)
+    legal_name = UnicodeAttribute(null=True)
     created_at = UTCDateTimeAttribute()
     alert_bindings = JSONAttribute(null=True)   # [[binding_id, openid, store_name], ...]; absent: not known
     by_status = _MerchantsByStatus()
+
+
+class _KeysByMerchant(GlobalSecondaryIndex):
+    """The portal lists a merchant's keys (hint, mode, state), never the keys themselves."""
+    class Meta:
+        index_name = "by_merchant"
+        projection = AllProjection()
+
+    merchant_id = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
 
 
 class ApiKeyModel(Model):
@@ -55,6 +66,8 @@ class ApiKeyModel(Model):
     hint = UnicodeAttribute()                 # last 4 characters, for dashboards
     revoked = BooleanAttribute(default=False)
     created_at = UTCDateTimeAttribute()
+    expires_at = UTCDateTimeAttribute(null=True)   # a rolled key works until then (the grace period)
+    by_merchant = _KeysByMerchant()
 
 
 class _ByMerchantReference(GlobalSecondaryIndex):

@@ -23,6 +23,10 @@ _MODELS = [
     ("chalicelib.store.reconciliation", "StatementRecordModel"),
     ("chalicelib.store.reconciliation", "DiscrepancyModel"),
     ("chalicelib.store.reconciliation", "SuspenseModel"),
+    ("chalicelib.store.audit", "AuditModel"),
+    ("chalicelib.store.staff", "StaffModel"),
+    ("chalicelib.store.staff", "InvitationModel"),
+    ("chalicelib.store.staff", "SessionModel"),
 ]
 
 
@@ -52,6 +56,13 @@ def create_keys() -> None:
         return
     key = kms.create_key(Description="Kauri webhook signing secrets")["KeyMetadata"]["KeyId"]
     kms.create_alias(AliasName=alias, TargetKeyId=key)
+
+
+def create_staff_directory() -> None:
+    """The Cognito user pool staff sign in with (deployed stages: infra/template.yaml)."""
+    from chalicelib.services import staff
+
+    staff.create_pool()
 
 
 def create_bucket() -> None:

@@ -246,6 +246,27 @@ class Unit:
         return self
 
     # -- merchant settings ------------------------------------------------------------------
+    def update_merchant(self, merchant_id: str, actions: list, condition=None) -> "Unit":
+        """Change a merchant's settings (only an existing merchant; `condition` adds to that)."""
+        from chalicelib.store.models import MerchantModel
+
+        cond = MerchantModel.merchant_id.exists()
+        if condition is not None:
+            cond = cond & condition
+        self._ops.append(lambda tx: tx.update(MerchantModel(merchant_id), actions=actions, condition=cond))
+        return self
+
+    def update(self, item, actions: list, condition) -> "Unit":
+        """A conditional update of any other item that must change with this transaction."""
+        self._ops.append(lambda tx: tx.update(item, actions=actions, condition=condition))
+        return self
+
+    def audit(self, merchant_id: str, actor: str, action: str, details: dict | None = None) -> "Unit":
+        """One audit-trail entry for the change this transaction makes."""
+        from chalicelib.store import audit
+
+        return self.put_new(audit.new_entry(merchant_id, actor, action, details))
+
     def add_webhook_endpoint(self, item: WebhookEndpointModel, max_count: int, uncounted: int | None) -> "Unit":
         """The endpoint, and the merchant's endpoint counter, which must stay at most `max_count`.
         `uncounted`: the merchant has no counter yet and has this many endpoints (made before it)."""

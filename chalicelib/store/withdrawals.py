@@ -92,7 +92,10 @@ def set_payout_account(merchant_id: str, account: str) -> bool:
 
 
 def active_merchant_ids() -> list[str]:
-    return [m.merchant_id for m in MerchantModel.by_status.query("active")]
+    """Merchants whose money still moves: active and suspended (a suspension stops new payments only)."""
+    from chalicelib.domain.merchant import STATUSES
+
+    return [m.merchant_id for status in STATUSES for m in MerchantModel.by_status.query(status)]
 
 
 def index_unreleased(merchant_id: str) -> list[str]:

@@ -26,7 +26,8 @@ WAIT_MS = 30_000         # a ceiling, not a pause: on a loaded 2-core box pages 
 # callback to the test, which pays in the sandbox first (as the shopper would in WeChat).
 WECHAT_BRIDGE = """
 window.WeixinJSBridge = {invoke: function (name, params, callback) {
-  window.__bridgeCall = {name: name, params: params}; window.__bridgeDone = callback; }};
+  window.__bridgeCall = {name: name, params: params}; window.__bridgeDone = callback;
+  document.documentElement.setAttribute("data-bridge-called", name); }};
 """
 WALLET_STUB = ("<!doctype html><meta charset=utf-8><meta name=viewport content='width=device-width'><title>wallet"
                "</title><h1 id=stub>The wallet app (or the merchant's site) opens here</h1>")
@@ -86,7 +87,9 @@ def test_wechat_shopper_pays_the_static_code_through_oauth_and_jsapi(browser, st
     assert page.locator("#pay-alipay").count() == 0
     shot(page, "amount")
     page.click("#pay-wechat")
-    page.wait_for_function("window.__bridgeCall !== undefined")
+    # A selector wait, not wait_for_function: polling a JS predicate needs eval, which the page's CSP
+    # (script-src 'nonce-...') refuses, so that wait only passed when the bridge was already called.
+    page.wait_for_selector("html[data-bridge-called]", state="attached")
     shot(page, "jsapi")
     call = page.evaluate("window.__bridgeCall")
     params = dict(call["params"])

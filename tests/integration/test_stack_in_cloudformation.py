@@ -21,7 +21,7 @@ REGION = "ap-southeast-2"
 def stack():
     with moto.mock_aws():
         cfn = boto3.client("cloudformation", region_name=REGION)
-        cfn.create_stack(StackName="kauri-sandbox-data", TemplateBody=gen_template.TEMPLATE_PATH.read_text(),
+        cfn.create_stack(StackName="kauri-sandbox-data", TemplateBody=_without_unemulated(),
                          Parameters=[{"ParameterKey": "Stage", "ParameterValue": "sandbox"}])
         status = cfn.describe_stacks(StackName="kauri-sandbox-data")["Stacks"][0]["StackStatus"]
         assert status == "CREATE_COMPLETE"
@@ -29,7 +29,33 @@ def stack():
 
         yield {"ddb": boto3.client("dynamodb", region_name=REGION), "s3": boto3.client("s3", region_name=REGION),
                "resources": cfn.describe_stack_resources(StackName="kauri-sandbox-data")["StackResources"],
-               "template": yaml.safe_load(cfn.get_template(StackName="kauri-sandbox-data")["TemplateBody"])}
+               "template": _as_dict(cfn.get_template(StackName="kauri-sandbox-data")["TemplateBody"])}
+
+
+# moto's CloudFormation cannot create these (the staff directory's Cognito pool and what refers to it);
+# they are checked by cfn-lint instead, and the pool itself by the portal tests against moto's cognito-idp.
+UNEMULATED_TYPES = ("AWS::Cognito::",)
+
+
+def _without_unemulated() -> str:
+    import json
+
+    import yaml
+
+    template = yaml.safe_load(gen_template.TEMPLATE_PATH.read_text())
+    dropped = {lid for lid, r in template["Resources"].items() if r["Type"].startswith(UNEMULATED_TYPES)}
+    refers = lambda node: any(d in json.dumps(node) for d in dropped)  # noqa: E731
+    template["Resources"] = {lid: r for lid, r in template["Resources"].items()
+                             if lid not in dropped and not refers(r)}
+    template["Outputs"] = {k: o for k, o in template.get("Outputs", {}).items() if not refers(o)}
+    assert dropped, "nothing left to drop: create the whole template again"
+    return json.dumps(template)
+
+
+def _as_dict(body) -> dict:
+    import yaml
+
+    return dict(body) if isinstance(body, dict) else yaml.safe_load(body)  # boto3 parses a JSON body itself
 
 
 def _table_name(model) -> str:
