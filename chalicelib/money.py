@@ -14,7 +14,7 @@ SETTLEMENT_CURRENCIES = ("NZD", "AUD")
 RATE_SCALE = Decimal(10) ** 8  # WeChat and our storage: rate x 10^8 as an integer
 
 
-_AMOUNT_TEXT = re.compile(r"-?\d{1,15}(\.\d{1,12})?")
+_AMOUNT_TEXT = re.compile(r"-?[0-9]{1,15}(\.[0-9]{1,12})?")   # ASCII digits only (a bare \\d takes any script's digits)
 
 
 class MoneyError(ValueError):

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from chalicelib.money import Money, MoneyError, bps_of, convert, rate_from_e8, rate_to_e8
+from chalicelib.money import Money, MoneyError, bps_of, convert, minor_from_major, rate_from_e8, rate_to_e8
 
 
 def test_major_string_round_trips_exactly():
@@ -49,3 +49,11 @@ def test_negative_and_padded_amounts_are_still_read_exactly():
     assert Money.from_major("-0.50", "NZD") == Money(-50, "NZD")
     assert Money.from_major(" 12.50 ", "NZD") == Money(1250, "NZD")
     assert Money.from_major("999999999999999.99", "NZD").amount == 99999999999999999
+
+
+@pytest.mark.parametrize("text", ["١٢", "１２.５０", "12.５", "۱۰"])
+def test_amounts_in_other_scripts_digits_are_not_amounts(text):
+    with pytest.raises(MoneyError):
+        Money.from_major(text, "NZD")
+    with pytest.raises(MoneyError):
+        minor_from_major(text, "NZD")

@@ -44,7 +44,7 @@ RATES = {"NZD": "4.35120000", "AUD": "4.72030000", "USD": "7.18850000", "HKD": "
 _FORM = "application/x-www-form-urlencoded"
 _CONTENT_TYPES = [_FORM, "application/json", "text/plain", "text/xml", "application/xml"]
 _ORDER_NO = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
-_AMOUNT = re.compile(r"^\d{1,9}(\.\d{1,2})?$")
+_AMOUNT = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,2})?$")
 _URL = re.compile(r"^https?://[^\s<>\"']{1,190}$")
 _TIMEOUT_RULES = {"5m": 5, "10m": 10, "15m": 15, "30m": 30, "1h": 60, "2h": 120, "3h": 180, "5h": 300,
                   "10h": 600, "12h": 720, "1d": 1440, "3d": 4320, "7d": 10080, "15d": 21600}

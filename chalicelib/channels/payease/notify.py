@@ -44,7 +44,7 @@ CURRENCY_MONEYTYPE = {v: k for k, v in MONEYTYPE_CURRENCY.items()}
 # v_oid = yyyymmdd-<v_mid>-<serial>; Kauri uses its channel_order_id (e.g. pay_x1y2...) as the serial.
 OID_RE = re.compile(r"^(\d{8})-([0-9A-Za-z]{1,20})-([0-9A-Za-z_]{1,40})$")
 SERIAL_RE = re.compile(r"^[0-9A-Za-z_]{1,40}$")
-AMOUNT_RE = re.compile(r"^\d{1,12}(\.\d{1,2})?$")
+AMOUNT_RE = re.compile(r"^[0-9]{1,12}(\.[0-9]{1,2})?$")
 _KEY_RE = re.compile(rb"^[A-Za-z0-9_]{1,32}$")
 
 NOTIFY_REQUIRED = ("v_oid", "v_pmode", "v_pstatus", "v_pstring", "v_amount", "v_moneytype",
