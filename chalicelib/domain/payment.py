@@ -104,6 +104,12 @@ class Payment:
         return replace(self, status=PaymentStatus.SUCCEEDED, **changes)
 
     @property
+    def own_pending(self) -> int:
+        """What of its net is still in pending as its own money: 0 once released, else the net less what
+        refunds have drawn from it."""
+        return 0 if self.released else max(0, self.amount.amount - self.fee.amount - self.pending_drawn)
+
+    @property
     def refundable(self) -> int:
         if self.status is not PaymentStatus.SUCCEEDED:
             return 0

@@ -442,7 +442,7 @@ def _book_channel_refund(p: Payment, channel_ref: str | None, reason: str) -> No
     # The payment's own money first: its unreleased net while pending, else the available balance. Only
     # what exceeds its own unreleased net is borrowed from other payments' pending money.
     bucket = "available" if p.released else "pending"
-    own_left = 0 if p.released else max(0, p.amount.amount - p.fee.amount - p.pending_drawn)
+    own_left = p.own_pending
     pending_own = min(net, own_left) if bucket == "pending" else 0
     borrowed = net - pending_own if bucket == "pending" else 0
     draw = {bucket: net}

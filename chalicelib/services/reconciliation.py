@@ -424,7 +424,7 @@ def held_for_reconciliation(merchant_id: str, livemode: bool, currency: str) -> 
         if p is None or p.released or p.livemode != livemode or p.amount.currency != currency:
             continue
         if not payment_cleared(p):
-            held += max(0, p.amount.amount - p.fee.amount - p.pending_drawn)  # its own money still pending
+            held += p.own_pending
     return held
 
 

@@ -56,7 +56,7 @@ def plan_draw(merchant: Merchant, p: Payment, net: int) -> tuple[dict[str, int],
     if not merchant.allow_negative_balance and from_pending > max(0, bal[acc_pe]):
         raise errors.ServiceError("unprocessable", "insufficient_balance",
                                   "the merchant's balance cannot cover this refund", "amount")
-    own_left = 0 if p.released else max(0, p.amount.amount - p.fee.amount - p.pending_drawn)
+    own_left = p.own_pending
     return {"available": from_available, "pending": from_pending}, max(0, from_pending - own_left)
 
 

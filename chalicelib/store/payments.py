@@ -118,10 +118,6 @@ def add_document(payment_id: str, doc: dict, max_documents: int) -> None:
         raise ValueError("documents changed meanwhile") from None
 
 
-def is_released(payment_id: str) -> bool:
-    """Has release_funds moved this payment's net from pending to available?"""
-    # The whole item: a projection of only `released` comes back keyless when it is unset (DoesNotExist).
-    return bool(PaymentModel.get(payment_id, consistent_read=True).released)
 
 
 def get(payment_id: str) -> Payment | None:
@@ -151,10 +147,6 @@ def check_again_at(payment_id: str, at_epoch: int) -> bool:
         condition=PaymentModel.status == PaymentStatus.PENDING.value))
 
 
-def pending_created_before(before, limit: int = 500) -> list[str]:
-    """Ids of pending payments created before `before` (oldest first) for the chase job."""
-    return [m.payment_id for m in PaymentModel.pending_by_created.query(
-        PENDING_SHARD, PaymentModel.created_at < before, limit=limit)]
 
 
 def refund_to_item(r: Refund) -> RefundModel:
