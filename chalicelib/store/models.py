@@ -79,16 +79,6 @@ class _ByMerchantReference(GlobalSecondaryIndex):
     merchant_reference = UnicodeAttribute(range_key=True)
 
 
-class _PendingByCreated(GlobalSecondaryIndex):
-    """Sparse: only pending payments carry `pending_shard`, so the chase job reads just those."""
-    class Meta:
-        index_name = "pending_by_created"
-        projection = KeysOnlyProjection()
-
-    pending_shard = UnicodeAttribute(hash_key=True)
-    created_at = UTCDateTimeAttribute(range_key=True)
-
-
 class _PendingByNextCheck(GlobalSecondaryIndex):
     """Sparse: pending payments by when the chase looks at them next. Each look that leaves a payment
     pending moves it back (backing off with age), so old unresolvable ones never hide newer ones."""
@@ -181,7 +171,6 @@ class PaymentModel(Model):
     allowed_channels = ListAttribute(of=UnicodeAttribute, null=True)
     recon_day = UnicodeAttribute(null=True)
     by_merchant_reference = _ByMerchantReference()
-    pending_by_created = _PendingByCreated()
     pending_by_next_check = _PendingByNextCheck()
     paid_by_merchant = _PaidByMerchant()
     unreleased_by_merchant = _UnreleasedByMerchant()
