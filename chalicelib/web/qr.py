@@ -68,7 +68,7 @@ TEXT_MARGIN_PX = 80                   # ~7 mm each side: text never runs to the 
 # font sizes in px (96 px ~ 8 mm): largest; smallest still kept on one line; smallest of all (~3 mm)
 NAME_SIZES = (96, 64, 40)             # the merchant's name
 STORE_SIZES = (72, 48, 36)            # the store's
-LINE_SPACING = 1.3
+LINE_HEIGHT_PCT = 130                 # a line's height, in per cent of its font size (integers only)
 
 
 def _font_path() -> str:
@@ -138,9 +138,14 @@ def _fit(text: str, sizes: tuple[int, int, int], width: int) -> tuple[int, list[
     largest, one_line, smallest = sizes
     for count, floor in ((1, one_line), (2, smallest)):
         for size in range(largest, floor - 1, -4):
-            if len(wrap(text, _font(size), width)) <= count:
-                return size, _balanced(text, _font(size), width, count)
+            lines = wrap(text, _font(size), width)
+            if len(lines) <= count:
+                return size, lines if len(lines) == 1 else _balanced(text, _font(size), width, count)
     return smallest, wrap(text, _font(smallest), width)
+
+
+def _line_px(size: int) -> int:
+    return size * LINE_HEIGHT_PCT // 100
 
 
 def printable_png(data: str, lines: list[str]) -> bytes:
@@ -159,7 +164,7 @@ def printable_png(data: str, lines: list[str]) -> bytes:
         sizes = NAME_SIZES if not blocks else tuple(min(s, blocks[0][0]) for s in STORE_SIZES)  # never above the name
         blocks.append(_fit(text, sizes, text_width))
     gap = 24
-    text_px = sum(round(size * LINE_SPACING) * len(rows) for size, rows in blocks) + gap * max(0, len(blocks) - 1)
+    text_px = sum(_line_px(size) * len(rows) for size, rows in blocks) + gap * max(0, len(blocks) - 1)
     height = max(min_height, code_px + text_px + scale)  # a name that needs more room makes the card longer
     top = (height - code_px - text_px - scale) // 2
     left = (width - code_px) // 2
@@ -177,7 +182,7 @@ def printable_png(data: str, lines: list[str]) -> bytes:
         bold = size // 48 if i == 0 else 0  # the merchant's name heavier (one weight in the font); small: plain
         for row in rows:
             draw.text((width // 2, y), row, font=font, fill=0, anchor="ma", stroke_width=bold, stroke_fill=0)
-            y += round(size * LINE_SPACING)
+            y += _line_px(size)
         y += gap
     out = io.BytesIO()
     img.save(out, format="PNG", dpi=(PRINT_DPI, PRINT_DPI), optimize=True)
