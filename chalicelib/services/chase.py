@@ -12,7 +12,7 @@ from chalicelib.channels.base import ChannelError, ChannelStatus, MerchantChanne
 from chalicelib.channels.base import RefundStatus as ChannelRefundStatus
 from chalicelib.domain.payment import PaymentStatus
 from chalicelib.domain.refund import RefundStatus
-from chalicelib.services import callbacks, payments, refunds
+from chalicelib.services import callbacks, payments, refunds, unapplied
 from chalicelib.store import ops
 from chalicelib.store import payments as store
 
@@ -61,6 +61,7 @@ def chase_payments(dry_run: bool = False, merchant_id: str | None = None, budget
                 break
             _chase_payment(payment_id, now, dry_run, merchant_id, summary)
     summary.update(chase_refunds(dry_run=dry_run, merchant_id=merchant_id))
+    summary.update(unapplied.finish_returns(dry_run=dry_run, merchant_id=merchant_id))
     return summary
 
 

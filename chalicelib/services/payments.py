@@ -326,8 +326,15 @@ def close(merchant: Merchant, livemode: bool, payment_id: str, completion: Compl
         reversed_trade = channel.close(ref)
     except ChannelError as exc:
         if exc.code in ("ORDERPAID", "TRADE_PAID"):
-            # Paid meanwhile: learn the payment through the verified exactly-once path, then refuse.
-            answer = channel.query(ref)
+            # Paid meanwhile: learn the payment through the verified exactly-once path, then refuse. If the
+            # channel cannot be asked now, nothing changes here and the chase books the payment later.
+            try:
+                answer = channel.query(ref)
+            except ChannelError as query_exc:
+                log.warning("close_paid_query_failed", channel=p.channel, payment_id=p.id, code=query_exc.code)
+                raise errors.ServiceError("unavailable", "channel_unavailable",
+                                          f"{p.channel} says the order is paid but did not answer when asked; "
+                                          "try again in a moment") from None
             if callbacks.mismatch(p, answer) is None:
                 callbacks.apply_channel_payment(p, answer, source="close")
             if (store.get(p.id) or p).status is PaymentStatus.SUCCEEDED:

@@ -338,6 +338,16 @@ class WebhookEndpointModel(Model):
 ENDPOINT_COUNTER = "count"
 
 
+class _OpsAwaiting(GlobalSecondaryIndex):
+    """Sparse: only records a job must finish (e.g. a receipt still being returned) carry `awaiting`."""
+    class Meta:
+        index_name = "awaiting"
+        projection = KeysOnlyProjection()
+
+    awaiting = UnicodeAttribute(hash_key=True)
+    created_at = UTCDateTimeAttribute(range_key=True)
+
+
 class OpsRecordModel(Model):
     """Things ops must look at: late callbacks on closed payments, tampered or unknown callbacks."""
     Meta = meta("ops_records")
@@ -349,6 +359,8 @@ class OpsRecordModel(Model):
     status = UnicodeAttribute(default="open")
     note = UnicodeAttribute(null=True)          # the last thing done about it (e.g. "returned as ru_...")
     created_at = UTCDateTimeAttribute()
+    awaiting = UnicodeAttribute(null=True)      # its kind while a job must finish it; removed when it moves on
+    awaiting_index = _OpsAwaiting()
 
 
 class _WithdrawalsByMerchant(GlobalSecondaryIndex):

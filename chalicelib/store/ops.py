@@ -8,10 +8,18 @@ from chalicelib.store.models import OpsRecordModel
 
 
 def new_record(record_id: str, kind: str, channel: str, ref: str | None, detail: dict,
-               status: str = "open") -> OpsRecordModel:
-    """A record to write inside a Unit (Unit.put_new), with the change it is about."""
+               status: str = "open", awaiting: bool = False) -> OpsRecordModel:
+    """A record to write inside a Unit (Unit.put_new), with the change it is about. `awaiting`: a job
+    finishes it if the run that wrote it cannot (see `awaiting_before`); moving it on ends that."""
     return OpsRecordModel(record_id[:512], kind=kind, channel=channel, ref=ref, detail=detail, status=status,
-                          created_at=clock.now())
+                          created_at=clock.now(), awaiting=kind if awaiting else None)
+
+
+def awaiting_before(kind: str, before, limit: int = 200) -> list[str]:
+    """Ids of `kind` records still awaiting a job, written before `before`, oldest first (read each with
+    `get`: the index is eventually consistent)."""
+    return [m.record_id for m in OpsRecordModel.awaiting_index.query(
+        kind, OpsRecordModel.created_at < before, limit=limit)]
 
 
 def get(record_id: str) -> OpsRecordModel | None:

@@ -226,8 +226,9 @@ class Unit:
         return self
 
     def move_ops_record(self, record_id: str, from_status: str, to_status: str, note: str = "") -> "Unit":
-        """Move an ops record on (e.g. returning -> returned), only if it is still in `from_status`."""
-        actions = [OpsRecordModel.status.set(to_status)]
+        """Move an ops record on (e.g. returning -> returned), only if it is still in `from_status`; it no
+        longer awaits a job."""
+        actions = [OpsRecordModel.status.set(to_status), OpsRecordModel.awaiting.remove()]
         if note:
             actions.append(OpsRecordModel.note.set(note[:200]))
         self._ops.append(lambda tx: tx.update(OpsRecordModel(record_id), actions=actions,

@@ -172,6 +172,44 @@ def _after_create(payment, lang: str) -> Response:
     return render.redirect(f"/pay/{payment.id}?lang={lang}")
 
 
+IMAGE_TYPES = ("image/svg+xml", "image/png")   # what the printable code comes as, ours first on a tie
+
+
+def image_type(accept: str | None) -> str | None:
+    """The image type an `Accept` header prefers (RFC 9110 12.5.1): each offered type takes the q of the most
+    specific range naming it (type/subtype, then type/*, then */*); the highest q > 0 wins, SVG on a tie.
+    No header: SVG. A header that accepts neither: None (406)."""
+    if accept is None or not accept.strip():
+        return IMAGE_TYPES[0]
+    ranges: dict[str, int] = {}  # media range -> q in thousandths
+    for part in accept[:1024].split(","):
+        media, *params = [p.strip() for p in part.split(";")]
+        media = media.lower()
+        if media.count("/") != 1:
+            continue
+        q = 1000
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                q = _qvalue(value.strip())
+        ranges[media] = max(q, ranges.get(media, 0))
+    best, best_q = None, 0
+    for offered in IMAGE_TYPES:
+        major = offered.split("/")[0]
+        q = next((ranges[k] for k in (offered, f"{major}/*", "*/*") if k in ranges), 0)
+        if q > best_q:
+            best, best_q = offered, q
+    return best
+
+
+def _qvalue(text: str) -> int:
+    """A q-value in thousandths (`0`, `0.5`, `1.000`); anything else counts as 0."""
+    if not re.fullmatch(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?", text):
+        return 0
+    whole, _, frac = text.partition(".")
+    return int(whole) * 1000 + int((frac + "000")[:3])
+
+
 def code_image(code_id: str, req) -> Response:
     from chalicelib.web import qr
 
@@ -179,11 +217,16 @@ def code_image(code_id: str, req) -> Response:
     shop, problem = _shop_or_page(code_id, r.lang)
     if problem is not None:
         return problem
+    kind = image_type(r.headers.get("accept"))
+    cache = {"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff", "Vary": "Accept"}
+    if kind is None:
+        return Response(body=f"406 Not Acceptable: this image is {' or '.join(IMAGE_TYPES)}\n", status_code=406,
+                        headers={**cache, "Content-Type": "text/plain; charset=utf-8"})
     url = f"{_base()}/qr/{shop.code.id}"
-    cache = {"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"}
-    if "image/png" in r.headers.get("accept", "") and "image/svg" not in r.headers.get("accept", ""):
-        return Response(body=qr.printable_png(url), status_code=200, headers={**cache, "Content-Type": "image/png"})
     lines = [shop.merchant.name, shop.code.store_name]
+    if kind == "image/png":
+        return Response(body=qr.printable_png(url, lines), status_code=200,
+                        headers={**cache, "Content-Type": "image/png"})
     return Response(body=qr.printable_svg(url, lines), status_code=200,
                     headers={**cache, "Content-Type": "image/svg+xml; charset=utf-8",
                              "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"})

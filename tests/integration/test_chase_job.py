@@ -16,7 +16,7 @@ from chalicelib.store import sandbox as sandbox_store
 from chalicelib.store.models import EventModel, PostingModel
 from tests.integration.helpers import new_merchant, shopper_pays
 from tests.support.jobs import by_hand, scheduled
-from tests.support.transport import ChaliceAdapter, FakeReceiver
+from tests.support.transport import ChaliceAdapter, FakeReceiver, Faulty
 
 BASE = "http://kauri.test"
 
@@ -195,3 +195,25 @@ def test_dry_run_changes_nothing_and_merchant_id_scopes_the_run(client):
     assert everyone["outcome"] == "ok" and everyone["succeeded"] == 1
     assert status(b, pb["id"]) == "succeeded"
     assert by_hand(client, "chase_payments", {"merchant_id": "nope"})["outcome"] == "bad_params"
+
+
+def test_close_of_an_order_paid_meanwhile_whose_follow_up_query_fails_is_503_and_the_chase_books_it(merchant, client):
+    """WeChat answers the close with ORDERPAID (the shopper paid; the callback never came), then cannot be
+    asked: a clear 503 in our error shape, nothing changed here, and the chase books the payment later."""
+    p = merchant.create_payment(amount=4200).json_body
+    lose_callbacks()
+    shopper_pays(client, p)
+    net = Faulty(ChaliceAdapter(client))
+    http.mount(BASE + "/sandbox/wechat", net)
+    net.faults["/sandbox/wechat/pay/orderquery"] = "reset"
+    r = merchant.post(f"/v1/payments/{p['id']}/close")
+    assert r.status_code == 503, r.body
+    assert r.json_body["error"]["code"] == "channel_unavailable" and r.json_body["error"]["type"]
+    assert status(merchant, p["id"]) == "pending" and effects(p["id"]) == {"postings": 0, "events": []}
+    net.faults.clear()
+    next_period()
+    assert scheduled(client, "chase_payments")["succeeded"] == 1
+    assert status(merchant, p["id"]) == "succeeded"
+    assert effects(p["id"]) == {"postings": 1, "events": ["payment.succeeded"]}
+    again = merchant.post(f"/v1/payments/{p['id']}/close")
+    assert again.status_code == 409 and again.json_body["error"]["code"] == "payment_succeeded"

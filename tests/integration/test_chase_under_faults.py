@@ -8,6 +8,7 @@ from decimal import Decimal
 from urllib.parse import unquote_plus, urlsplit
 
 import pytest
+import requests
 from requests.adapters import BaseAdapter
 
 from chalicelib import clock, http
@@ -260,3 +261,42 @@ def test_an_expired_in_store_payment_paid_during_the_chases_cancel_is_booked_pai
     got = shop.get(f"/v1/payments/{p['id']}").json_body
     assert got["status"] == "succeeded" and got["amount_refunded"] == 8800
     assert BalanceModel.get(f"M:{shop.merchant.id}:NZD:pending").balance == 0
+
+
+class AlipayGoesQuiet(BaseAdapter):
+    """Alipay answers `single_trade_query` once (the close's own look-up) and then cannot be reached."""
+
+    def __init__(self, client):
+        super().__init__()
+        self.inner = ChaliceAdapter(client)
+        self.queries = 0
+
+    def send(self, request, **kwargs):
+        body = request.body.decode() if isinstance(request.body, bytes) else (request.body or "")
+        if "single_trade_query" in unquote_plus(body) or "single_trade_query" in unquote_plus(request.url):
+            self.queries += 1
+            if self.queries > 1:
+                raise requests.exceptions.ConnectionError("connection reset by peer (test)")
+        return self.inner.send(request, **kwargs)
+
+    def close(self):
+        pass
+
+
+def test_close_of_an_alipay_trade_paid_meanwhile_whose_follow_up_query_fails_is_503_then_chased(shop, client):
+    p = alipay_web_payment(shop)
+    assert open_cashier(client, p).status_code == 200
+    lose_callbacks()
+    r = client.http.post("/sandbox/alipay/simulate/pay", headers={"Content-Type": "application/json"},
+                         body=json.dumps({"out_trade_no": p["channel_order_id"]}).encode())
+    assert r.status_code == 200, r.body
+    quiet = AlipayGoesQuiet(client)
+    http.mount(BASE + "/sandbox/alipay", quiet)
+    r = shop.post(f"/v1/payments/{p['id']}/close")
+    assert quiet.queries == 2                                   # paid, said the close's look-up; then silence
+    assert r.status_code == 503 and r.json_body["error"]["code"] == "channel_unavailable", r.body
+    assert status(shop, p["id"]) == "pending"
+    http.mount(BASE + "/sandbox/alipay", ChaliceAdapter(client))
+    clock.advance(timedelta(minutes=5))
+    assert scheduled(client, "chase_payments")["succeeded"] == 1
+    assert status(shop, p["id"]) == "succeeded"

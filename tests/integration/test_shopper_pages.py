@@ -313,6 +313,56 @@ def test_printable_image_is_svg_with_names_or_png_when_asked(client, shop, code)
     assert png.body[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_printable_png_carries_the_merchant_and_store_names_under_a_scannable_code(client):
+    from chalicelib.web import qr
+    from tests.support import printed
+
+    m = merchants.create_merchant("皇后镇美利奴羊毛有限公司", "NZD", fee_bps=200, channels=merchants.DEMO_CHANNELS)
+    api = MerchantApi(client, merchants.issue_key(m.id, livemode=True), m)
+    c = api.post("/v1/qr_codes", {"store_name": "皇后镇购物中心店"}, headers={"Idempotency-Key": "zh"}).json_body
+    png = get(client, f"/qr/{c['id']}/image", Accept="image/png")
+    assert png.status_code == 200 and png.headers["Content-Type"] == "image/png"
+    card = printed.read(png.body, len(qr._matrix(c["url"])) - 8)
+    assert card.text == c["url"]                      # decoded back: the phone lands on this code's page
+    assert printed.quiet_zone_is_white(card) and card.image.size == (1240, 1748)
+    assert len(card.text_rows) == 2                  # the merchant's name, then the store's
+    left, top, right, bottom = card.text_box
+    assert top > card.code_box[3] + 4 * card.module_px and abs(left - (card.image.width - right)) <= 6
+    again = get(client, f"/qr/{c['id']}/image", Accept="image/png").body
+    assert again == png.body   # one picture per code (no per-request noise): caches and prints agree
+
+
+@pytest.mark.parametrize("accept, answer", [
+    (None, "image/svg+xml"),
+    ("*/*", "image/svg+xml"),
+    ("image/*", "image/svg+xml"),
+    ("image/png", "image/png"),
+    ("image/png, image/svg+xml", "image/svg+xml"),                   # a tie: ours
+    ("image/svg+xml;q=0.5, image/png", "image/png"),
+    ("image/png;q=0.9, image/*;q=0.1", "image/png"),
+    ("*/*;q=0.1, IMAGE/PNG", "image/png"),
+    ("image/svg+xml;q=0, */*", "image/png"),
+    ("image/*;q=0, image/png;q=0.2", "image/png"),                   # the most specific range decides
+    ("image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8", "image/svg+xml"),   # a browser's <img>
+    ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "image/svg+xml"),    # a browser tab
+    ("image/png;q=0", 406),
+    ("text/html", 406),
+    ("image/jpeg, application/json", 406),
+    ("image/png;q=2", 406),                                        # not a q-value: not accepted
+    ("image/png;q=0.0001", 406),
+])
+def test_printable_image_follows_accept_with_q_values(client, shop, code, accept, answer):
+    r = get(client, f"/qr/{code['id']}/image", **({"Accept": accept} if accept is not None else {}))
+    assert r.headers["Vary"] == "Accept"
+    if answer == 406:
+        assert r.status_code == 406 and r.headers["Content-Type"].startswith("text/plain")
+        assert b"image/svg+xml or image/png" in (r.body if isinstance(r.body, bytes) else r.body.encode())
+        return
+    assert r.status_code == 200 and r.headers["Content-Type"].split(";")[0] == answer
+    body = r.body if isinstance(r.body, bytes) else r.body.encode()
+    assert body.startswith(b"\x89PNG") if answer == "image/png" else b"Queenstown Merino Ltd" in body
+
+
 @pytest.mark.parametrize("url", ["http://shop.example.nz/back", "https://user:pw@shop.example.nz/back",
                                  "javascript:alert(1)", "https:///nohost"])
 def test_return_url_must_be_https_without_credentials(shop, url):

@@ -283,6 +283,59 @@ def test_lapsed_quote_money_for_a_payment_our_clock_closed_is_returned_not_credi
     assert pending_nzd(school) == 0
 
 
+def _lapsed_and_paid(school, client, crash_at, monkeypatch) -> tuple[dict, str]:
+    """Money for a lapsed quote arrives and the run that books it dies at `crash_at` (patched to raise)."""
+    from chalicelib.services import unapplied
+
+    p = invoice(school).json_body
+    action = p["next_action"]["channel_action"]
+    submit_form(client, action)
+    clock.advance(timedelta(minutes=15 + 11))
+    with monkeypatch.context() as m:
+        owner, name = crash_at
+        m.setattr(owner, name, lambda *a, **k: (_ for _ in ()).throw(RuntimeError("Lambda died (test)")))
+        bank_pays(client, action["fields"]["v_oid"])
+    [record] = list(OpsRecordModel.scan())
+    assert (record.kind, record.status) == (unapplied.KIND, unapplied.RETURNING) and suspense() != 0
+    return p, action["fields"]["v_oid"]
+
+
+def test_a_receipt_a_crash_left_returning_before_the_refund_goes_to_a_person_with_an_alert_after_a_day(
+        school, client, rate, monkeypatch):
+    from chalicelib.services import chase, unapplied
+
+    p, v_oid = _lapsed_and_paid(school, client, (unapplied, "_return"), monkeypatch)
+    assert _sandbox_order(v_oid).get("refunds", []) == []      # died before asking PayEase for the return
+    bank_pays(client, v_oid)                                    # PayEase resends: the same money, booked already
+    clock.advance(timedelta(hours=1))
+    chase.chase_payments()                                      # not listed at PayEase: it may lag; wait
+    assert [(r.kind, r.status) for r in OpsRecordModel.scan()] == [(unapplied.KIND, unapplied.RETURNING)]
+    clock.advance(timedelta(hours=24))
+    out = chase.chase_payments()
+    assert out["returns_stuck"] == 1
+    records = {r.kind: r for r in OpsRecordModel.scan()}
+    assert records[unapplied.KIND].status == unapplied.NEEDS_A_PERSON   # a person checks PayEase, then returns it
+    assert records["unapplied_return_stuck"].ref == p["id"] and suspense() != 0   # held, not lost, not credited
+    assert chase.chase_payments()["returns_stuck"] == 0 and len(list(OpsRecordModel.scan())) == 2   # alerted once
+    assert _sandbox_order(v_oid).get("refunds", []) == [] and pending_nzd(school) == 0   # nothing sent blindly
+
+
+def test_a_return_payease_made_that_a_crash_left_unbooked_is_booked_by_the_chase(school, client, rate, monkeypatch):
+    from chalicelib.services import chase, unapplied
+    from chalicelib.store.unit import Unit
+
+    p, v_oid = _lapsed_and_paid(school, client, (Unit, "move_ops_record"), monkeypatch)
+    assert len(_sandbox_order(v_oid)["refunds"]) == 1          # PayEase returned it; we died before booking that
+    clock.advance(timedelta(minutes=10))
+    out = chase.chase_payments()
+    assert out["returns_completed"] == 1
+    [record] = list(OpsRecordModel.scan())
+    assert record.status == unapplied.RETURNED and suspense() == 0
+    assert sorted(pp.kind for pp in PostingModel.scan()) == ["unapplied_receipt", "unapplied_return"]
+    assert len(_sandbox_order(v_oid)["refunds"]) == 1          # asked, never sent twice
+    assert chase.chase_payments()["returns_checked"] == 0
+
+
 def test_unknown_payease_order_is_refused(client, rate):
     r = post_notify(client, signed_notify([{"v_oid": "20261125-6001-pay_nosuchpayment0000000", "v_amount": "1.00"}]))
     assert r.status_code == 200

@@ -63,8 +63,9 @@ def test_code_limits_check_amounts_exactly():
 
 
 def test_import_app_loads_no_page_packages():
-    """Cold start: jinja2, qrcode and pypng load in the page handlers, never at `import app`."""
-    probe = ("import sys, app; heavy = [m for m in ('jinja2', 'qrcode', 'png', 'markupsafe') if m in sys.modules]; "
+    """Cold start: jinja2, qrcode, Pillow and the font load in the page handlers, never at `import app`."""
+    probe = ("import sys, app; heavy = [m for m in ('jinja2', 'qrcode', 'png', 'markupsafe', 'PIL', "
+             "'paperang_p2_fonts_cjk') if m in sys.modules]; "
              "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=60,
                          env={"PATH": "/usr/bin:/bin", "KAURI_STAGE": "test", "AWS_DEFAULT_REGION": "ap-southeast-2"})
