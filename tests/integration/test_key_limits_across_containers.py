@@ -182,3 +182,14 @@ def test_the_stage_settings_give_each_stage_its_per_key_limits():
         assert s.rate_limit_quiet == per_minute // 50 and s.rate_limit_lease == per_minute // 150
     s = settings.load({"KAURI_STAGE": "sandbox", "KAURI_RATE_LIMIT_PER_MINUTE": "300", "KAURI_RATE_LIMIT_QUIET": "0"})
     assert (s.rate_limit_per_minute, s.rate_limit_quiet, s.rate_limit_lease) == (300, 0, 2)
+
+
+def test_each_stage_policy_lets_its_functions_charge_that_stage_throttle_counters_only():
+    from infra import gen_template
+
+    for stage in ("dev", "sandbox", "prod"):
+        policy = json.loads(gen_template.policy_path(stage).read_text())
+        updating = [st for st in policy["Statement"] if "dynamodb:UpdateItem" in st["Action"]]
+        resources = {r for st in updating for r in st["Resource"]}
+        assert f"arn:aws:dynamodb:*:*:table/kauri-{stage}-throttle" in resources
+        assert not any("throttle" in r and f"kauri-{stage}-" not in r for r in resources)
