@@ -164,6 +164,7 @@ def run(n: int = 40) -> dict[str, Any]:
         tables.create_all()
         tables.create_bucket()
         tables.create_keys()
+        tables.create_staff_directory()  # seed_demo signs its staff up in it
         demo = merchants.seed_demo()
         import app as app_module
 

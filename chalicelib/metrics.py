@@ -10,6 +10,8 @@ watch) and [Stage, <its own dimensions>] (for dashboards). What is emitted, and 
   WebhookBacklogAgeSeconds                       (age of the oldest event due for delivery)
   JobRuns / JobFailures  Job, Outcome           (every run's summary; failures: outcome not ok/no-op)
   Discrepancies       Kind                       (a new ops record: something a person must look at)
+  RateLimited         Scope (container, api)     (a request refused 429 by a per-key limit)
+  RateLimitCounterErrors                         (the per-key counter in DynamoDB failed: served anyway)
 """
 from __future__ import annotations
 

@@ -142,8 +142,15 @@ class Settings:
     test_alipay: AlipaySettings | None = None
     test_payease: PayEaseSettings | None = None
     webhook_kms_key: str = ""   # KMS key (id, ARN or alias) sealing webhook signing secrets
-    rate_limit_per_second: int = 25   # per API key per container (chalicelib.api.ratelimit); 0 = off
+    # Per API key (chalicelib.api.ratelimit; README "Abuse"): a token bucket in each container (0 = off),
+    # and a limit per minute across every container (0 = off), counted in DynamoDB once the key is busy:
+    # a container serves `quiet` of a key's requests a minute before it counts them there, then claims
+    # `lease` tokens a round trip. Defaults per stage: RATE_LIMITS.
+    rate_limit_per_second: int = 25
     rate_limit_burst: int = 50
+    rate_limit_per_minute: int = 1500
+    rate_limit_quiet: int = 30
+    rate_limit_lease: int = 10
     # A stack on a developer's machine (make run, tests): webhooks and simulator notifications may go to
     # http:// and loopback receivers. Off by default, never in prod (chalicelib.egress).
     local_receivers: bool = False
@@ -183,6 +190,24 @@ class SettingsError(Exception):
 SECRET_VARIABLES = ("WECHAT_API_KEY", "WECHAT_CERT_PATH", "WECHAT_KEY_PATH", "WECHAT_APPSECRET", "ALIPAY_MD5_KEY",
                     "ALIPAY_PRIVATE_KEY_PEM", "ALIPAY_PUBLIC_KEY_PEM", "PAYEASE_MD5_KEY", "WECHAT_OA_APPSECRET")
 _SECRET_CHANNELS = (("wechat", "WECHAT"), ("alipay", "ALIPAY"), ("payease", "PAYEASE"))
+
+
+# Per-key limits by stage: (per second, burst) in each container, per minute across the API. The sandbox
+# stage is the integration environment every merchant shares (stage throttle 100/s), so a key gets less.
+RATE_LIMITS = {"dev": (25, 50, 1500), "sandbox": (10, 20, 600), "prod": (25, 50, 1500)}
+
+
+def _rate_limits(env: dict[str, str], stage: str) -> dict[str, int]:
+    per_second, burst, per_minute = RATE_LIMITS.get(stage, RATE_LIMITS["dev"])
+    per_minute = int(env.get("KAURI_RATE_LIMIT_PER_MINUTE", str(per_minute)))
+    return {
+        "rate_limit_per_second": int(env.get("KAURI_RATE_LIMIT_PER_SECOND", str(per_second))),
+        "rate_limit_burst": int(env.get("KAURI_RATE_LIMIT_BURST", str(burst))),
+        "rate_limit_per_minute": per_minute,
+        # 2% of the minute's limit served unchecked per container; a third of that claimed per round trip.
+        "rate_limit_quiet": int(env.get("KAURI_RATE_LIMIT_QUIET", str(max(1, per_minute // 50)))),
+        "rate_limit_lease": int(env.get("KAURI_RATE_LIMIT_LEASE", str(max(1, per_minute // 150)))),
+    }
 
 
 def load(env: dict[str, str] | None = None) -> Settings:
@@ -241,8 +266,7 @@ def _load(env: dict[str, str], stage: str) -> Settings:
         log_level=env.get("KAURI_LOG_LEVEL", "INFO"),
         channel_limits=_limits(env.get("KAURI_CHANNEL_LIMITS")),
         webhook_kms_key=env.get("KAURI_WEBHOOK_KMS_KEY", f"alias/kauri-{stage}-webhooks"),
-        rate_limit_per_second=int(env.get("KAURI_RATE_LIMIT_PER_SECOND", "25")),
-        rate_limit_burst=int(env.get("KAURI_RATE_LIMIT_BURST", "50")),
+        **_rate_limits(env, stage),
         release_requires_recon=_bool(env.get("KAURI_RELEASE_REQUIRES_RECON"), default=False),
         release_alert_days=int(env.get("KAURI_RELEASE_ALERT_DAYS", "14")),
         fx_variance_threshold_bps=int(env.get("KAURI_FX_VARIANCE_THRESHOLD_BPS", "50")),

@@ -14,8 +14,10 @@ os.environ.update({
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_SESSION_TOKEN": "testing",
-    # Per-key limits off: tests drive one key hard (and freeze the clock); test_abuse turns them on.
+    # Per-key limits off: tests drive one key hard (and freeze the clock); test_abuse and
+    # test_key_limits_across_containers turn them on.
     "KAURI_RATE_LIMIT_PER_SECOND": "0",
+    "KAURI_RATE_LIMIT_PER_MINUTE": "0",
     # One KMS alias whatever stage a test's settings load under (the test client runs requests as dev).
     "KAURI_WEBHOOK_KMS_KEY": "alias/kauri-test-webhooks",
 })

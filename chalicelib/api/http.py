@@ -98,9 +98,8 @@ def caller(request):
     log.bind(merchant_id=who.merchant.id)
     from chalicelib.api import ratelimit
 
-    wait = ratelimit.take(key.strip())
+    wait = ratelimit.take(key.strip())   # logs and counts a refusal
     if wait:
-        log.warning("rate_limited", retry_after=wait)
         raise ApiError(429, "rate_limit_error", "rate_limited",
                        f"too many requests for this key; retry after {wait} s", headers={"Retry-After": str(wait)})
     return who

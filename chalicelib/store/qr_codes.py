@@ -84,15 +84,23 @@ def disable(code_id: str, at, replaced_by: str | None = None) -> bool:
     return applied(lambda: item.update(actions=actions, condition=QrCodeModel.status == "active"))
 
 
-def hit(key: str, limit: int, expires_epoch: int) -> bool:
-    """Count one hit on `key`; False (and nothing counted) once `limit` hits are in."""
+def claim(key: str, n: int, limit: int, expires_epoch: int) -> int:
+    """Charge `n` hits to the counter `key` in one conditional UpdateItem (ADD n while fewer than `limit`
+    are in) and say how many of them fit under `limit`: n, fewer when the counter crosses it with this
+    call (it then holds more than `limit`, by less than n), 0 once it is full (nothing counted)."""
     item = ThrottleModel(key)
+    expires = datetime.fromtimestamp(expires_epoch, tz=timezone.utc)
     try:
-        expires = datetime.fromtimestamp(expires_epoch, tz=timezone.utc)
-        item.update(actions=[ThrottleModel.hits.add(1), ThrottleModel.expires.set(expires)],
+        item.update(actions=[ThrottleModel.hits.add(n), ThrottleModel.expires.set(expires)],
                     condition=ThrottleModel.hits.does_not_exist() | (ThrottleModel.hits < limit))
-        return True
     except UpdateError as exc:
         if is_conditional_failure(exc):
-            return False
+            return 0
         raise
+    before = int(item.hits) - n               # the update answers with the item as written (ALL_NEW)
+    return max(0, min(n, limit - before))
+
+
+def hit(key: str, limit: int, expires_epoch: int) -> bool:
+    """Count one hit on `key`; False (and nothing counted) once `limit` hits are in."""
+    return claim(key, 1, limit, expires_epoch) == 1
