@@ -12,6 +12,7 @@ from chalicelib import clock, settings
 from chalicelib.services import errors, merchants
 from chalicelib.services import withdrawals as withdrawal_service
 from chalicelib.store.models import EntryModel, PaymentModel, PostingModel, WithdrawalModel
+from infra.local import invoke_configured
 from tests.integration.helpers import new_merchant, shopper_pays
 
 ACCOUNT = "01-0902-0068389-000"
@@ -32,7 +33,7 @@ def pay(merchant, client, amount=10000, ref="order-1"):
 
 
 def invoke(client, name, event):
-    return client.lambda_.invoke(name, event).payload
+    return invoke_configured(client, name, event)   # the function's configured timeout, as Lambda gives it
 
 
 def balance(merchant):

@@ -11,7 +11,7 @@ import pytest
 from chalicelib import clock, settings
 from chalicelib.domain import reconciliation as recon
 from chalicelib.store.models import PaymentModel, PostingModel
-from infra.local import drain_statement_queue
+from infra.local import drain_statement_queue, invoke_configured
 from tests.integration.helpers import new_merchant, shopper_pays
 
 # Thu 19 Nov 2026 13:00 in Beijing (05:00 UTC): bill date 2026-11-19.
@@ -21,7 +21,7 @@ NEXT_MORNING = datetime(2026, 11, 20, 3, 0, tzinfo=timezone.utc)   # 11:00 Beiji
 
 
 def invoke(client, name, event):
-    return client.lambda_.invoke(name, event).payload
+    return invoke_configured(client, name, event)   # the function's configured timeout, as Lambda gives it
 
 
 def s3():
