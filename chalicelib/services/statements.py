@@ -19,7 +19,8 @@ PREFIX = "statements/"
 _KEY = re.compile(r"^statements/(?P<channel>[a-z_]{2,20})/(?P<day>\d{4}-\d{2}-\d{2})/(?P<name>[A-Za-z0-9._-]{1,120})$")
 # Which files a channel publishes per bill date: (file name, what it is).
 DOWNLOADS = {
-    "wechat": (("downloadbill_ALL.txt", "transactions"),),
+    # WeChat's settlement is no file: /pay/settlementquery's batches are booked as they are fetched.
+    "wechat": (("downloadbill_ALL.txt", "transactions"), ("settlementquery", "settlement")),
     "alipay": (("forex_compare_file.txt", "transactions"), ("forex_liquidation_file.txt", "settlement")),
 }
 MAX_DAYS_PER_RUN = 31
@@ -68,6 +69,9 @@ def download(channel: str, day: date) -> list[dict]:
         if done is not None and done.status == "done":  # no_bill is asked again: cheap, and a late bill is caught
             out.append({"file": name, "status": "already_" + done.status, **(done.detail or {})})
             continue
+        if channel == "wechat" and kind == "settlement":
+            out.append(_settle_wechat(run_key, name, day))
+            continue
         try:
             text = _fetch(channel, kind, day)
         except ChannelError as exc:
@@ -89,6 +93,23 @@ def download(channel: str, day: date) -> list[dict]:
         log.info("statement_downloaded", channel=channel, bill_date=day.isoformat(), key=key, bytes=len(body))
         out.append({"file": name, "status": "done", "key": key, "sha256": digest, "bytes": len(body)})
     return out
+
+
+def _settle_wechat(run_key: str, name: str, day: date) -> dict:
+    """WeChat's batches settled on `day`, booked (services.settlement). The run is marked done only after
+    every batch is booked, so a run that dies half way is simply run again (booking is once per batch)."""
+    from chalicelib.services import settlement
+
+    try:
+        summary = settlement.settle_wechat(day)
+    except ChannelError as exc:
+        store.put_run(run_key, "not_ready", {"code": exc.code, "message": exc.message[:200]})
+        log.warning("settlement_not_fetched", channel="wechat", bill_date=day.isoformat(), code=exc.code)
+        return {"file": name, "status": "not_ready", "code": exc.code}
+    status = "done" if summary["status"] == "done" else "no_bill"   # no_bill: asked again next hour
+    detail = {"batches": len(summary["batches"]), "discrepancies": summary["discrepancies"]}
+    store.put_run(run_key, status, detail)
+    return {"file": name, "status": status, **detail}
 
 
 def download_job(event: dict) -> dict:

@@ -291,14 +291,42 @@ def get_record(channel: str, kind: str, our_no: str) -> StatementRecordModel | N
         return None
 
 
-def save_finding(d: recon.Discrepancy) -> bool:
-    """Write a finding once: a re-run that finds it again changes nothing (least of all a resolution)."""
-    item = DiscrepancyModel(d.id, day_key=f"{d.channel}#{d.bill_date}", kind=d.kind, channel=d.channel,
+def finding_item(d: recon.Discrepancy) -> DiscrepancyModel:
+    """A new finding as the item to write (alone, or in a Unit with the posting it goes with)."""
+    return DiscrepancyModel(d.id, day_key=f"{d.channel}#{d.bill_date}", kind=d.kind, channel=d.channel,
                             bill_date=d.bill_date, record_type=d.record_type, our_no=d.our_no,
                             channel_no=d.channel_no or None, ref=d.ref, merchant_id=d.merchant_id, detail=d.detail,
                             receivable_adjustment=d.receivable_adjustment, currency=d.currency or None,
                             status="open", created_at=clock.now())
+
+
+def save_finding(d: recon.Discrepancy) -> bool:
+    """Write a finding once: a re-run that finds it again changes nothing (least of all a resolution)."""
+    item = finding_item(d)
     return applied(lambda: item.save(condition=DiscrepancyModel.discrepancy_id.does_not_exist()))
+
+
+def receivable_of_days(channel: str, currency: str, days: Iterable[str]) -> tuple[int, int]:
+    """What Kauri's books say the channel owes for trades of these bill dates, in `currency`: its succeeded
+    payments less its booked refunds (the receivable legs they posted), and how many there were. The
+    recon_by_day indexes only list the ids; every amount and status is read again from the table itself,
+    consistently (an index is eventually consistent)."""
+    day_keys = {f"{channel}#{day}" for day in days}
+    payment_ids: set[str] = set()
+    refund_ids: set[str] = set()
+    for key in sorted(day_keys):
+        payment_ids.update(m.payment_id for m in PaymentModel.recon_by_day.query(key))
+        refund_ids.update(m.refund_id for m in RefundModel.recon_by_day.query(key))
+    net = count = 0
+    for m in PaymentModel.batch_get(sorted(payment_ids), consistent_read=True):
+        e = _payment_expected(m, "", None, None)
+        if m.recon_day in day_keys and e.status == recon.SUCCEEDED and e.currency == currency:
+            net, count = net + e.amount, count + 1
+    for m in RefundModel.batch_get(sorted(refund_ids), consistent_read=True):
+        e = _refund_expected(m, "")
+        if m.recon_day in day_keys and e.status == recon.SUCCEEDED and e.currency == currency:
+            net, count = net - e.amount, count + 1
+    return net, count
 
 
 def findings_of_day(channel: str, bill_date: str) -> list[DiscrepancyModel]:

@@ -82,7 +82,8 @@ class Faulty(BaseAdapter):
 
     Per path (exact URL path): "reset" drops the request before it arrives; "timeout" and "garble"
     forward it (the far side acts on it) and then lose the answer or hand back garbage; "404" forwards
-    it and answers an HTTP 404 page, as a misrouted proxy does.
+    it and answers an HTTP 404 page, as a misrouted proxy does; "unsigned" forwards it and hands back
+    the answer without its <sign> element (anyone could have written it).
     """
 
     def __init__(self, inner):
@@ -99,6 +100,11 @@ class Faulty(BaseAdapter):
             raise requests.exceptions.ReadTimeout("read timed out (test)")
         if fault == "garble":
             return _response(request, 200, {"Content-Type": "text/xml"}, b"<xml><return_code>SUC\x00\xff")
+        if fault == "unsigned":
+            import re
+
+            return _response(request, 200, {"Content-Type": "text/xml"},
+                             re.sub(rb"<sign>.*?</sign>", b"", resp.content, flags=re.S))
         if fault == "404":
             return _response(request, 404, {"Content-Type": "text/html"}, b"<html>Not Found</html>")
         return resp

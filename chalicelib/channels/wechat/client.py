@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
+from dataclasses import dataclass
 from datetime import date as date_type
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Mapping
 from urllib.parse import quote
@@ -14,7 +17,7 @@ from chalicelib.channels.base import (
     Notification, OrderRef, RefundRequest, RefundStatus,
 )
 from chalicelib.channels.wechat import notify, signing, wire
-from chalicelib.money import Money, MoneyError, rate_from_e8
+from chalicelib.money import Money, MoneyError, exponent, rate_from_e8
 
 TRADE_TYPES = {"native": "NATIVE", "jsapi": "JSAPI", "h5": "MWEB"}
 TRADE_STATES = {
@@ -30,6 +33,71 @@ REFUND_STATES = notify.REFUND_STATES
 RETRYABLE = frozenset({"SYSTEMERROR", "BIZERR_NEED_RETRY"})
 MAX_BODY_CHARS = 127
 MAX_BILL_BYTES = 512 * 1024 * 1024
+SETTLEMENT_PAGE = 10          # records per settlementquery page ("not more than 10 is best", WeChat's page)
+SETTLEMENT_PAGE_MAX = 50
+MAX_SETTLEMENT_PAGES = 200
+MAX_SETTLEMENT_DAYS = 31      # a batch's trade period (date_start..date_end) longer than this is refused
+_BATCH_NO = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_AMOUNT_FIELDS = ("unsettlement_fee", "pay_fee", "refund_fee")
+
+
+def _minor(record: Mapping[str, str], name: str, signed: bool = False) -> int:
+    """An amount field: ASCII digits (a leading '-' only where `signed`), in minor units."""
+    text = record.get(name, "")
+    body = text[1:] if signed and text.startswith("-") else text
+    if not body or not body.isascii() or not body.isdigit() or len(body) > 15:
+        raise ValueError(f"{name} is not an integer amount in minor units")
+    return int(text)
+
+
+def _day(record: Mapping[str, str], name: str) -> date_type:
+    text = record.get(name, "")
+    if len(text) != 8 or not text.isascii() or not text.isdigit():
+        raise ValueError(f"{name} is not yyyyMMdd")
+    try:
+        return datetime.strptime(text, wire.DATE_FORMAT).date()
+    except ValueError:
+        raise ValueError(f"{name} is not a date") from None
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """One settled batch (a `<setteinfo_N>` record of /pay/settlementquery), amounts in minor units of
+    `currency` (settlementfee_type): WeChat paid `settled` into the institution's bank on `settled_on`
+    for trades of period_start..period_end (UTC+8 days): `pay` minus `refund` is `net`, `fee` kept."""
+    batch_no: str
+    settled_on: date_type
+    period_start: date_type
+    period_end: date_type
+    currency: str
+    settled: int
+    unsettled: int
+    pay: int
+    refund: int
+    net: int
+    fee: int
+
+    @classmethod
+    def from_record(cls, r: Mapping[str, str]) -> "Settlement":
+        batch_no = r.get("fbatchno", "")
+        if not _BATCH_NO.fullmatch(batch_no):
+            raise ValueError("fbatchno must be 1-64 of [0-9A-Za-z_-]")
+        currency = r.get("settlementfee_type", "")
+        try:
+            exponent(currency)
+        except MoneyError:
+            raise ValueError("settlementfee_type is not a currency Kauri knows") from None
+        settled_on, start, end = _day(r, "date_settlement"), _day(r, "date_start"), _day(r, "date_end")
+        if not start <= end <= settled_on or (end - start).days >= MAX_SETTLEMENT_DAYS:
+            raise ValueError("date_start <= date_end <= date_settlement within 31 days does not hold")
+        amounts = {name: _minor(r, name) for name in _AMOUNT_FIELDS}
+        net = _minor(r, "pay_net_fee", signed=True)        # a day of refunds only nets below zero
+        fee = _minor(r, "poundage_fee", signed=True)       # refunds give their fee back
+        settled = _minor(r, "settlement_fee", signed=True)  # below zero: refunds WeChat took back that period
+        if net != amounts["pay_fee"] - amounts["refund_fee"]:
+            raise ValueError("pay_net_fee is not pay_fee - refund_fee")
+        return cls(batch_no, settled_on, start, end, currency, settled, amounts["unsettlement_fee"],
+                   amounts["pay_fee"], amounts["refund_fee"], net, fee)
 
 
 # An unsigned return_code=FAIL carries only free text (return_msg); merchants get a stable code instead.
@@ -254,6 +322,41 @@ class WeChatChannel:
         except UnicodeDecodeError:
             raise ChannelError("BAD_RESPONSE", "bill is not UTF-8") from None
 
+    def settlements(self, first: date_type, last: date_type, limit: int = SETTLEMENT_PAGE) -> list[Settlement]:
+        """Every batch WeChat settled (usetag=1) with a settlement date in first..last (UTC+8 days), page
+        by page (offset/limit) until a page comes back short. Each page is verified and validated whole."""
+        out: list[Settlement] = []
+        seen: dict[str, Settlement] = {}
+        for _ in range(MAX_SETTLEMENT_PAGES):
+            page = self.settlement_page(first, last, len(out), limit)
+            for batch in page:
+                if batch.batch_no in seen:
+                    raise ChannelError("BAD_RESPONSE", "a settlement batch listed twice", retryable=True)
+                seen[batch.batch_no] = batch
+            out.extend(page)
+            if len(page) < limit:
+                return out
+        raise ChannelError("BAD_RESPONSE", f"more than {MAX_SETTLEMENT_PAGES} pages of settlements")
+
+    def settlement_page(self, first: date_type, last: date_type, offset: int, limit: int) -> list[Settlement]:
+        """One /pay/settlementquery page (institution-wide: no sub_mch_id)."""
+        if last < first or not 0 <= offset or not 1 <= limit <= SETTLEMENT_PAGE_MAX:
+            raise ValueError("bad settlement query range")
+        params = {"usetag": 1, "offset": offset, "limit": limit,
+                  "date_start": first.strftime(wire.DATE_FORMAT), "date_end": last.strftime(wire.DATE_FORMAT)}
+        fields, records = self._exchange("/pay/settlementquery", params, records="setteinfo_")
+        count = fields.get("record_num", "")
+        if not count.isascii() or not count.isdigit() or int(count) != len(records) or len(records) > limit:
+            raise ChannelError("BAD_RESPONSE", "record_num does not count the records", retryable=True)
+        try:
+            batches = [Settlement.from_record(r) for r in records]
+        except ValueError as exc:
+            raise ChannelError("BAD_RESPONSE", f"settlement record: {exc}", retryable=True) from None
+        for b in batches:
+            if not first <= b.settled_on <= last:
+                raise ChannelError("BAD_RESPONSE", "a settlement outside the dates asked for", retryable=True)
+        return batches
+
     # ---- callbacks --------------------------------------------------------------------------
 
     def parse_notification(self, body: bytes, headers: Mapping[str, str]) -> Notification:
@@ -318,11 +421,19 @@ class WeChatChannel:
     def _call(self, path: str, params: Mapping[str, Any], client_cert: bool = False,
               with_nonce: bool = True) -> dict[str, str]:
         """POST a signed request; return the verified SUCCESS/SUCCESS fields, else raise ChannelError."""
+        return self._exchange(path, params, client_cert, with_nonce)[0]
+
+    def _exchange(self, path: str, params: Mapping[str, Any], client_cert: bool = False, with_nonce: bool = True,
+                  records: str | None = None) -> tuple[dict[str, str], list[dict[str, str]]]:
+        """_call, and the answer's `<{records}N>` records (verified with it) when `records` names them."""
         cfg = self.config
         signed, sign_type = self._signed(params, with_nonce)
         resp = self._post(path, signed, client_cert)
         try:
-            fields = wire.from_xml(resp.content)
+            if records is None:
+                fields, listed = wire.from_xml(resp.content), []
+            else:
+                fields, listed = wire.from_xml_records(resp.content, records)
         except wire.WireError as exc:
             raise ChannelError("BAD_RESPONSE", str(exc), retryable=True) from None
         if fields.get("return_code") != "SUCCESS":
@@ -340,4 +451,4 @@ class WeChatChannel:
             code = fields.get("err_code") or "FAIL"
             log.info("wechat_call_refused", path=path, err_code=code)
             raise ChannelError(code, fields.get("err_code_des", ""), retryable=code in RETRYABLE, refused=True)
-        return fields
+        return fields, listed
