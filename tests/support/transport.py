@@ -20,6 +20,7 @@ def _response(request, status: int, headers: dict, body: bytes) -> requests.Resp
     r.status_code = status
     r.headers = CaseInsensitiveDict(headers or {})
     r._content = body
+    r._content_consumed = True   # the whole body is here: iter_content (stream=True readers) slices it
     r.url = request.url
     r.request = request
     r.encoding = None

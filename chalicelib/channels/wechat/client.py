@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date as date_type
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 from urllib.parse import quote
 
 from chalicelib import clock, http, log, settings
@@ -98,6 +98,78 @@ class Settlement:
             raise ValueError("pay_net_fee is not pay_fee - refund_fee")
         return cls(batch_no, settled_on, start, end, currency, settled, amounts["unsettlement_fee"],
                    amounts["pay_fee"], amounts["refund_fee"], net, fee)
+
+
+BILL_PEEK_BYTES = 64                       # enough to tell a bill from WeChat's `<xml>` error answer
+MAX_GZIP_BYTES = MAX_BILL_BYTES           # compressed bytes read at most (the text is bounded on its own)
+
+
+def _network_errors(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """requests' and the bound's exceptions while a body streams, as ChannelError."""
+    import requests
+
+    try:
+        yield from chunks
+    except requests.RequestException as exc:
+        log.warning("wechat_download_network_error", error=type(exc).__name__)
+        raise ChannelError("NETWORK", type(exc).__name__, retryable=True) from None
+    except http.BodyTooLarge as exc:
+        raise ChannelError("BAD_RESPONSE", str(exc)) from None
+
+
+def _bounded_join(chunks: Iterator[bytes], max_bytes: int) -> bytes:
+    out = b""
+    for chunk in chunks:
+        out += chunk
+        if len(out) > max_bytes:
+            raise ChannelError("BAD_RESPONSE", "an XML answer larger than an error answer", retryable=True)
+    return out
+
+
+def _bill_error(content: bytes) -> ChannelError:
+    """The FAIL XML WeChat sends instead of a bill (spec §9: e.g. No Bill Exist, error_code 20002)."""
+    try:
+        fields = wire.from_xml(content)
+    except wire.WireError as exc:
+        return ChannelError("BAD_RESPONSE", str(exc), retryable=True)
+    code = fields.get("error_code") or fields.get("err_code") or _return_fail_code(fields.get("return_msg", ""))
+    return ChannelError(code, fields.get("return_msg", "")[:128], retryable=code in RETRYABLE)
+
+
+def _inflated(chunks: Iterator[bytes], max_bytes: int) -> Iterator[bytes]:
+    """A gzip stream inflated as it flows, never more than CHUNK_BYTES out per step (a small body that
+    inflates hugely is stopped at max_bytes, not buffered)."""
+    import zlib
+
+    inflater = zlib.decompressobj(wbits=31)
+    out = 0
+    for chunk in chunks:
+        data = chunk
+        while data:
+            piece = inflater.decompress(data, http.CHUNK_BYTES)
+            data = inflater.unconsumed_tail
+            out += len(piece)
+            if out > max_bytes:
+                raise ChannelError("BAD_RESPONSE", f"bill larger than {max_bytes} bytes inflated")
+            if piece:
+                yield piece
+            if inflater.eof:
+                break
+    if not inflater.eof:
+        raise ChannelError("BAD_RESPONSE", "the GZIP bill ends early", retryable=True)
+
+
+def _utf8_checked(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        for chunk in chunks:
+            decoder.decode(chunk)
+            yield chunk
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise ChannelError("BAD_RESPONSE", "bill is not UTF-8") from None
 
 
 # An unsigned return_code=FAIL carries only free text (return_msg); merchants get a stable code instead.
@@ -305,22 +377,28 @@ class WeChatChannel:
         return rate_from_e8(value), fields.get("rate_time") or None
 
     def download_bill(self, date: date_type, sub_mch_id: str | None = None, bill_type: str = "ALL") -> str:
-        """The day's bill as text (spec §9); a FAIL XML answer (e.g. No Bill Exist) raises ChannelError."""
-        params = {"sub_mch_id": sub_mch_id or "", "bill_date": date.strftime(wire.DATE_FORMAT), "bill_type": bill_type}
+        """The day's bill as text (spec §9); a FAIL XML answer (e.g. No Bill Exist) raises ChannelError.
+        Holds the whole bill: the download job streams it with bill_chunks instead."""
+        return b"".join(self.bill_chunks(date, sub_mch_id, bill_type)).decode("utf-8-sig")
+
+    def bill_chunks(self, date: date_type, sub_mch_id: str | None = None, bill_type: str = "ALL",
+                    gzip: bool = False) -> Iterator[bytes]:
+        """The day's bill as it arrives, in chunks of at most 64 KiB, exactly the bytes WeChat sent (a
+        GZIP bill, tar_type=GZIP, is inflated as it flows). WeChat answers an error (no bill, not yet
+        generated) with a small XML body instead of the bill: that is told from the first bytes and
+        raised as ChannelError before any chunk is handed over. While streaming: ChannelError for a
+        network failure, a body past MAX_BILL_BYTES, or bytes that are not UTF-8."""
+        params = {"sub_mch_id": sub_mch_id or "", "bill_date": date.strftime(wire.DATE_FORMAT), "bill_type": bill_type,
+                  "tar_type": "GZIP" if gzip else None}
         signed, _ = self._signed(params)
-        resp = self._post("/pay/downloadbill", signed, max_bytes=MAX_BILL_BYTES)
-        content = resp.content
-        if content.lstrip()[:5] == b"<xml>":
-            try:
-                fields = wire.from_xml(content)
-            except wire.WireError as exc:
-                raise ChannelError("BAD_RESPONSE", str(exc), retryable=True) from None
-            code = fields.get("error_code") or fields.get("err_code") or _return_fail_code(fields.get("return_msg", ""))
-            raise ChannelError(code, fields.get("return_msg", "")[:128], retryable=code in RETRYABLE)
-        try:
-            return content.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise ChannelError("BAD_RESPONSE", "bill is not UTF-8") from None
+        resp = self._post("/pay/downloadbill", signed, max_bytes=MAX_BILL_BYTES, stream=True)
+        chunks = _network_errors(http.iter_bounded(resp, MAX_BILL_BYTES if not gzip else MAX_GZIP_BYTES))
+        head, body = http.peek(chunks, BILL_PEEK_BYTES)
+        if head.lstrip()[:5] == b"<xml>":
+            raise _bill_error(_bounded_join(body, wire.MAX_BODY_BYTES))
+        if gzip and head[:2] == b"\x1f\x8b":
+            body = _inflated(body, MAX_BILL_BYTES)
+        return _utf8_checked(body)
 
     def settlements(self, first: date_type, last: date_type, limit: int = SETTLEMENT_PAGE) -> list[Settlement]:
         """Every batch WeChat settled (usetag=1) with a settlement date in first..last (UTC+8 days), page
@@ -393,7 +471,7 @@ class WeChatChannel:
         return full, sign_type
 
     def _post(self, path: str, params: Mapping[str, Any], client_cert: bool = False,
-              max_bytes: int = wire.MAX_BODY_BYTES):
+              max_bytes: int = wire.MAX_BODY_BYTES, stream: bool = False):
         cfg = self.config
         kwargs: dict[str, Any] = {}
         if client_cert and cfg.cert_path and cfg.key_path:
@@ -405,18 +483,22 @@ class WeChatChannel:
             resp = http.session().post(
                 cfg.base_url + path, data=wire.to_xml(params),
                 headers={"Content-Type": "text/xml; charset=utf-8", "Accept": "text/xml, text/plain"},
-                timeout=settings.get().http_timeout_seconds, **kwargs)
+                timeout=settings.get().http_timeout_seconds, stream=stream, **kwargs)
         except requests.RequestException as exc:
             log.warning("wechat_call_network_error", path=path, error=type(exc).__name__)
             raise ChannelError("NETWORK", type(exc).__name__, retryable=True) from None
         log.info("wechat_call", path=path, status=resp.status_code,
                  ms=clock.ms_since(started))
-        if resp.status_code != 200:
-            raise ChannelError(f"HTTP_{resp.status_code}", "unexpected HTTP status", retryable=resp.status_code >= 500)
         declared = resp.headers.get("Content-Length", "")
-        if (declared.isdigit() and int(declared) > max_bytes) or len(resp.content) > max_bytes:
+        if resp.status_code != 200 or (declared.isdigit() and int(declared) > max_bytes):
+            resp.close()
+            if resp.status_code != 200:
+                raise ChannelError(f"HTTP_{resp.status_code}", "unexpected HTTP status",
+                                   retryable=resp.status_code >= 500)
             raise ChannelError("BAD_RESPONSE", "response too large")
-        return resp
+        if not stream and len(resp.content) > max_bytes:
+            raise ChannelError("BAD_RESPONSE", "response too large")
+        return resp  # streamed: the caller reads it, bounded (http.iter_bounded)
 
     def _call(self, path: str, params: Mapping[str, Any], client_cert: bool = False,
               with_nonce: bool = True) -> dict[str, str]:

@@ -543,6 +543,8 @@ def _downloadbill(req: dict[str, str]) -> Response:
         raise _Fail("invalid bill_date")
     if bill_type not in ("ALL", "SUCCESS", "REFUND", "REVOKED"):
         raise _Fail("invalid bill_type")
+    if req.get("tar_type", "GZIP") != "GZIP":
+        raise _Fail("invalid tar_type")
     day = _day(req["bill_date"])
     rows: list[list[Any]] = []
     total = refunded = fees = Decimal(0)
@@ -590,7 +592,13 @@ def _downloadbill(req: dict[str, str]) -> Response:
     lines += [",".join(_cell(v) for v in row) for row in rows]
     lines.append(_SUMMARY_HEADER)
     lines.append(",".join(_cell(v) for v in (len(rows), f"{total:.2f}", f"{refunded:.2f}", "0.00", f"{fees:.2f}")))
-    return Response(body="\n".join(lines) + "\n", status_code=200, headers={"Content-Type": "text/plain; charset=utf-8"})
+    text = "\n".join(lines) + "\n"
+    if req.get("tar_type") == "GZIP":  # the same bill, compressed (spec §9: tar_type=GZIP)
+        import gzip
+
+        return Response(body=gzip.compress(text.encode("utf-8"), mtime=0), status_code=200,
+                        headers={"Content-Type": "application/octet-stream"})
+    return Response(body=text, status_code=200, headers={"Content-Type": "text/plain; charset=utf-8"})
 
 
 # ---- settlement ------------------------------------------------------------------------------
