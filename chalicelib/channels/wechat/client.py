@@ -391,7 +391,8 @@ class WeChatChannel:
         params = {"sub_mch_id": sub_mch_id or "", "bill_date": date.strftime(wire.DATE_FORMAT), "bill_type": bill_type,
                   "tar_type": "GZIP" if gzip else None}
         signed, _ = self._signed(params)
-        resp = self._post("/pay/downloadbill", signed, max_bytes=MAX_BILL_BYTES, stream=True)
+        resp = self._post("/pay/downloadbill", signed, max_bytes=MAX_BILL_BYTES, stream=True,
+                          accept="text/plain, text/xml, application/octet-stream" if gzip else "text/plain, text/xml")
         chunks = _network_errors(http.iter_bounded(resp, MAX_BILL_BYTES if not gzip else MAX_GZIP_BYTES))
         head, body = http.peek(chunks, BILL_PEEK_BYTES)
         if head.lstrip()[:5] == b"<xml>":
@@ -471,7 +472,7 @@ class WeChatChannel:
         return full, sign_type
 
     def _post(self, path: str, params: Mapping[str, Any], client_cert: bool = False,
-              max_bytes: int = wire.MAX_BODY_BYTES, stream: bool = False):
+              max_bytes: int = wire.MAX_BODY_BYTES, stream: bool = False, accept: str = "text/xml, text/plain"):
         cfg = self.config
         kwargs: dict[str, Any] = {}
         if client_cert and cfg.cert_path and cfg.key_path:
@@ -482,7 +483,7 @@ class WeChatChannel:
         try:
             resp = http.session().post(
                 cfg.base_url + path, data=wire.to_xml(params),
-                headers={"Content-Type": "text/xml; charset=utf-8", "Accept": "text/xml, text/plain"},
+                headers={"Content-Type": "text/xml; charset=utf-8", "Accept": accept},
                 timeout=settings.get().http_timeout_seconds, stream=stream, **kwargs)
         except requests.RequestException as exc:
             log.warning("wechat_call_network_error", path=path, error=type(exc).__name__)
