@@ -217,3 +217,45 @@ def test_settlements_page_over_more_batches_than_one_page_holds(client):
                                                  "to": last.isoformat()})
     assert all(r[1]["status"] == "done" for r in got["results"].values())
     assert len(settlement_postings()) == days and balance(RECEIVABLE) == 0
+
+
+# ---- property: however batches are reported, re-reported, changed and re-run, each is booked once ----
+from hypothesis import HealthCheck, given  # noqa: E402
+from hypothesis import settings as hsettings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_EXAMPLE = iter(range(100_000))
+# A report: (batch 0-3, Kauri's gross, the fee the channel kept, what it paid); a run books a few reports.
+REPORT = st.tuples(st.integers(0, 3), st.integers(-2_000, 50_000), st.integers(-100, 1_500), st.integers(0, 50_000))
+RUNS = st.lists(st.lists(REPORT, min_size=1, max_size=4), min_size=1, max_size=4)
+
+
+@hsettings(max_examples=12, deadline=None,
+           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(runs=RUNS)
+def test_every_batch_is_booked_once_as_first_reported_and_every_change_or_shortfall_is_found(aws, runs):
+    from chalicelib.services import settlement
+    from chalicelib.store import reconciliation as store
+
+    example = next(_EXAMPLE)
+    account = RECEIVABLE
+    before = balance(account)
+    first: dict[str, recon.SettlementBatch] = {}
+    changed: set[str] = set()
+    short: set[str] = set()          # any report of the batch that did not square with Kauri's books
+    for run in runs:
+        batches = [recon.SettlementBatch(f"p{example}b{n}", "NZD", gross, fee, paid, 1) for n, gross, fee, paid in run]
+        for b in batches:
+            kept = first.setdefault(b.batch_id, b)
+            if (kept.paid, kept.fees) != (b.paid, b.fees):
+                changed.add(b.batch_id)
+            if b.shortfall:
+                short.add(b.batch_id)
+        settlement.book("wechat", "2026-11-20", [(b, {}) for b in batches], "property")
+    for batch_id, b in first.items():
+        posting = PostingModel.get(f"settlement:wechat:{batch_id}:NZD", consistent_read=True)
+        assert sorted(posting.legs) == settlement._legs(settlement.posting_of("wechat", b, "")), batch_id
+    assert balance(account) - before == -sum(b.paid + b.fees for b in first.values())
+    found = {f.our_no + ("#changed" if f.detail.get("changed_after_booking") else "")
+             for f in store.findings_of_day("wechat", "2026-11-20") if f.our_no.startswith(f"p{example}b")}
+    assert found == short | {i + "#changed" for i in changed}
