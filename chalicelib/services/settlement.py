@@ -112,14 +112,19 @@ def _days(first: date, last: date) -> list[str]:
 def wechat_batches(settled_on: date) -> list[tuple[recon.SettlementBatch, dict]]:
     """WeChat's batches settled on one UTC+8 day, each matched against Kauri's WeChat receivable for the
     trade dates it covers: what Kauri is owed is its own net (payments less refunds booked for those
-    dates) less the fee WeChat kept; what WeChat paid is its settlement_fee."""
+    dates) less the fee WeChat kept; what WeChat paid is its settlement_fee. (The amount booked is
+    always WeChat's; Kauri's figure only decides whether there is a finding.)"""
     from chalicelib import channels
     from chalicelib.store import reconciliation as store
 
     out = []
     for s in channels.get("wechat").settlements(settled_on, settled_on):
-        kauri_net, count = store.receivable_of_days("wechat", s.currency, _days(s.period_start, s.period_end))
+        days = _days(s.period_start, s.period_end)
+        kauri_net, count = store.receivable_of_days("wechat", s.currency, days)
         batch = recon.SettlementBatch(s.batch_no, s.currency, kauri_net, s.fee, s.settled, count)
+        if batch.shortfall:   # a difference is confirmed from the items themselves before it is reported
+            kauri_net, count = store.receivable_of_days("wechat", s.currency, days, consistent=True)
+            batch = recon.SettlementBatch(s.batch_no, s.currency, kauri_net, s.fee, s.settled, count)
         out.append((batch, {"period": [s.period_start.isoformat(), s.period_end.isoformat()],
                             "date_settlement": s.settled_on.isoformat(),
                             "channel": {"pay": s.pay, "refund": s.refund, "net": s.net, "fee": s.fee,

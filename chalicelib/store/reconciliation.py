@@ -306,26 +306,27 @@ def save_finding(d: recon.Discrepancy) -> bool:
     return applied(lambda: item.save(condition=DiscrepancyModel.discrepancy_id.does_not_exist()))
 
 
-def receivable_of_days(channel: str, currency: str, days: Iterable[str]) -> tuple[int, int]:
+def receivable_of_days(channel: str, currency: str, days: Iterable[str], consistent: bool = False) -> tuple[int, int]:
     """What Kauri's books say the channel owes for trades of these bill dates, in `currency`: its succeeded
-    payments less its booked refunds (the receivable legs they posted), and how many there were. The
-    recon_by_day indexes only list the ids; every amount and status is read again from the table itself,
-    consistently (an index is eventually consistent)."""
-    day_keys = {f"{channel}#{day}" for day in days}
-    payment_ids: set[str] = set()
-    refund_ids: set[str] = set()
-    for key in sorted(day_keys):
-        payment_ids.update(m.payment_id for m in PaymentModel.recon_by_day.query(key))
-        refund_ids.update(m.refund_id for m in RefundModel.recon_by_day.query(key))
+    payments less its booked refunds (the receivable legs they posted), and how many there were.
+
+    From the recon_by_day indexes' projections (streamed: a million-row day is a few hundred queries and
+    no list of it in memory), or, `consistent`, from the items themselves: the indexes only list the ids
+    and every amount and status is read again with a consistent read (an index is eventually
+    consistent; a caller about to report a difference confirms it this way)."""
+    day_keys = sorted({f"{channel}#{day}" for day in days})
+    payments = (m for key in day_keys for m in PaymentModel.recon_by_day.query(key))
+    refunds = (m for key in day_keys for m in RefundModel.recon_by_day.query(key))
+    if consistent:
+        payments = PaymentModel.batch_get(sorted({m.payment_id for m in payments}), consistent_read=True)
+        refunds = RefundModel.batch_get(sorted({m.refund_id for m in refunds}), consistent_read=True)
     net = count = 0
-    for m in PaymentModel.batch_get(sorted(payment_ids), consistent_read=True):
-        e = _payment_expected(m, "", None, None)
-        if m.recon_day in day_keys and e.status == recon.SUCCEEDED and e.currency == currency:
-            net, count = net + e.amount, count + 1
-    for m in RefundModel.batch_get(sorted(refund_ids), consistent_read=True):
-        e = _refund_expected(m, "")
-        if m.recon_day in day_keys and e.status == recon.SUCCEEDED and e.currency == currency:
-            net, count = net - e.amount, count + 1
+    for items, expected, sign in ((payments, lambda m: _payment_expected(m, "", None, None), 1),
+                                  (refunds, lambda m: _refund_expected(m, ""), -1)):
+        for m in items:
+            e = expected(m)
+            if m.recon_day in day_keys and e.status == recon.SUCCEEDED and e.currency == currency:
+                net, count = net + sign * e.amount, count + 1
     return net, count
 
 

@@ -157,7 +157,7 @@ def test_a_bill_over_the_multipart_threshold_lands_in_s3_unchanged(client):
 
 
 def _xml_dribbled(xml: bytes):
-    return lambda: [bytes([b]) for b in b"\r\n  " + xml]    # one byte at a time, after some blank space
+    return lambda: [bytes([b]) for b in b"\r\n" + b" " * 100 + xml]   # one byte at a time, after blank space
 
 
 @pytest.mark.parametrize("xml, status", [
@@ -225,3 +225,10 @@ def test_a_gzip_bill_is_inflated_as_it_flows_and_a_gzip_bomb_is_stopped(client, 
     with pytest.raises(ChannelError) as refused:
         b"".join(channels.get("wechat").bill_chunks(DAY, gzip=True))
     assert refused.value.code == "BAD_RESPONSE" and "inflated" in refused.value.message
+
+
+def test_a_body_of_blank_space_only_is_no_bill_and_the_look_ahead_ends(client):
+    serve(lambda: [b" \r\n" * 300])                           # longer than the first look, nothing in it
+    clock.freeze(NEXT_MORNING)
+    [bill, _] = statements.download("wechat", DAY)
+    assert bill["status"] == "no_bill" and stored() is None

@@ -395,6 +395,10 @@ class WeChatChannel:
                           accept="text/plain, text/xml, application/octet-stream" if gzip else "text/plain, text/xml")
         chunks = _network_errors(http.iter_bounded(resp, MAX_BILL_BYTES if not gzip else MAX_GZIP_BYTES))
         head, body = http.peek(chunks, BILL_PEEK_BYTES)
+        wanted = BILL_PEEK_BYTES
+        while len(head.lstrip()) < 5 and len(head) >= wanted and wanted < wire.MAX_BODY_BYTES:
+            wanted = len(head) + BILL_PEEK_BYTES          # only blank space so far, and more to come: look further
+            head, body = http.peek(body, wanted)
         if head.lstrip()[:5] == b"<xml>":
             raise _bill_error(_bounded_join(body, wire.MAX_BODY_BYTES))
         if gzip and head[:2] == b"\x1f\x8b":
