@@ -56,3 +56,41 @@ def read_bounded(resp, max_bytes: int) -> bytes | None:
         body = resp.raw.read(max_bytes + 1, decode_content=True) or b""
         resp.close()
     return None if len(body) > max_bytes else body
+
+
+CHUNK_BYTES = 64 * 1024
+
+
+class BodyTooLarge(ValueError):
+    """A streamed body went past its bound: nothing after the bound was read."""
+
+
+def iter_bounded(resp, max_bytes: int, chunk_size: int = CHUNK_BYTES):
+    """The body of a `stream=True` response in chunks of at most `chunk_size`, closing the response
+    at the end; BodyTooLarge as soon as it passes max_bytes. Network errors while reading propagate
+    (requests' own exceptions) for the caller to map."""
+    seen = 0
+    try:
+        for chunk in resp.iter_content(chunk_size):
+            if not chunk:
+                continue
+            seen += len(chunk)
+            if seen > max_bytes:
+                raise BodyTooLarge(f"body larger than {max_bytes} bytes")
+            yield chunk
+    finally:
+        resp.close()
+
+
+def peek(chunks, at_least: int):
+    """(the first `at_least` bytes or more — fewer only when the body is shorter —, an iterator over the
+    whole body, those bytes included). Reads no more chunks than it needs."""
+    import itertools
+
+    it = iter(chunks)
+    head = b""
+    for chunk in it:
+        head += chunk
+        if len(head) >= at_least:
+            break
+    return head, itertools.chain((head,) if head else (), it)

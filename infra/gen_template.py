@@ -500,7 +500,8 @@ def build_policy(specs: list[dict[str, Any]], stage: str) -> dict[str, Any]:
             {
                 "Sid": "FilesObjects",
                 "Effect": "Allow",
-                "Action": ["s3:GetObject", "s3:PutObject"],
+                # PutObject also covers multipart uploads (statement downloads); a failed one is aborted.
+                "Action": ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"],
                 "Resource": [f"{bucket}/*"],
             },
             {

@@ -13,7 +13,6 @@ from typing import Iterable
 from chalicelib import channels, clock, log, settings
 from chalicelib.domain import ledger
 from chalicelib.domain import reconciliation as recon
-from chalicelib.domain.withdrawal import settlement_bank_account
 from chalicelib.store import reconciliation as store
 
 ACTIONS = ("apply", "refund", "write_off", "accept")
@@ -196,42 +195,13 @@ def _reconcile(channel: str, bill_date: str, key: str, tail) -> dict:
             "in_suspense": len(outcome.suspense), "newly_in_suspense": held, "fx_variance": outcome.fx.as_dict()}
 
 
-def _batch_of(line: recon.Line) -> str:
-    return line.channel_time[:10] if line.channel_time else "unknown"
-
-
 def _settle(channel: str, bill_date: str, key: str, tail) -> dict:
-    """A settlement file: per batch, receivable -> bank (and channel fees) in one posting; short = finding."""
-    from chalicelib.store.unit import Conflict, Unit
+    """A settlement file (Alipay's liquidation file): its lines summed per batch, then booked by the one
+    settlement path every channel shares (services.settlement.book)."""
+    from chalicelib.services import settlement
 
     batches = list(recon.settlement_batches(_lines_of(channel, "settlement", tail), lambda _l: bill_date))
-    out = {"batches": [], "discrepancies": 0, "new_discrepancies": 0, "matched_amount": {}}
-    for b in batches:
-        gross_settled = b.paid + b.fees          # what leaves the receivable: the part the channel paid, plus fees
-        legs = [ledger.Leg(settlement_bank_account(b.currency), b.paid, b.currency)]
-        if b.fees:
-            legs.append(ledger.Leg(channel_fee_account(b.currency), b.fees, b.currency))
-        legs.append(ledger.Leg(ledger.receivable_account(channel, b.currency), -gross_settled, b.currency))
-        posting = ledger.Posting(f"settlement:{channel}:{b.batch_id}:{b.currency}", "settlement", tuple(legs),
-                                 f"{channel}:{b.batch_id}", "kauri", memo=key[:200])
-        try:
-            Unit().post(posting).commit()
-            posted = True
-        except Conflict:
-            posted = False   # this batch was settled before: one posting per batch, ever
-        finding = recon.settlement_finding(channel, bill_date, b)
-        if finding:
-            out["discrepancies"] += 1
-            out["new_discrepancies"] += store.save_finding(finding)
-        out["matched_amount"][b.currency] = out["matched_amount"].get(b.currency, 0) + gross_settled
-        out["batches"].append({"batch": b.batch_id, "currency": b.currency, "lines": b.lines, "gross": b.gross,
-                               "fees": b.fees, "paid": b.paid, "expected_paid": b.expected_paid,
-                               "shortfall": b.shortfall, "posted": posted})
-    return out
-
-
-def channel_fee_account(currency: str) -> str:
-    return f"P:channel_fees:{currency}"
+    return settlement.book(channel, bill_date, ((b, {}) for b in batches), key)
 
 
 def write_off_account(currency: str) -> str:

@@ -19,7 +19,8 @@ PREFIX = "statements/"
 _KEY = re.compile(r"^statements/(?P<channel>[a-z_]{2,20})/(?P<day>\d{4}-\d{2}-\d{2})/(?P<name>[A-Za-z0-9._-]{1,120})$")
 # Which files a channel publishes per bill date: (file name, what it is).
 DOWNLOADS = {
-    "wechat": (("downloadbill_ALL.txt", "transactions"),),
+    # WeChat's settlement is no file: /pay/settlementquery's batches are booked as they are fetched.
+    "wechat": (("downloadbill_ALL.txt", "transactions"), ("settlementquery", "settlement")),
     "alipay": (("forex_compare_file.txt", "transactions"), ("forex_liquidation_file.txt", "settlement")),
 }
 MAX_DAYS_PER_RUN = 31
@@ -48,11 +49,46 @@ def file_kind(channel: str, name: str) -> str:
 
 # ---- download ------------------------------------------------------------------------------------
 
-def _fetch(channel: str, kind: str, day: date) -> str:
+def _fetch(channel: str, kind: str, day: date) -> Iterator[bytes]:
+    """The file's bytes as they arrive (ChannelError before the first one for "no bill" and the like)."""
     client = channels.get(channel)
     if channel == "wechat":
-        return client.download_bill(day)
-    return client.download_statement(kind, day, day)
+        return client.bill_chunks(day)
+    return client.statement_chunks(kind, day, day)
+
+
+# Peak memory of a download, whatever the file's size: one HTTP chunk (64 KiB, http.CHUNK_BYTES), the
+# spool's in-memory part (SPOOL_MEMORY_BYTES; beyond it the file is on /tmp) and one multipart part
+# (PART_BYTES) in flight to S3 (no upload threads): about 9 MiB.
+SPOOL_MEMORY_BYTES = 1024 * 1024
+PART_BYTES = 8 * 1024 * 1024
+
+
+def store_stream(key: str, chunks: Iterable[bytes], content_type: str) -> tuple[str, int] | None:
+    """Stream `chunks` into S3 at `key` unchanged, with their sha256 (computed as they flow) in the object's
+    metadata; (sha256, bytes), or None when there were none (or only whitespace). The bytes go through a spooled file (memory
+    up to SPOOL_MEMORY_BYTES, then /tmp): the digest must be known when the upload starts (it is metadata),
+    and a download that breaks half way leaves nothing in S3, so nothing half-read is ever reconciled."""
+    import tempfile
+
+    from boto3.s3.transfer import TransferConfig
+
+    digest = hashlib.sha256()
+    size = 0
+    blank = True
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES) as spool:
+        for chunk in chunks:
+            digest.update(chunk)
+            spool.write(chunk)
+            size += len(chunk)
+            blank = blank and not chunk.strip()
+        if blank:  # nothing, or only blank lines: no file (as a day without trade)
+            return None
+        spool.seek(0)
+        config = TransferConfig(multipart_threshold=PART_BYTES, multipart_chunksize=PART_BYTES, use_threads=False)
+        _s3().upload_fileobj(spool, settings.get().bucket, key, Config=config,
+                             ExtraArgs={"ContentType": content_type, "Metadata": {"sha256": digest.hexdigest()}})
+    return digest.hexdigest(), size
 
 
 def download(channel: str, day: date) -> list[dict]:
@@ -68,27 +104,44 @@ def download(channel: str, day: date) -> list[dict]:
         if done is not None and done.status == "done":  # no_bill is asked again: cheap, and a late bill is caught
             out.append({"file": name, "status": "already_" + done.status, **(done.detail or {})})
             continue
+        if channel == "wechat" and kind == "settlement":
+            out.append(_settle_wechat(run_key, name, day))
+            continue
+        key = key_for(channel, day.isoformat(), name)
         try:
-            text = _fetch(channel, kind, day)
+            stored = store_stream(key, _fetch(channel, kind, day), "text/plain; charset=utf-8")
         except ChannelError as exc:
             no_bill = exc.code in ("20002", "No Bill Exist") or "no bill" in (exc.message or "").lower()
             status = "no_bill" if no_bill else "not_ready"
             store.put_run(run_key, status, {"code": exc.code, "message": exc.message[:200]})
             out.append({"file": name, "status": status, "code": exc.code})
             continue
-        if not text.strip():
+        if stored is None:
             store.put_run(run_key, "no_bill", {})
             out.append({"file": name, "status": "no_bill"})
             continue
-        body = text.encode("utf-8")
-        digest = hashlib.sha256(body).hexdigest()
-        key = key_for(channel, day.isoformat(), name)
-        _s3().put_object(Bucket=settings.get().bucket, Key=key, Body=body, ContentType="text/plain; charset=utf-8",
-                         Metadata={"sha256": digest})
-        store.put_run(run_key, "done", {"key": key, "sha256": digest, "bytes": len(body)})
-        log.info("statement_downloaded", channel=channel, bill_date=day.isoformat(), key=key, bytes=len(body))
-        out.append({"file": name, "status": "done", "key": key, "sha256": digest, "bytes": len(body)})
+        digest, size = stored
+        store.put_run(run_key, "done", {"key": key, "sha256": digest, "bytes": size})
+        log.info("statement_downloaded", channel=channel, bill_date=day.isoformat(), key=key, bytes=size)
+        out.append({"file": name, "status": "done", "key": key, "sha256": digest, "bytes": size})
     return out
+
+
+def _settle_wechat(run_key: str, name: str, day: date) -> dict:
+    """WeChat's batches settled on `day`, booked (services.settlement). The run is marked done only after
+    every batch is booked, so a run that dies half way is simply run again (booking is once per batch)."""
+    from chalicelib.services import settlement
+
+    try:
+        summary = settlement.settle_wechat(day)
+    except ChannelError as exc:
+        store.put_run(run_key, "not_ready", {"code": exc.code, "message": exc.message[:200]})
+        log.warning("settlement_not_fetched", channel="wechat", bill_date=day.isoformat(), code=exc.code)
+        return {"file": name, "status": "not_ready", "code": exc.code}
+    status = "done" if summary["status"] == "done" else "no_bill"   # no_bill: asked again next hour
+    detail = {"batches": len(summary["batches"]), "discrepancies": summary["discrepancies"]}
+    store.put_run(run_key, status, detail)
+    return {"file": name, "status": status, **detail}
 
 
 def download_job(event: dict) -> dict:

@@ -291,14 +291,43 @@ def get_record(channel: str, kind: str, our_no: str) -> StatementRecordModel | N
         return None
 
 
-def save_finding(d: recon.Discrepancy) -> bool:
-    """Write a finding once: a re-run that finds it again changes nothing (least of all a resolution)."""
-    item = DiscrepancyModel(d.id, day_key=f"{d.channel}#{d.bill_date}", kind=d.kind, channel=d.channel,
+def finding_item(d: recon.Discrepancy) -> DiscrepancyModel:
+    """A new finding as the item to write (alone, or in a Unit with the posting it goes with)."""
+    return DiscrepancyModel(d.id, day_key=f"{d.channel}#{d.bill_date}", kind=d.kind, channel=d.channel,
                             bill_date=d.bill_date, record_type=d.record_type, our_no=d.our_no,
                             channel_no=d.channel_no or None, ref=d.ref, merchant_id=d.merchant_id, detail=d.detail,
                             receivable_adjustment=d.receivable_adjustment, currency=d.currency or None,
                             status="open", created_at=clock.now())
+
+
+def save_finding(d: recon.Discrepancy) -> bool:
+    """Write a finding once: a re-run that finds it again changes nothing (least of all a resolution)."""
+    item = finding_item(d)
     return applied(lambda: item.save(condition=DiscrepancyModel.discrepancy_id.does_not_exist()))
+
+
+def receivable_of_days(channel: str, currency: str, days: Iterable[str], consistent: bool = False) -> tuple[int, int]:
+    """What Kauri's books say the channel owes for trades of these bill dates, in `currency`: its succeeded
+    payments less its booked refunds (the receivable legs they posted), and how many there were.
+
+    From the recon_by_day indexes' projections (streamed: a million-row day is a few hundred queries and
+    no list of it in memory), or, `consistent`, from the items themselves: the indexes only list the ids
+    and every amount and status is read again with a consistent read (an index is eventually
+    consistent; a caller about to report a difference confirms it this way)."""
+    day_keys = sorted({f"{channel}#{day}" for day in days})
+    payments = (m for key in day_keys for m in PaymentModel.recon_by_day.query(key))
+    refunds = (m for key in day_keys for m in RefundModel.recon_by_day.query(key))
+    if consistent:
+        payments = PaymentModel.batch_get(sorted({m.payment_id for m in payments}), consistent_read=True)
+        refunds = RefundModel.batch_get(sorted({m.refund_id for m in refunds}), consistent_read=True)
+    net = count = 0
+    for items, expected, sign in ((payments, lambda m: _payment_expected(m, "", None, None), 1),
+                                  (refunds, lambda m: _refund_expected(m, ""), -1)):
+        for m in items:
+            e = expected(m)
+            if m.recon_day in day_keys and e.status == recon.SUCCEEDED and e.currency == currency:
+                net, count = net + sign * e.amount, count + 1
+    return net, count
 
 
 def findings_of_day(channel: str, bill_date: str) -> list[DiscrepancyModel]:

@@ -20,6 +20,7 @@ def _response(request, status: int, headers: dict, body: bytes) -> requests.Resp
     r.status_code = status
     r.headers = CaseInsensitiveDict(headers or {})
     r._content = body
+    r._content_consumed = True   # the whole body is here: iter_content (stream=True readers) slices it
     r.url = request.url
     r.request = request
     r.encoding = None
@@ -82,7 +83,8 @@ class Faulty(BaseAdapter):
 
     Per path (exact URL path): "reset" drops the request before it arrives; "timeout" and "garble"
     forward it (the far side acts on it) and then lose the answer or hand back garbage; "404" forwards
-    it and answers an HTTP 404 page, as a misrouted proxy does.
+    it and answers an HTTP 404 page, as a misrouted proxy does; "unsigned" forwards it and hands back
+    the answer without its <sign> element (anyone could have written it).
     """
 
     def __init__(self, inner):
@@ -99,9 +101,71 @@ class Faulty(BaseAdapter):
             raise requests.exceptions.ReadTimeout("read timed out (test)")
         if fault == "garble":
             return _response(request, 200, {"Content-Type": "text/xml"}, b"<xml><return_code>SUC\x00\xff")
+        if fault == "unsigned":
+            import re
+
+            return _response(request, 200, {"Content-Type": "text/xml"},
+                             re.sub(rb"<sign>.*?</sign>", b"", resp.content, flags=re.S))
         if fault == "404":
             return _response(request, 404, {"Content-Type": "text/html"}, b"<html>Not Found</html>")
         return resp
+
+    def close(self):
+        pass
+
+
+class _LazyBody:
+    """A response body produced piece by piece as it is read (as a socket delivers it), never held whole.
+    `fail_after`: raise a dropped connection once that many bytes were read."""
+
+    def __init__(self, pieces, fail_after: int | None = None):
+        self._pieces = iter(pieces)
+        self._buffer = b""
+        self._read = 0
+        self._fail_after = fail_after
+
+    def read(self, amt=None, **_kwargs) -> bytes:
+        want = amt or 1 << 20
+        while len(self._buffer) < want:
+            piece = next(self._pieces, None)
+            if piece is None:
+                break
+            self._buffer += piece
+        out, self._buffer = self._buffer[:want], self._buffer[want:]
+        self._read += len(out)
+        if self._fail_after is not None and self._read > self._fail_after:
+            raise requests.exceptions.ChunkedEncodingError("connection broken mid-body (test)")
+        return out
+
+    def close(self):
+        pass
+
+
+class StreamingServer(BaseAdapter):
+    """An outside server whose answer body is generated as it is read: `body()` returns an iterable of
+    byte pieces (any sizes). Nothing is buffered, so a test can measure what the reader holds."""
+
+    def __init__(self, body, status: int = 200, headers: dict | None = None, fail_after: int | None = None):
+        super().__init__()
+        self.body, self.status, self.fail_after = body, status, fail_after
+        self.headers = headers or {"Content-Type": "text/plain; charset=utf-8"}
+        self.requests: list[str] = []
+        self.bodies: list[_LazyBody] = []
+
+    def bytes_read(self) -> int:
+        """How much of its answers the reader took."""
+        return sum(b._read for b in self.bodies)
+
+    def send(self, request, **kwargs):
+        self.requests.append(request.url)
+        r = requests.Response()
+        r.status_code = self.status
+        r.headers = CaseInsensitiveDict(self.headers)
+        r.raw = _LazyBody(self.body(), self.fail_after)
+        self.bodies.append(r.raw)
+        r.url = request.url
+        r.request = request
+        return r
 
     def close(self):
         pass

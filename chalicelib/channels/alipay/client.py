@@ -10,7 +10,7 @@ import json
 import re
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import urlencode
 
 from chalicelib import clock, http, log, settings
@@ -115,6 +115,17 @@ def _channel_error(code: str, message: str = "") -> ChannelError:
     return ChannelError(code, message[:200], retryable=code.upper() in _RETRYABLE, refused=True)
 
 
+
+FILE_PEEK_BYTES = 256   # enough to tell a file from Alipay's XML or "File download failed" answers
+
+
+def _text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body.decode("gbk", errors="replace")
+
+
 class AlipayChannel:
     name = "alipay"
     flows = ("web", "wap", "qr")
@@ -162,6 +173,20 @@ class AlipayChannel:
         """One HTTP exchange with the gateway; returns the body text."""
         import requests
 
+        resp = self._open(method, params)
+        try:
+            body = http.read_bounded(resp, max_bytes)
+        except requests.RequestException as exc:
+            log.warning("alipay_network_error", service=params.get("service"), error=type(exc).__name__)
+            raise ChannelError("NETWORK", type(exc).__name__, retryable=True) from None
+        if body is None:
+            raise ChannelError("RESPONSE_TOO_LARGE", retryable=False)
+        return _text(body)
+
+    def _open(self, method: str, params: dict[str, str]):
+        """Send the request; the response (body not read yet) if the gateway answered 200."""
+        import requests
+
         url = self.cfg.gateway_url
         timeout = settings.get().http_timeout_seconds
         try:
@@ -170,20 +195,15 @@ class AlipayChannel:
             else:  # POST wants _input_charset on the URL too (spec §1.1)
                 resp = http.session().post(url + ("&" if "?" in url else "?") + "_input_charset=utf-8",
                                            data=params, timeout=timeout, stream=True)
-            body = http.read_bounded(resp, max_bytes)
-            if body is None:
-                raise ChannelError("RESPONSE_TOO_LARGE", retryable=False)
         except requests.RequestException as exc:
             log.warning("alipay_network_error", service=params.get("service"), error=type(exc).__name__)
             raise ChannelError("NETWORK", type(exc).__name__, retryable=True) from None
-        if resp.status_code >= 500:
-            raise ChannelError("HTTP_5XX", f"status {resp.status_code}", retryable=True)
         if resp.status_code != 200:
+            resp.close()
+            if resp.status_code >= 500:
+                raise ChannelError("HTTP_5XX", f"status {resp.status_code}", retryable=True)
             raise ChannelError(f"HTTP_{resp.status_code}", retryable=False)
-        try:
-            return body.decode("utf-8")
-        except UnicodeDecodeError:
-            return body.decode("gbk", errors="replace")
+        return resp
 
     def _parse_xml(self, text: str) -> tuple[dict[str, str], dict[str, str]]:
         """(top-level fields, verified business fields) of an `<alipay>` answer; raises on is_success=F."""
@@ -494,7 +514,12 @@ class AlipayChannel:
 
     def download_statement(self, kind: str, start: date | str, end: date | str) -> str:
         """The raw file text: kind 'transactions' (forex_compare_file) or 'settlement'
-        (forex_liquidation_file), dates inclusive, Beijing days, at most 10 days, ending before today."""
+        (forex_liquidation_file), dates inclusive, Beijing days, at most 10 days, ending before today.
+        Holds the whole file: the download job streams it with statement_chunks instead."""
+        return _text(b"".join(self.statement_chunks(kind, start, end)))
+
+    @staticmethod
+    def _statement_params(kind: str, start: date | str, end: date | str) -> dict[str, str]:
         service = {"transactions": "forex_compare_file", "settlement": "forex_liquidation_file",
                    "forex_compare_file": "forex_compare_file",
                    "forex_liquidation_file": "forex_liquidation_file"}.get(kind)
@@ -507,19 +532,48 @@ class AlipayChannel:
                 raise ChannelError("ILLEGAL_ARGUMENT", "dates are YYYYMMDD")
             return text
 
-        params = {**self._base(service), "start_date": day(start), "end_date": day(end)}
-        params.pop("_input_charset")  # the published vectors sign these without it
-        text = self._send("GET", self._signed(params), MAX_FILE_RESPONSE_BYTES)
-        head = text.lstrip()[:200]
-        if head.lower().startswith("no balance account data"):  # empty period, with or without the prefix
-            return ""
-        if head.startswith("<"):
-            self._parse_xml(text)
-            raise ChannelError("INVALID_RESPONSE", "statement answered XML")
-        if head.lower().startswith("file download failed"):
-            reason = head.split(":", 1)[-1].strip()
+        return {"service": service, "partner": "", "start_date": day(start), "end_date": day(end)}
+
+    def statement_chunks(self, kind: str, start: date | str, end: date | str) -> Iterator[bytes]:
+        """download_statement's file as it arrives, exactly the bytes Alipay sent, in chunks of at most
+        64 KiB (nothing at all for a period without trade). Alipay's answers instead of a file (XML,
+        "File download failed: ...") are told from the first bytes and raised before any chunk."""
+        # The published vectors sign these without _input_charset.
+        params = {**self._statement_params(kind, start, end), "partner": self.cfg.partner}
+        return self._file_chunks(params)
+
+    def _file_chunks(self, params: dict[str, str]) -> Iterator[bytes]:
+        import requests
+
+        resp = self._open("GET", self._signed(params))
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from http.iter_bounded(resp, MAX_FILE_RESPONSE_BYTES)
+            except requests.RequestException as exc:
+                log.warning("alipay_network_error", service=params.get("service"), error=type(exc).__name__)
+                raise ChannelError("NETWORK", type(exc).__name__, retryable=True) from None
+            except http.BodyTooLarge:
+                raise ChannelError("RESPONSE_TOO_LARGE", retryable=False) from None
+
+        head, body = http.peek(chunks(), FILE_PEEK_BYTES)
+        lead = _text(head).lstrip()[:200]
+        if lead.lower().startswith("no balance account data"):  # empty period, with or without the prefix
+            resp.close()
+            return iter(())
+        if lead.startswith("<") or lead.lower().startswith("file download failed"):
+            text = b""
+            for chunk in body:
+                text += chunk
+                if len(text) > MAX_API_RESPONSE_BYTES:
+                    raise ChannelError("RESPONSE_TOO_LARGE", retryable=False)
+            text = _text(text)
+            if lead.startswith("<"):
+                self._parse_xml(text)
+                raise ChannelError("INVALID_RESPONSE", "statement answered XML")
+            reason = text.lstrip()[:200].split(":", 1)[-1].strip()
             if "no balance account data" in reason.lower():
-                return ""
+                return iter(())
             retry = "exception" in reason.lower()
             raise ChannelError("STATEMENT_UNAVAILABLE", reason[:120], retryable=retry)
-        return text
+        return body

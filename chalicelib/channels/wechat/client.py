@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
+from dataclasses import dataclass
 from datetime import date as date_type
+from datetime import datetime
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 from urllib.parse import quote
 
 from chalicelib import clock, http, log, settings
@@ -14,7 +17,7 @@ from chalicelib.channels.base import (
     Notification, OrderRef, RefundRequest, RefundStatus,
 )
 from chalicelib.channels.wechat import notify, signing, wire
-from chalicelib.money import Money, MoneyError, rate_from_e8
+from chalicelib.money import Money, MoneyError, exponent, rate_from_e8
 
 TRADE_TYPES = {"native": "NATIVE", "jsapi": "JSAPI", "h5": "MWEB"}
 TRADE_STATES = {
@@ -30,6 +33,143 @@ REFUND_STATES = notify.REFUND_STATES
 RETRYABLE = frozenset({"SYSTEMERROR", "BIZERR_NEED_RETRY"})
 MAX_BODY_CHARS = 127
 MAX_BILL_BYTES = 512 * 1024 * 1024
+SETTLEMENT_PAGE = 10          # records per settlementquery page ("not more than 10 is best", WeChat's page)
+SETTLEMENT_PAGE_MAX = 50
+MAX_SETTLEMENT_PAGES = 200
+MAX_SETTLEMENT_DAYS = 31      # a batch's trade period (date_start..date_end) longer than this is refused
+_BATCH_NO = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_AMOUNT_FIELDS = ("unsettlement_fee", "pay_fee", "refund_fee")
+
+
+def _minor(record: Mapping[str, str], name: str, signed: bool = False) -> int:
+    """An amount field: ASCII digits (a leading '-' only where `signed`), in minor units."""
+    text = record.get(name, "")
+    body = text[1:] if signed and text.startswith("-") else text
+    if not body or not body.isascii() or not body.isdigit() or len(body) > 15:
+        raise ValueError(f"{name} is not an integer amount in minor units")
+    return int(text)
+
+
+def _day(record: Mapping[str, str], name: str) -> date_type:
+    text = record.get(name, "")
+    if len(text) != 8 or not text.isascii() or not text.isdigit():
+        raise ValueError(f"{name} is not yyyyMMdd")
+    try:
+        return datetime.strptime(text, wire.DATE_FORMAT).date()
+    except ValueError:
+        raise ValueError(f"{name} is not a date") from None
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """One settled batch (a `<setteinfo_N>` record of /pay/settlementquery), amounts in minor units of
+    `currency` (settlementfee_type): WeChat paid `settled` into the institution's bank on `settled_on`
+    for trades of period_start..period_end (UTC+8 days): `pay` minus `refund` is `net`, `fee` kept."""
+    batch_no: str
+    settled_on: date_type
+    period_start: date_type
+    period_end: date_type
+    currency: str
+    settled: int
+    unsettled: int
+    pay: int
+    refund: int
+    net: int
+    fee: int
+
+    @classmethod
+    def from_record(cls, r: Mapping[str, str]) -> "Settlement":
+        batch_no = r.get("fbatchno", "")
+        if not _BATCH_NO.fullmatch(batch_no):
+            raise ValueError("fbatchno must be 1-64 of [0-9A-Za-z_-]")
+        currency = r.get("settlementfee_type", "")
+        try:
+            exponent(currency)
+        except MoneyError:
+            raise ValueError("settlementfee_type is not a currency Kauri knows") from None
+        settled_on, start, end = _day(r, "date_settlement"), _day(r, "date_start"), _day(r, "date_end")
+        if not start <= end <= settled_on or (end - start).days >= MAX_SETTLEMENT_DAYS:
+            raise ValueError("date_start <= date_end <= date_settlement within 31 days does not hold")
+        amounts = {name: _minor(r, name) for name in _AMOUNT_FIELDS}
+        net = _minor(r, "pay_net_fee", signed=True)        # a day of refunds only nets below zero
+        fee = _minor(r, "poundage_fee", signed=True)       # refunds give their fee back
+        settled = _minor(r, "settlement_fee", signed=True)  # below zero: refunds WeChat took back that period
+        if net != amounts["pay_fee"] - amounts["refund_fee"]:
+            raise ValueError("pay_net_fee is not pay_fee - refund_fee")
+        return cls(batch_no, settled_on, start, end, currency, settled, amounts["unsettlement_fee"],
+                   amounts["pay_fee"], amounts["refund_fee"], net, fee)
+
+
+BILL_PEEK_BYTES = 64                       # enough to tell a bill from WeChat's `<xml>` error answer
+MAX_GZIP_BYTES = MAX_BILL_BYTES           # compressed bytes read at most (the text is bounded on its own)
+
+
+def _network_errors(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """requests' and the bound's exceptions while a body streams, as ChannelError."""
+    import requests
+
+    try:
+        yield from chunks
+    except requests.RequestException as exc:
+        log.warning("wechat_download_network_error", error=type(exc).__name__)
+        raise ChannelError("NETWORK", type(exc).__name__, retryable=True) from None
+    except http.BodyTooLarge as exc:
+        raise ChannelError("BAD_RESPONSE", str(exc)) from None
+
+
+def _bounded_join(chunks: Iterator[bytes], max_bytes: int) -> bytes:
+    out = b""
+    for chunk in chunks:
+        out += chunk
+        if len(out) > max_bytes:
+            raise ChannelError("BAD_RESPONSE", "an XML answer larger than an error answer", retryable=True)
+    return out
+
+
+def _bill_error(content: bytes) -> ChannelError:
+    """The FAIL XML WeChat sends instead of a bill (spec §9: e.g. No Bill Exist, error_code 20002)."""
+    try:
+        fields = wire.from_xml(content)
+    except wire.WireError as exc:
+        return ChannelError("BAD_RESPONSE", str(exc), retryable=True)
+    code = fields.get("error_code") or fields.get("err_code") or _return_fail_code(fields.get("return_msg", ""))
+    return ChannelError(code, fields.get("return_msg", "")[:128], retryable=code in RETRYABLE)
+
+
+def _inflated(chunks: Iterator[bytes], max_bytes: int) -> Iterator[bytes]:
+    """A gzip stream inflated as it flows, never more than CHUNK_BYTES out per step (a small body that
+    inflates hugely is stopped at max_bytes, not buffered)."""
+    import zlib
+
+    inflater = zlib.decompressobj(wbits=31)
+    out = 0
+    for chunk in chunks:
+        data = chunk
+        while data:
+            piece = inflater.decompress(data, http.CHUNK_BYTES)
+            data = inflater.unconsumed_tail
+            out += len(piece)
+            if out > max_bytes:
+                raise ChannelError("BAD_RESPONSE", f"bill larger than {max_bytes} bytes inflated")
+            if piece:
+                yield piece
+            if inflater.eof:
+                break
+    if not inflater.eof:
+        raise ChannelError("BAD_RESPONSE", "the GZIP bill ends early", retryable=True)
+
+
+def _utf8_checked(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        for chunk in chunks:
+            decoder.decode(chunk)
+            yield chunk
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise ChannelError("BAD_RESPONSE", "bill is not UTF-8") from None
 
 
 # An unsigned return_code=FAIL carries only free text (return_msg); merchants get a stable code instead.
@@ -237,22 +377,68 @@ class WeChatChannel:
         return rate_from_e8(value), fields.get("rate_time") or None
 
     def download_bill(self, date: date_type, sub_mch_id: str | None = None, bill_type: str = "ALL") -> str:
-        """The day's bill as text (spec §9); a FAIL XML answer (e.g. No Bill Exist) raises ChannelError."""
-        params = {"sub_mch_id": sub_mch_id or "", "bill_date": date.strftime(wire.DATE_FORMAT), "bill_type": bill_type}
+        """The day's bill as text (spec §9); a FAIL XML answer (e.g. No Bill Exist) raises ChannelError.
+        Holds the whole bill: the download job streams it with bill_chunks instead."""
+        return b"".join(self.bill_chunks(date, sub_mch_id, bill_type)).decode("utf-8-sig")
+
+    def bill_chunks(self, date: date_type, sub_mch_id: str | None = None, bill_type: str = "ALL",
+                    gzip: bool = False) -> Iterator[bytes]:
+        """The day's bill as it arrives, in chunks of at most 64 KiB, exactly the bytes WeChat sent (a
+        GZIP bill, tar_type=GZIP, is inflated as it flows). WeChat answers an error (no bill, not yet
+        generated) with a small XML body instead of the bill: that is told from the first bytes and
+        raised as ChannelError before any chunk is handed over. While streaming: ChannelError for a
+        network failure, a body past MAX_BILL_BYTES, or bytes that are not UTF-8."""
+        params = {"sub_mch_id": sub_mch_id or "", "bill_date": date.strftime(wire.DATE_FORMAT), "bill_type": bill_type,
+                  "tar_type": "GZIP" if gzip else None}
         signed, _ = self._signed(params)
-        resp = self._post("/pay/downloadbill", signed, max_bytes=MAX_BILL_BYTES)
-        content = resp.content
-        if content.lstrip()[:5] == b"<xml>":
-            try:
-                fields = wire.from_xml(content)
-            except wire.WireError as exc:
-                raise ChannelError("BAD_RESPONSE", str(exc), retryable=True) from None
-            code = fields.get("error_code") or fields.get("err_code") or _return_fail_code(fields.get("return_msg", ""))
-            raise ChannelError(code, fields.get("return_msg", "")[:128], retryable=code in RETRYABLE)
+        resp = self._post("/pay/downloadbill", signed, max_bytes=MAX_BILL_BYTES, stream=True,
+                          accept="text/plain, text/xml, application/octet-stream" if gzip else "text/plain, text/xml")
+        chunks = _network_errors(http.iter_bounded(resp, MAX_BILL_BYTES if not gzip else MAX_GZIP_BYTES))
+        head, body = http.peek(chunks, BILL_PEEK_BYTES)
+        wanted = BILL_PEEK_BYTES
+        while len(head.lstrip()) < 5 and len(head) >= wanted and wanted < wire.MAX_BODY_BYTES:
+            wanted = len(head) + BILL_PEEK_BYTES          # only blank space so far, and more to come: look further
+            head, body = http.peek(body, wanted)
+        if head.lstrip()[:5] == b"<xml>":
+            raise _bill_error(_bounded_join(body, wire.MAX_BODY_BYTES))
+        if gzip and head[:2] == b"\x1f\x8b":
+            body = _inflated(body, MAX_BILL_BYTES)
+        return _utf8_checked(body)
+
+    def settlements(self, first: date_type, last: date_type, limit: int = SETTLEMENT_PAGE) -> list[Settlement]:
+        """Every batch WeChat settled (usetag=1) with a settlement date in first..last (UTC+8 days), page
+        by page (offset/limit) until a page comes back short. Each page is verified and validated whole."""
+        out: list[Settlement] = []
+        seen: dict[str, Settlement] = {}
+        for _ in range(MAX_SETTLEMENT_PAGES):
+            page = self.settlement_page(first, last, len(out), limit)
+            for batch in page:
+                if batch.batch_no in seen:
+                    raise ChannelError("BAD_RESPONSE", "a settlement batch listed twice", retryable=True)
+                seen[batch.batch_no] = batch
+            out.extend(page)
+            if len(page) < limit:
+                return out
+        raise ChannelError("BAD_RESPONSE", f"more than {MAX_SETTLEMENT_PAGES} pages of settlements")
+
+    def settlement_page(self, first: date_type, last: date_type, offset: int, limit: int) -> list[Settlement]:
+        """One /pay/settlementquery page (institution-wide: no sub_mch_id)."""
+        if last < first or not 0 <= offset or not 1 <= limit <= SETTLEMENT_PAGE_MAX:
+            raise ValueError("bad settlement query range")
+        params = {"usetag": 1, "offset": offset, "limit": limit,
+                  "date_start": first.strftime(wire.DATE_FORMAT), "date_end": last.strftime(wire.DATE_FORMAT)}
+        fields, records = self._exchange("/pay/settlementquery", params, records="setteinfo_")
+        count = fields.get("record_num", "")
+        if not count.isascii() or not count.isdigit() or int(count) != len(records) or len(records) > limit:
+            raise ChannelError("BAD_RESPONSE", "record_num does not count the records", retryable=True)
         try:
-            return content.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise ChannelError("BAD_RESPONSE", "bill is not UTF-8") from None
+            batches = [Settlement.from_record(r) for r in records]
+        except ValueError as exc:
+            raise ChannelError("BAD_RESPONSE", f"settlement record: {exc}", retryable=True) from None
+        for b in batches:
+            if not first <= b.settled_on <= last:
+                raise ChannelError("BAD_RESPONSE", "a settlement outside the dates asked for", retryable=True)
+        return batches
 
     # ---- callbacks --------------------------------------------------------------------------
 
@@ -290,7 +476,7 @@ class WeChatChannel:
         return full, sign_type
 
     def _post(self, path: str, params: Mapping[str, Any], client_cert: bool = False,
-              max_bytes: int = wire.MAX_BODY_BYTES):
+              max_bytes: int = wire.MAX_BODY_BYTES, stream: bool = False, accept: str = "text/xml, text/plain"):
         cfg = self.config
         kwargs: dict[str, Any] = {}
         if client_cert and cfg.cert_path and cfg.key_path:
@@ -301,28 +487,40 @@ class WeChatChannel:
         try:
             resp = http.session().post(
                 cfg.base_url + path, data=wire.to_xml(params),
-                headers={"Content-Type": "text/xml; charset=utf-8", "Accept": "text/xml, text/plain"},
-                timeout=settings.get().http_timeout_seconds, **kwargs)
+                headers={"Content-Type": "text/xml; charset=utf-8", "Accept": accept},
+                timeout=settings.get().http_timeout_seconds, stream=stream, **kwargs)
         except requests.RequestException as exc:
             log.warning("wechat_call_network_error", path=path, error=type(exc).__name__)
             raise ChannelError("NETWORK", type(exc).__name__, retryable=True) from None
         log.info("wechat_call", path=path, status=resp.status_code,
                  ms=clock.ms_since(started))
-        if resp.status_code != 200:
-            raise ChannelError(f"HTTP_{resp.status_code}", "unexpected HTTP status", retryable=resp.status_code >= 500)
         declared = resp.headers.get("Content-Length", "")
-        if (declared.isdigit() and int(declared) > max_bytes) or len(resp.content) > max_bytes:
+        if resp.status_code != 200 or (declared.isdigit() and int(declared) > max_bytes):
+            resp.close()
+            if resp.status_code != 200:
+                raise ChannelError(f"HTTP_{resp.status_code}", "unexpected HTTP status",
+                                   retryable=resp.status_code >= 500)
             raise ChannelError("BAD_RESPONSE", "response too large")
-        return resp
+        if not stream and len(resp.content) > max_bytes:
+            raise ChannelError("BAD_RESPONSE", "response too large")
+        return resp  # streamed: the caller reads it, bounded (http.iter_bounded)
 
     def _call(self, path: str, params: Mapping[str, Any], client_cert: bool = False,
               with_nonce: bool = True) -> dict[str, str]:
         """POST a signed request; return the verified SUCCESS/SUCCESS fields, else raise ChannelError."""
+        return self._exchange(path, params, client_cert, with_nonce)[0]
+
+    def _exchange(self, path: str, params: Mapping[str, Any], client_cert: bool = False, with_nonce: bool = True,
+                  records: str | None = None) -> tuple[dict[str, str], list[dict[str, str]]]:
+        """_call, and the answer's `<{records}N>` records (verified with it) when `records` names them."""
         cfg = self.config
         signed, sign_type = self._signed(params, with_nonce)
         resp = self._post(path, signed, client_cert)
         try:
-            fields = wire.from_xml(resp.content)
+            if records is None:
+                fields, listed = wire.from_xml(resp.content), []
+            else:
+                fields, listed = wire.from_xml_records(resp.content, records)
         except wire.WireError as exc:
             raise ChannelError("BAD_RESPONSE", str(exc), retryable=True) from None
         if fields.get("return_code") != "SUCCESS":
@@ -340,4 +538,4 @@ class WeChatChannel:
             code = fields.get("err_code") or "FAIL"
             log.info("wechat_call_refused", path=path, err_code=code)
             raise ChannelError(code, fields.get("err_code_des", ""), retryable=code in RETRYABLE, refused=True)
-        return fields
+        return fields, listed

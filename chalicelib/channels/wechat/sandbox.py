@@ -148,7 +148,7 @@ def _answer(req: dict[str, str], sign_type: str, fields: dict[str, Any], with_no
     if with_nonce:
         out["nonce_str"] = _alnum(16)
     out.update({k: v for k, v in fields.items() if v is not None})
-    out["sign"] = signing.sign(out, cfg.api_key, sign_type)
+    out["sign"] = signing.sign(wire.signable(out), cfg.api_key, sign_type)
     return _xml(out)
 
 
@@ -543,6 +543,8 @@ def _downloadbill(req: dict[str, str]) -> Response:
         raise _Fail("invalid bill_date")
     if bill_type not in ("ALL", "SUCCESS", "REFUND", "REVOKED"):
         raise _Fail("invalid bill_type")
+    if req.get("tar_type", "GZIP") != "GZIP":
+        raise _Fail("invalid tar_type")
     day = _day(req["bill_date"])
     rows: list[list[Any]] = []
     total = refunded = fees = Decimal(0)
@@ -590,7 +592,86 @@ def _downloadbill(req: dict[str, str]) -> Response:
     lines += [",".join(_cell(v) for v in row) for row in rows]
     lines.append(_SUMMARY_HEADER)
     lines.append(",".join(_cell(v) for v in (len(rows), f"{total:.2f}", f"{refunded:.2f}", "0.00", f"{fees:.2f}")))
-    return Response(body="\n".join(lines) + "\n", status_code=200, headers={"Content-Type": "text/plain; charset=utf-8"})
+    text = "\n".join(lines) + "\n"
+    if req.get("tar_type") == "GZIP":  # the same bill, compressed (spec §9: tar_type=GZIP)
+        import gzip
+
+        return Response(body=gzip.compress(text.encode("utf-8"), mtime=0), status_code=200,
+                        headers={"Content-Type": "application/octet-stream"})
+    return Response(body=text, status_code=200, headers={"Content-Type": "text/plain; charset=utf-8"})
+
+
+# ---- settlement ------------------------------------------------------------------------------
+# What WeChat paid the institution: one batch per UTC+8 trade day and pricing currency, converted and
+# paid out the next day (spec §0: T+1), net of refunds and of the fee the bill lists.
+
+SETTLE_AFTER_DAYS = 1
+MAX_SETTLEMENT_RANGE_DAYS = 92
+_SETTLED_REFUNDS = ("SUCCESS", "PROCESSING")
+
+
+def _settlement_batches(settled_on: datetime) -> list[dict[str, Any]]:
+    store = _store()
+    trade_day = settled_on - timedelta(days=SETTLE_AFTER_DAYS)
+    day = _day(trade_day.strftime(wire.DATE_FORMAT))
+    now = clock.now()
+    sums: dict[str, list[int]] = {}          # currency -> [paid, refunded, fee]
+    for no in day["orders"]:
+        o = _store().get(_pk("order", no))
+        if o is None or o["trade_state"] not in _PAID:
+            continue
+        amount = Money(o["total_fee"], o["fee_type"])
+        t = sums.setdefault(o["fee_type"], [0, 0, 0])
+        t[0] += amount.amount
+        t[2] += bps_of(amount, FEE_BPS).amount
+    for no, out_refund_no in day["refunds"]:
+        o = store.get(_pk("order", no))
+        refund = next((r for r in (o or {}).get("refunds", []) if r["out_refund_no"] == out_refund_no), None)
+        if o is None or refund is None or _refund_status(refund, now) not in _SETTLED_REFUNDS:
+            continue
+        amount = Money(refund["refund_fee"], o["fee_type"])
+        t = sums.setdefault(o["fee_type"], [0, 0, 0])
+        t[1] += amount.amount
+        t[2] -= bps_of(amount, FEE_BPS).amount     # the bill gives a refund's fee back
+    short = (store.get(_pk("settle_short", settled_on.strftime(wire.DATE_FORMAT))) or {}).get("short", 0)
+    out = []
+    for n, (currency, (paid, refunded, fee)) in enumerate(sorted(sums.items())):
+        out.append({"fbatchno": f"{settled_on:%Y%m%d}{trade_day:%m%d}{n + 1:02d}",
+                    "date_settlement": settled_on.strftime(wire.DATE_FORMAT),
+                    "date_start": trade_day.strftime(wire.DATE_FORMAT), "date_end": trade_day.strftime(wire.DATE_FORMAT),
+                    "settlement_fee": paid - refunded - fee - short, "unsettlement_fee": 0,
+                    "settlementfee_type": currency, "pay_fee": paid, "refund_fee": refunded,
+                    "pay_net_fee": paid - refunded, "poundage_fee": fee})
+    return out
+
+
+def _settlementquery(req: dict[str, str]) -> dict[str, Any]:
+    _require(req, "usetag", "offset", "limit")
+    _check(req["usetag"] in ("1", "2"), "usetag参数错误")
+    _check(_DIGITS.fullmatch(req["offset"]) is not None and len(req["offset"]) <= 6, "offset参数错误")
+    _check(_DIGITS.fullmatch(req["limit"]) is not None and 1 <= int(req["limit"]) <= 50, "limit参数错误")
+    today = datetime.strptime(wire.china_date(clock.now()), wire.DATE_FORMAT)
+    if req["usetag"] == "1":
+        _require(req, "date_start", "date_end")
+        _check(_valid_day(req["date_start"]) and _valid_day(req["date_end"]), "date_start/date_end参数错误")
+        first = datetime.strptime(req["date_start"], wire.DATE_FORMAT)
+        last = min(datetime.strptime(req["date_end"], wire.DATE_FORMAT), today)
+        _check(req["date_start"] <= req["date_end"], "date_start不能晚于date_end")
+        _check((datetime.strptime(req["date_end"], wire.DATE_FORMAT) - first).days < MAX_SETTLEMENT_RANGE_DAYS,
+               "查询区间不能超过92天")
+    else:  # not settled yet: today's trades, paid out tomorrow
+        first = last = today + timedelta(days=SETTLE_AFTER_DAYS)
+    batches: list[dict[str, Any]] = []
+    day = first
+    while day <= last:
+        batches.extend(_settlement_batches(day))
+        day += timedelta(days=1)
+    offset, limit = int(req["offset"]), int(req["limit"])
+    page = batches[offset:offset + limit]
+    out: dict[str, Any] = {"record_num": len(page)}
+    for n, batch in enumerate(page):
+        out[f"setteinfo_{n}"] = batch
+    return out
 
 
 # ---- routes ----------------------------------------------------------------------------------
@@ -604,6 +685,7 @@ _API: dict[str, tuple[Callable[[dict[str, str]], Any], bool, bool]] = {
     "/pay/refundquery": (_refundquery, True, True),
     "/pay/queryexchagerate": (_queryexchagerate, False, False),  # documented without nonce_str/result_code
     "/pay/downloadbill": (_downloadbill, True, True),
+    "/pay/settlementquery": (_settlementquery, True, True),
 }
 
 
@@ -886,6 +968,26 @@ def simulate_refuse_refunds():
     refuse = "NOTENOUGH" if body.get("refuse", True) else None
     _store().update(pk, lambda o: {**o, "refuse_refunds": refuse})
     return _json(200, {"out_trade_no": out_trade_no, "refuse_refunds": bool(refuse)})
+
+
+@blueprint.route("/simulate/settlement_short", methods=["POST"], content_types=["application/json"])
+def simulate_settlement_short():
+    """{"date_settlement": "yyyyMMdd", "short": n}: every batch settled that day pays n minor units less
+    than its own pay_net_fee - poundage_fee says (0 puts it right again)."""
+    try:
+        body = json.loads(blueprint.current_request.raw_body or b"{}")
+    except ValueError:
+        return _json(400, {"error": "BAD_JSON", "message": "body must be JSON"})
+    day = body.get("date_settlement") if isinstance(body, dict) else None
+    short = body.get("short") if isinstance(body, dict) else None
+    if not isinstance(day, str) or not _valid_day(day):
+        return _json(400, {"error": "BAD_DATE", "message": "date_settlement must be yyyyMMdd"})
+    if isinstance(short, bool) or not isinstance(short, int) or not 0 <= short <= 10**9:
+        return _json(400, {"error": "BAD_SHORT", "message": "short must be a whole number of minor units >= 0"})
+    pk = _pk("settle_short", day)
+    _store().create(pk, {"short": 0})
+    _store().update(pk, lambda d: {**(d or {}), "short": short})
+    return _json(200, {"date_settlement": day, "short": short})
 
 
 @blueprint.route("/simulate/pump", methods=["POST"])

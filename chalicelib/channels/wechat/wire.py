@@ -28,27 +28,67 @@ def to_xml(params: Mapping[str, Any], root_tag: str = "xml") -> bytes:
     """`<xml><k><![CDATA[v]]></k>...</xml>` as UTF-8; ints are written bare, strings in CDATA."""
     parts = [f"<{root_tag}>"]
     for name, value in params.items():
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise WireError(f"bad element name {name!r}")
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            raise WireError(f"{name}: booleans are not wire values")
-        if isinstance(value, int):
-            parts.append(f"<{name}>{value}</{name}>")
-        elif isinstance(value, str):
-            if _NOT_XML.search(value):
-                raise WireError(f"{name}: contains characters XML cannot carry")
-            parts.append(f"<{name}>{_cdata(value)}</{name}>")
-        else:
-            raise WireError(f"{name}: unsupported value type {type(value).__name__}")
+        if isinstance(value, dict):  # one level of records (settlementquery's <setteinfo_N>)
+            _check_name(name)
+            parts.append(f"<{name}>")
+            parts.extend(_element(k, v) for k, v in value.items() if v is not None)
+            parts.append(f"</{name}>")
+        elif value is not None:
+            parts.append(_element(name, value))
     parts.append(f"</{root_tag}>")
     return "".join(parts).encode("utf-8")
+
+
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise WireError(f"bad element name {name!r}")
+
+
+def _element(name: str, value: Any) -> str:
+    _check_name(name)
+    if isinstance(value, bool):
+        raise WireError(f"{name}: booleans are not wire values")
+    if isinstance(value, int):
+        return f"<{name}>{value}</{name}>"
+    if isinstance(value, str):
+        if _NOT_XML.search(value):
+            raise WireError(f"{name}: contains characters XML cannot carry")
+        return f"<{name}>{_cdata(value)}</{name}>"
+    raise WireError(f"{name}: unsupported value type {type(value).__name__}")
+
+
+def signable(params: Mapping[str, Any]) -> dict[str, Any]:
+    """What a signature covers: every top-level element's text content. A record element's text content
+    is its children's texts run together in document order (the DOM textContent that WeChat's own v2 SDK
+    (WXPayUtil.xmlToMap) reads for a nested element); a flat element is itself."""
+    return {k: "".join(str(x) for x in v.values() if x is not None) if isinstance(v, dict) else v
+            for k, v in params.items()}
 
 
 def from_xml(body: bytes | str, max_bytes: int = MAX_BODY_BYTES, root_tag: str = "xml") -> dict[str, str]:
     """Parse a flat `<xml>` document (`<root>` inside a refund notification's req_info).
     Raises WireError on anything else (DTDs/entities included)."""
+    return _parse(body, max_bytes, root_tag, None)[0]
+
+
+_RECORD = re.compile(r"(?P<prefix>[A-Za-z_]+_)(?P<n>0|[1-9][0-9]{0,3})")
+
+
+def from_xml_records(body: bytes | str, prefix: str, max_bytes: int = MAX_BODY_BYTES,
+                     max_records: int = 100) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """A `<xml>` document whose `<{prefix}N>` elements (N = 0, 1, ...) each hold one flat record.
+    Returns (fields to verify the signature over, with each record as its text content; the records in
+    order). Records must be numbered 0..n-1 without gaps; anything nested deeper is refused."""
+    fields, records = _parse(body, max_bytes, "xml", prefix)
+    if len(records) > max_records:
+        raise WireError(f"more than {max_records} records")
+    if sorted(records) != list(range(len(records))):
+        raise WireError(f"<{prefix}N> records are not numbered 0..{len(records) - 1}")
+    return fields, [records[n] for n in range(len(records))]
+
+
+def _parse(body: bytes | str, max_bytes: int, root_tag: str,
+           prefix: str | None) -> tuple[dict[str, str], dict[int, dict[str, str]]]:
     if isinstance(body, str):
         body = body.encode("utf-8")
     if not isinstance(body, (bytes, bytearray)):
@@ -79,13 +119,28 @@ def from_xml(body: bytes | str, max_bytes: int = MAX_BODY_BYTES, root_tag: str =
     if root.tag != root_tag:
         raise WireError(f"root element must be <{root_tag}>")
     fields: dict[str, str] = {}
+    records: dict[int, dict[str, str]] = {}
     for child in root:
-        if not isinstance(child.tag, str) or len(child):
-            raise WireError(f"nested element inside <{child.tag}>")
+        if not isinstance(child.tag, str):
+            raise WireError("unexpected XML node")
         if child.tag in fields:
             raise WireError(f"duplicate element <{child.tag}>")
-        fields[child.tag] = child.text or ""
-    return fields
+        record = _RECORD.fullmatch(child.tag) if prefix is not None and len(child) else None
+        if len(child) and (record is None or record["prefix"] != prefix):
+            raise WireError(f"nested element inside <{child.tag}>")
+        if record is not None:
+            inner: dict[str, str] = {}
+            for leaf in child:
+                if not isinstance(leaf.tag, str) or len(leaf):
+                    raise WireError(f"nested element inside <{child.tag}><{leaf.tag}>")
+                if leaf.tag in inner:
+                    raise WireError(f"duplicate element <{child.tag}><{leaf.tag}>")
+                inner[leaf.tag] = leaf.text or ""
+            records[int(record["n"])] = inner
+            fields[child.tag] = "".join(child.itertext())
+        else:
+            fields[child.tag] = child.text or ""
+    return fields, records
 
 
 def format_time(dt: datetime) -> str:
