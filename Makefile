@@ -66,6 +66,10 @@ deploy: $(STAMP) $(DEPLOY_STAMP)
 package: $(STAMP) $(DEPLOY_STAMP)
 	$(BIN)/python -m infra.deploy --stage $(STAGE) --python $(DEPLOY_PY) --package-only .build/$(STAGE)-package
 
+# The deploy test alone (make test runs it too): make deploy for real against moto's server on loopback.
+deploy-check: $(STAMP) $(DEPLOY_STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration/test_deploy_on_emulated_aws.py
+
 job: $(STAMP)
 	@$(BIN)/python -m infra.job "$(name)" '$(event)'
 

@@ -2,8 +2,9 @@
 
     python -m infra.deploy --stage prod [--dry-run] [--package-only OUT_DIR]
 
-1. Stateful stack: `aws cloudformation deploy` of infra/template.yaml as `kauri-<stage>-data`
-   (tables, bucket, alarms; every table and the bucket are Retain, so a stack mistake never drops data).
+1. Stateful stack: infra/template.yaml as `kauri-<stage>-data`, through one CloudFormation change set made
+   with boto3 (tables, bucket, alarms; every table and the bucket are Retain, so a stack mistake never
+   drops data). `--leave-out AWS::Cognito::` is for an emulator that cannot create those, never for AWS.
 2. Functions: a build directory (app.py, chalicelib/, .chalice/) whose vendor/ holds the runtime
    dependencies as manylinux wheels for Python 3.13, installed by pip for the Lambda platform, and
    bytecode for all of it compiled by Python 3.13 (unchecked-hash: the zip is immutable, so no
@@ -16,7 +17,11 @@
    template instead, `--merge-template`). The statements bucket's S3 -> SQS notification needs no step
    here: the stateful stack owns the bucket and declares it (and chalice wires SQS -> statement_landed).
 
-Nothing here runs on import; `--dry-run` prints the commands without running any.
+Chalice's record of what it made (`<stage>.json`) is kept in `--state-dir` (.chalice/deployed) and
+given back to chalice on the next deploy, which then updates in place. Every AWS call (ours and
+chalice's) goes where botocore sends it: AWS_ENDPOINT_URL points them all at an emulator
+(tests/integration/test_deploy_on_emulated_aws.py). Nothing here runs on import; `--dry-run` prints the
+steps without running any.
 """
 from __future__ import annotations
 
