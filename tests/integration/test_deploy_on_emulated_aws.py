@@ -15,6 +15,7 @@ Slow (two whole deploys, ~1 min): one test, so that it runs once however the sui
 from __future__ import annotations
 
 import base64
+import fnmatch
 import hashlib
 import json
 import os
@@ -130,7 +131,11 @@ def _check_the_account(aws: dict, build: Path, state: Path) -> str:
         role = fn["Role"].rsplit("/", 1)[1]
         [policy_name] = aws["iam"].list_role_policies(RoleName=role)["PolicyNames"]
         document = aws["iam"].get_role_policy(RoleName=role, PolicyName=policy_name)["PolicyDocument"]
-        assert (json.loads(document) if isinstance(document, str) else document) == policy, name
+        document = json.loads(document) if isinstance(document, str) else document
+        assert document == policy, name
+        [logs] = [s["Resource"] for s in document["Statement"] if s.get("Sid") == "Logs"]
+        group = fn["FunctionArn"].replace(":lambda:", ":logs:").split(":function:")[0] + f":log-group:/aws/lambda/{name}"
+        assert any(fnmatch.fnmatchcase(group + ":log-stream:x", pattern) for pattern in logs), name   # may log
     assert functions[f"kauri-{STAGE}-chase_payments"]["Timeout"] == 240    # config.json's per-function setting
     with zipfile.ZipFile(package) as zf:
         shipped = set(zf.namelist())
