@@ -1,6 +1,6 @@
 """Cold start as a Lambda sees it: Kauri's first create-payment beside a bare Chalice app's one put_item.
 
-    python -m bench.cold_start [--runs 7]
+    python -m bench.cold_start [--runs 7] [--instructions]
 
 What each trial is, for both apps, interleaved (bare, kauri, kauri+pyc, bare, ...):
   - the package laid out like chalice's unzipped deployment.zip in /var/task: app.py, chalicelib/,
@@ -14,7 +14,9 @@ What each trial is, for both apps, interleaved (bare, kauri, kauri+pyc, bare, ..
     local stack on 127.0.0.1), the bare app: one boto3 DynamoDB client and one put_item;
   - AWS is moto's server on 127.0.0.1 (the local stack's), for both; Kauri, as prod, reads its WeChat
     key from Secrets Manager there (one more call than the bare app, as in AWS).
-Prints the median of "import + first request" per app and the ratio Kauri / bare.
+Prints the median of "import + first request" per app and the ratio Kauri / bare. With `--instructions`
+each trial runs under valgrind's callgrind and the ratio is of instructions executed by the process: a
+figure that a busy machine does not move (wall times on the shared box swing by 30% from run to run).
 """
 from __future__ import annotations
 
@@ -143,10 +145,16 @@ def proxy_event(method: str, path: str, body: dict, headers: dict) -> dict:
     }
 
 
-def _trial(package: Path, env: dict[str, str], event: dict) -> dict:
+# Instructions instead of time: valgrind's callgrind counts what the process executes, the same on a busy
+# box as on a quiet one (the local stack's own work, in other processes, is not counted).
+CALLGRIND = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+
+
+def _trial(package: Path, env: dict[str, str], event: dict, count_instructions: bool = False) -> dict:
     run_env = dict(env, BENCH_EVENT=json.dumps(event), PYTHONDONTWRITEBYTECODE="1")
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-S", str(package / "bench_runner.py")], cwd=str(package),
+    done = subprocess.run([*(CALLGRIND if count_instructions else []), sys.executable, "-S",
+                           str(package / "bench_runner.py")], cwd=str(package),
                           env=run_env, capture_output=True, text=True)
     wall = (time.perf_counter() - started) * 1000
     if done.returncode != 0:
@@ -155,6 +163,9 @@ def _trial(package: Path, env: dict[str, str], event: dict) -> dict:
     if out["status"] not in (200, 201):
         raise SystemExit(f"trial in {package.name} answered {out['status']}: {out['body']}\n{done.stderr[-2000:]}")
     out["process_ms"] = wall
+    if count_instructions:
+        collected = [line for line in done.stderr.splitlines() if "Collected :" in line]
+        out["instructions"] = int(collected[-1].rsplit(":", 1)[1])
     return out
 
 
@@ -201,7 +212,7 @@ def _lambda_env(facts: dict) -> dict[str, str]:
     return env
 
 
-def run(runs: int = 7) -> dict:
+def run(runs: int = 7, count_instructions: bool = False) -> dict:
     import boto3
 
     with tempfile.TemporaryDirectory(prefix="kauri-cold-") as tmp:
@@ -237,17 +248,18 @@ def run(runs: int = 7) -> dict:
                             "merchant_reference": f"cold-{name}-{i}", "description": "Manuka honey"},
                             {"Content-Type": "application/json", "Authorization": f"Bearer {facts['api_key']}",
                              "Idempotency-Key": f"cold-{name}-{i}"})
-                    results[name].append(_trial(package, env, event))
+                    results[name].append(_trial(package, env, event, count_instructions))
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    return {"runs": runs, "results": results}
+    return {"runs": runs, "results": results, "instructions": count_instructions}
 
 
 def summary(result: dict) -> dict[str, dict[str, float]]:
     out = {}
+    keys = ("import_ms", "total_ms", "process_ms") + (("instructions",) if result.get("instructions") else ())
     for name, trials in result["results"].items():
-        out[name] = {key: statistics.median(t[key] for t in trials) for key in ("import_ms", "total_ms", "process_ms")}
+        out[name] = {key: statistics.median(t[key] for t in trials) for key in keys}
     return out
 
 
@@ -258,17 +270,27 @@ def report(result: dict) -> str:
              f"  {'app':12s} {'import':>9s} {'import+1st request':>19s} {'whole process':>14s}"]
     for name, m in s.items():
         lines.append(f"  {name:12s} {m['import_ms']:7.0f} ms {m['total_ms']:16.0f} ms {m['process_ms']:11.0f} ms")
-    bare = s["bare"]["total_ms"]
+    if result.get("instructions"):   # under valgrind the times are ~50x: only the counts mean anything
+        lines = [f"Cold start, Lambda-like, instructions executed (valgrind callgrind; process total), median of "
+                 f"{result['runs']}, Python {sys.version.split()[0]}"]
+        lines += [f"  {name:12s} {m['instructions'] / 1e9:6.3f} G" for name, m in s.items()]
+        key = "instructions"
+    else:
+        key = "total_ms"
+    bare = s["bare"][key]
     for name in ("kauri", "kauri+pyc"):
-        lines.append(f"  ratio {name} / bare (import + first request): {s[name]['total_ms'] / bare:.2f}x")
+        lines.append(f"  ratio {name} / bare ({'instructions' if key != 'total_ms' else 'import + first request'}): "
+                     f"{s[name][key] / bare:.2f}x")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions under valgrind (repeatable on a busy box; ~1 min per run)")
     args = parser.parse_args(argv)
-    print(report(run(args.runs)))
+    print(report(run(args.runs, args.instructions)))
     return 0
 
 

@@ -46,10 +46,13 @@ class SecretUnavailable(Exception):
 def _client(service: str):
     client = _clients.get(service)
     if client is None:
-        import boto3
+        # botocore's own client, as pynamodb makes: importing boto3 would add boto3 and s3transfer (with its
+        # thread and multiprocessing machinery) to the cold start of every payment, for nothing used here.
+        import botocore.session
 
         s = settings.get()
-        client = _clients[service] = boto3.client(service, region_name=s.region, endpoint_url=s.aws_endpoint_url)
+        client = _clients[service] = botocore.session.get_session().create_client(
+            service, region_name=s.region, endpoint_url=s.aws_endpoint_url)
     return client
 
 

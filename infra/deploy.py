@@ -2,8 +2,9 @@
 
     python -m infra.deploy --stage prod [--dry-run] [--package-only OUT_DIR]
 
-1. Stateful stack: `aws cloudformation deploy` of infra/template.yaml as `kauri-<stage>-data`
-   (tables, bucket, alarms; every table and the bucket are Retain, so a stack mistake never drops data).
+1. Stateful stack: infra/template.yaml as `kauri-<stage>-data`, through one CloudFormation change set made
+   with boto3 (tables, bucket, alarms; every table and the bucket are Retain, so a stack mistake never
+   drops data). `--leave-out AWS::Cognito::` is for an emulator that cannot create those, never for AWS.
 2. Functions: a build directory (app.py, chalicelib/, .chalice/) whose vendor/ holds the runtime
    dependencies as manylinux wheels for Python 3.13, installed by pip for the Lambda platform, and
    bytecode for all of it compiled by Python 3.13 (unchecked-hash: the zip is immutable, so no
@@ -16,7 +17,11 @@
    template instead, `--merge-template`). The statements bucket's S3 -> SQS notification needs no step
    here: the stateful stack owns the bucket and declares it (and chalice wires SQS -> statement_landed).
 
-Nothing here runs on import; `--dry-run` prints the commands without running any.
+Chalice's record of what it made (`<stage>.json`) is kept in `--state-dir` (.chalice/deployed) and
+given back to chalice on the next deploy, which then updates in place. Every AWS call (ours and
+chalice's) goes where botocore sends it: AWS_ENDPOINT_URL points them all at an emulator
+(tests/integration/test_deploy_on_emulated_aws.py). Nothing here runs on import; `--dry-run` prints the
+steps without running any.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -41,10 +47,74 @@ def stack_name(stage: str) -> str:
     return f"kauri-{stage}-data"
 
 
-def stack_command(stage: str) -> list[str]:
-    return ["aws", "cloudformation", "deploy", "--template-file", str(PROJECT_DIR / "infra" / "template.yaml"),
-            "--stack-name", stack_name(stage), "--parameter-overrides", f"Stage={stage}",
-            "--no-fail-on-empty-changeset", "--tags", "app=kauri", f"stage={stage}"]
+TEMPLATE_PATH = PROJECT_DIR / "infra" / "template.yaml"
+# CloudFormation's limit for a template passed inline (TemplateBody); past it, it must go through S3.
+TEMPLATE_BODY_LIMIT = 51_200
+
+
+def template_body(leave_out: tuple[str, ...] = ()) -> str:
+    """infra/template.yaml as sent to CloudFormation; with `leave_out` (resource type prefixes such as
+    "AWS::Cognito::", for an emulator that cannot create them) those resources, everything that refers to
+    them and the outputs that name them are removed."""
+    text = TEMPLATE_PATH.read_text()
+    if leave_out:
+        import yaml
+
+        template = yaml.safe_load(text)
+        dropped = {lid for lid, r in template["Resources"].items() if r["Type"].startswith(leave_out)}
+        if not dropped:
+            raise SystemExit(f"--leave-out {' '.join(leave_out)}: the template has no such resource")
+        refers = lambda node: any(d in json.dumps(node) for d in dropped)  # noqa: E731
+        template["Resources"] = {lid: r for lid, r in template["Resources"].items()
+                                 if lid not in dropped and not refers(r)}
+        template["Outputs"] = {k: o for k, o in template.get("Outputs", {}).items() if not refers(o)}
+        text = json.dumps(template)
+    if len(text.encode()) > TEMPLATE_BODY_LIMIT:
+        raise SystemExit(f"infra/template.yaml is {len(text.encode())} bytes: CloudFormation takes at most "
+                         f"{TEMPLATE_BODY_LIMIT} inline (upload it to S3 and pass TemplateURL instead)")
+    return text
+
+
+def deploy_stack(stage: str, leave_out: tuple[str, ...] = (), poll_seconds: int = 5) -> str:
+    """Create or update the stateful stack through a change set (what `aws cloudformation deploy` does,
+    without needing the AWS CLI). Returns "created", "updated" or "unchanged"."""
+    import boto3
+    from botocore.exceptions import ClientError, WaiterError
+
+    cfn = boto3.client("cloudformation")
+    name = stack_name(stage)
+    try:
+        status = cfn.describe_stacks(StackName=name)["Stacks"][0]["StackStatus"]
+    except ClientError as e:
+        if "does not exist" not in str(e):
+            raise
+        status = None
+    if status == "ROLLBACK_COMPLETE":   # a first create that failed leaves a stack that can only be deleted
+        raise SystemExit(f"stack {name} is ROLLBACK_COMPLETE (its first create failed): read its events, "
+                         f"delete it (its tables and bucket are Retain) and deploy again")
+    kind = "CREATE" if status in (None, "REVIEW_IN_PROGRESS") else "UPDATE"
+    change_set = f"{name}-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
+    cfn.create_change_set(
+        StackName=name, ChangeSetName=change_set, ChangeSetType=kind, TemplateBody=template_body(leave_out),
+        Parameters=[{"ParameterKey": "Stage", "ParameterValue": stage}],
+        # the staff directory's managed policy has a name (kauri-<stage>-staff-directory)
+        Capabilities=["CAPABILITY_NAMED_IAM"],
+        Tags=[{"Key": "app", "Value": "kauri"}, {"Key": "stage", "Value": stage}])
+    wait = {"Delay": poll_seconds, "MaxAttempts": 720 // poll_seconds}
+    try:
+        cfn.get_waiter("change_set_create_complete").wait(StackName=name, ChangeSetName=change_set,
+                                                          WaiterConfig=wait)
+    except WaiterError:
+        described = cfn.describe_change_set(StackName=name, ChangeSetName=change_set)
+        reason = described.get("StatusReason", "")
+        if "didn't contain changes" in reason or "No updates are to be performed" in reason:
+            cfn.delete_change_set(StackName=name, ChangeSetName=change_set)
+            return "unchanged"
+        raise SystemExit(f"change set {change_set} failed: {reason}")
+    cfn.execute_change_set(StackName=name, ChangeSetName=change_set)
+    done = "stack_create_complete" if kind == "CREATE" else "stack_update_complete"
+    cfn.get_waiter(done).wait(StackName=name, WaiterConfig=wait)
+    return "created" if kind == "CREATE" else "updated"
 
 
 def vendor_command(python: str, build: Path) -> list[str]:
@@ -60,7 +130,7 @@ def layout(build: Path) -> Path:
         shutil.rmtree(build)
     build.mkdir(parents=True)
     shutil.copy2(PROJECT_DIR / "app.py", build / "app.py")
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "deployments")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "deployments", "deployed")
     shutil.copytree(PROJECT_DIR / "chalicelib", build / "chalicelib", ignore=ignore)
     shutil.copytree(PROJECT_DIR / ".chalice", build / ".chalice", ignore=ignore)
     (build / "requirements.txt").write_text("# everything is in vendor/ (see infra/deploy.py)\n")
@@ -133,8 +203,8 @@ def gateway_merge_template() -> dict:
 
 
 def wire_api(stage: str, rest_api_id: str) -> list[str]:
-    """After chalice deploy: our gateway responses and the stage's throttling on the REST API, then a
-    deployment so they take effect. Running it again changes nothing."""
+    """After chalice deploy: our gateway responses on the REST API and a deployment so they take effect,
+    then the stage's throttling. Running it again changes nothing."""
     import boto3
 
     from chalicelib.api import gateway
@@ -144,11 +214,13 @@ def wire_api(stage: str, rest_api_id: str) -> list[str]:
     for response_type in gateway.GATEWAY_RESPONSES:
         api.put_gateway_response(restApiId=rest_api_id, **gateway.gateway_response(response_type))
         done.append(response_type)
+    # The deployment first: gateway responses take effect with a deployment, stage settings at once (and an
+    # emulator that rebuilds the stage on create_deployment would otherwise drop the throttling).
+    api.create_deployment(restApiId=rest_api_id, stageName=stage, description="kauri gateway responses")
     rate, burst = STAGE_THROTTLE[stage]
     api.update_stage(restApiId=rest_api_id, stageName=stage, patchOperations=[
         {"op": "replace", "path": "/*/*/throttling/rateLimit", "value": str(rate)},
         {"op": "replace", "path": "/*/*/throttling/burstLimit", "value": str(burst)}])
-    api.create_deployment(restApiId=rest_api_id, stageName=stage, description="kauri gateway responses")
     return done
 
 
@@ -176,10 +248,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", default=os.environ.get("DEPLOY_PY", "python3.13"),
                         help="a Python 3.13 with chalice installed (the Lambda runtime follows it)")
     parser.add_argument("--build-dir", default=str(PROJECT_DIR / ".build"))
+    parser.add_argument("--state-dir", default=str(PROJECT_DIR / ".chalice" / "deployed"),
+                        help="where chalice's record of what it made (<stage>.json) is kept between deploys")
     parser.add_argument("--package-only", metavar="OUT_DIR", help="`chalice package` into OUT_DIR, deploy nothing")
+    parser.add_argument("--leave-out", action="append", default=[], metavar="TYPE_PREFIX",
+                        help="leave resources of this type (e.g. AWS::Cognito::) and what refers to them out of "
+                             "the stack: only for an emulator that cannot create them, never for AWS")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
+    if os.sep in args.python:   # a path (make's default is relative): chalice runs in the build directory
+        args.python = os.path.abspath(args.python)   # not resolved: a venv's python is a symlink out of it
     build = Path(args.build_dir) / args.stage
+    state = Path(args.state_dir)
 
     def run(cmd: list[str], cwd: Path | None = None) -> None:
         print("+", shlex.join(cmd), flush=True)
@@ -189,12 +269,20 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run:
         check_python(args.python)
     if not args.package_only:
-        run(stack_command(args.stage))
+        left_out = f", leaving out {' '.join(args.leave_out)}" if args.leave_out else ""
+        print(f"+ (stateful stack {stack_name(args.stage)}: a CloudFormation change set of infra/template.yaml, "
+              f"Stage={args.stage}{left_out})", flush=True)
+        if not args.dry_run:
+            print(f"  stack {deploy_stack(args.stage, tuple(args.leave_out))}", flush=True)
     print(f"+ (build {build})", flush=True)
     if not args.dry_run:
         layout(build)
         policy_for(args.stage, build)
         (build / "gateway-responses.json").write_text(json.dumps(gateway_merge_template(), indent=2) + "\n")
+        if not args.package_only and (state / f"{args.stage}.json").exists():
+            # what the last deploy made, so chalice updates it in place instead of making it again
+            (build / ".chalice" / "deployed").mkdir()
+            shutil.copy2(state / f"{args.stage}.json", build / ".chalice" / "deployed" / f"{args.stage}.json")
     run(vendor_command(args.python, build))
     if not args.dry_run:
         compile_bytecode(build, args.python)
@@ -202,13 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.package_only:
         print("+ (gateway responses and stage throttling on the REST API)", flush=True)
         if not args.dry_run:
-            # chalice deploy wrote .chalice/deployed/<stage>.json in the build dir: keep a copy in the repo.
-            deployed = build / ".chalice" / "deployed"
-            if deployed.exists():
-                shutil.copytree(deployed, PROJECT_DIR / ".chalice" / "deployed", dirs_exist_ok=True)
+            state.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(build / ".chalice" / "deployed" / f"{args.stage}.json", state / f"{args.stage}.json")
             rest_api_id = rest_api_id_of(build, args.stage)
-            if rest_api_id:
-                wire_api(args.stage, rest_api_id)
+            if not rest_api_id:
+                raise SystemExit(f"chalice deploy recorded no REST API in {state / (args.stage + '.json')}")
+            wire_api(args.stage, rest_api_id)
     return 0
 
 

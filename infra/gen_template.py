@@ -470,8 +470,11 @@ def build_policy(specs: list[dict[str, Any]], stage: str) -> dict[str, Any]:
                 "Sid": "Logs",
                 "Effect": "Allow",
                 "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                # <app>-<stage>-<function>, and the API handler, which chalice names <app>-<stage> alone
                 "Resource": [f"arn:aws:logs:*:*:log-group:/aws/lambda/{APP}-{stage}-*",
-                             f"arn:aws:logs:*:*:log-group:/aws/lambda/{APP}-{stage}-*:*"],
+                             f"arn:aws:logs:*:*:log-group:/aws/lambda/{APP}-{stage}-*:*",
+                             f"arn:aws:logs:*:*:log-group:/aws/lambda/{APP}-{stage}",
+                             f"arn:aws:logs:*:*:log-group:/aws/lambda/{APP}-{stage}:*"],
             },
             {
                 "Sid": "Tables",

@@ -83,3 +83,7 @@ def client(aws):
         yield c
         http.unmount_all()
         channels.reset()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "deploy: a whole `make deploy` against the emulated AWS (slow, ~1 min)")

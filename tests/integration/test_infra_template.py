@@ -89,8 +89,26 @@ def test_each_stage_policy_names_only_its_own_tables_bucket_and_logs(specs, stag
         assert "*" not in statement["Resource"]
         assert all(not a.endswith(":*") for a in statement["Action"])
         for resource in statement["Resource"]:
-            assert f"kauri-{stage}-" in resource and "kauri-*" not in resource, resource
+            api_handler_logs = resource.removesuffix(":*").endswith(f"log-group:/aws/lambda/kauri-{stage}")
+            assert f"kauri-{stage}-" in resource or api_handler_logs, resource
+            assert "kauri-*" not in resource, resource
             assert not any(f"kauri-{o}-" in resource for o in others), resource
+
+
+@pytest.mark.parametrize("stage", ["dev", "sandbox", "prod"])
+def test_every_function_may_write_its_own_log_group_the_api_handler_too(stage):
+    """chalice names a function kauri-<stage>-<name>, but the API handler kauri-<stage> alone."""
+    import fnmatch
+
+    import app
+
+    logs = _policy(stage)["Logs"]["Resource"]
+    names = [f"kauri-{stage}"] + [f"kauri-{stage}-{f.name}" for f in app.app.pure_lambda_functions] + \
+        [f"kauri-{stage}-{e.name}" for e in app.app.event_sources]
+    for name in names:
+        group = f"arn:aws:logs:ap-southeast-2:123456789012:log-group:/aws/lambda/{name}"
+        assert any(fnmatch.fnmatchcase(group, pattern) for pattern in logs), name
+        assert any(fnmatch.fnmatchcase(group + ":log-stream:2026/11/28/x", pattern) for pattern in logs), name
 
 
 @pytest.mark.parametrize("stage", ["dev", "sandbox", "prod"])

@@ -134,3 +134,22 @@ def test_a_plaintext_webhook_secret_from_before_sealing_still_signs_and_is_seale
     item = WebhookEndpointModel.get(merchant.merchant.id, "we_legacy000000001")
     assert item.secret is None and item.secret_sealed and item.enabled is False
     assert merchant_store.signing_secret(item) == "whsec_legacy"
+
+
+def test_reading_a_channel_secret_on_the_payment_path_loads_neither_boto3_nor_s3transfer():
+    """Cold start: the create-payment path (its modules, pynamodb, a Secrets Manager client) stays on
+    botocore; boto3 would add itself and s3transfer to every first payment of a container."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = ("import sys, app; from chalicelib.api import requests; from chalicelib.services import payments; "
+             "from chalicelib import secrets; secrets._client('secretsmanager'); "
+             "print(','.join(m for m in ('boto3', 's3transfer') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=str(Path(__file__).resolve().parents[2]),
+                         capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin", "KAURI_STAGE": "prod", "KAURI_SANDBOX_ENABLED": "0",
+                              "AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "testing",
+                              "AWS_SECRET_ACCESS_KEY": "testing"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == ""
