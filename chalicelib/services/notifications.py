@@ -181,11 +181,12 @@ def _send(url: str, secret: str, body: str, timeout: int) -> tuple[bool, str]:
     return False, f"HTTP {answer.status}"
 
 
-def resend(merchant_id: str, livemode: bool, event_id: str, completion: Completion | None = None) -> dict | None:
+def resend(merchant_id: str, livemode: bool, event_id: str, completion: Completion | None = None,
+           actor: str | None = None) -> dict | None:
     """Queue an event again for every endpoint (ops or the merchant asked), and try it now.
 
-    The re-queue and the reply saying so are one transaction; once the attempt is made, the stored
-    reply is brought up to date."""
+    The re-queue, the reply saying so and, for a person (`actor`), the audit entry are one transaction;
+    once the attempt is made, the stored reply is brought up to date."""
     item = _own(merchant_id, livemode, event_id)
     if item is None:
         return None
@@ -195,6 +196,8 @@ def resend(merchant_id: str, livemode: bool, event_id: str, completion: Completi
     item.attempts = 0
     item.next_attempt_at = clock.epoch()
     unit = Unit().save_versioned(item)
+    if actor:
+        unit.audit(merchant_id, actor, "event.resent", {"event": event_id})
     if completion is not None:
         completion.attach(unit, 200, view(item))
     try:
