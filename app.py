@@ -735,6 +735,14 @@ def merchant_alerts(event):
     return jobs.run(jobs.MERCHANT_ALERTS, event.to_dict(), event.context)
 
 
+# Kauri's own mail (staff invitations), queued with what it tells of; retried like webhooks.
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="send_mail")
+def send_mail(event):
+    from chalicelib.services import jobs
+
+    return jobs.run(jobs.SEND_MAIL, event.to_dict(), event.context)
+
+
 # Daily at 03:30 UTC = 16:30 NZDT / 15:30 NZST: always before the 17:00 local auto_withdraw.
 # Hand-run: {"date": "2026-11-25", "merchant_id": "mch_...", "dry_run": true} (all optional).
 @app.schedule(Cron(30, 3, "*", "*", "?", "*"), name="release_funds")
@@ -764,7 +772,7 @@ def download_statements(event):
     return statements.download_job(event.to_dict())
 
 
-hand_runnable(retry_webhooks, chase_payments, fx_pull, merchant_alerts, release_funds, auto_withdraw,
+hand_runnable(retry_webhooks, chase_payments, fx_pull, merchant_alerts, send_mail, release_funds, auto_withdraw,
               download_statements)
 
 

@@ -147,10 +147,19 @@ class Settings:
     # A stack on a developer's machine (make run, tests): webhooks and simulator notifications may go to
     # http:// and loopback receivers. Off by default, never in prod (chalicelib.egress).
     local_receivers: bool = False
+    # The From of Kauri's own mail (staff invitations), an address of an identity verified in Amazon SES
+    # for this stage, e.g. "Kauri <no-reply@kauri.nz>". Empty: mail is off (the portal shows the link).
+    mail_from: str = ""
 
     @property
     def is_prod(self) -> bool:
         return self.stage == "prod"
+
+    @property
+    def shows_invitation_links(self) -> bool:
+        """Does the portal (and invite_owner) show the invitation link itself? Where mail is off, and on
+        stages that run on sandboxes (the local stack, tests); in prod with mail on, only the mail has it."""
+        return self.sandbox_enabled or not self.mail_from
 
     def channel_config(self, channel: str, livemode: bool):
         """The settings a channel uses in a mode; None when that mode has no environment here."""
@@ -251,6 +260,7 @@ def _load(env: dict[str, str], stage: str) -> Settings:
         payout_source_account=env.get("KAURI_PAYOUT_SOURCE_ACCOUNT", "0102420100194000" if stage != "prod" else ""),
         payout_subscriber_name=env.get("KAURI_PAYOUT_SUBSCRIBER_NAME", "Kauri Payments"),
         local_receivers=_bool(env.get("KAURI_LOCAL_RECEIVERS")) and stage != "prod",
+        mail_from=env.get("KAURI_MAIL_FROM", "").strip()[:200],
         wechat_oa=WeChatOASettings(
             appid=env.get("KAURI_WECHAT_OA_APPID", "wx5c1e0a9b7d3f2e41" if stage != "prod" else ""),
             appsecret=env.get("KAURI_WECHAT_OA_APPSECRET",

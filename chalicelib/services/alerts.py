@@ -18,7 +18,6 @@ from chalicelib.services import errors
 from chalicelib.services.idempotency import Completion
 from chalicelib.store.unit import Conflict, Unit
 from chalicelib.services import notifications
-from chalicelib.services.notifications import BACKOFF
 from chalicelib.store import alerts as store
 
 MAX_BINDINGS = 20          # every alert of a payment rides in its transaction (<= 100 items in all)
@@ -176,43 +175,16 @@ def deliver_due(dry_run: bool = False, merchant_id: str | None = None, limit: in
 
 
 def deliver(item, client, timeout: int | None = None) -> str | None:
-    """One attempt at one alert. As for webhooks, the attempt is counted (and its retry scheduled) in
-    the versioned write that leases the alert, before anything is sent: a run killed mid-send still
-    counts, and an alert whose last attempt never finished ends `failed`."""
+    """One attempt at one alert (notifications.attempt_one: leased and counted before it is sent)."""
     from chalicelib.channels.wechat_oa.client import OAError
 
-    now = clock.epoch()
-    if store.binding(item.merchant_id, item.binding_id) is None:
-        outcome = "cancelled"   # the staff member was unbound before we got to it
-        item.status, item.due_shard, item.next_attempt_at = "cancelled", None, None
-    elif notifications.out_of_attempts(item):
-        outcome = "failed"
-        item.status, item.due_shard, item.next_attempt_at = "failed", None, None
-        item.last_error = "LAST_ATTEMPT_UNFINISHED"
-        log.error("merchant_alert_failed", alert_id=item.alert_id, merchant_id=item.merchant_id,
-                  code=item.last_error, attempts=item.attempts)
-    elif not notifications.start_attempt(item, now):
-        return None  # another worker has it
-    else:
+    def send(alert) -> None:
         try:
-            item.msgid = client.send_template(item.openid, dict(item.data), client_msg_id=item.alert_id,
-                                              timeout=timeout)
+            alert.msgid = client.send_template(alert.openid, dict(alert.data), client_msg_id=alert.alert_id,
+                                               timeout=timeout)
         except OAError as exc:
-            item.last_error = str(exc.code)[:100]
-            if not exc.retryable or notifications.out_of_attempts(item):
-                outcome = "failed"
-                item.status, item.due_shard, item.next_attempt_at = "failed", None, None
-                log.error("merchant_alert_failed", alert_id=item.alert_id, merchant_id=item.merchant_id,
-                          code=str(exc.code), attempts=item.attempts)
-            else:
-                outcome = "retrying"
-                item.next_attempt_at = clock.epoch() + BACKOFF[item.attempts - 1]
-        else:
-            outcome = "delivered"
-            item.status, item.due_shard, item.next_attempt_at, item.last_error = "delivered", None, None, None
-    if not store.save_if_unchanged(item):
-        log.error("merchant_alert_state_lost", alert_id=item.alert_id)
-        return None
-    log.info("merchant_alert_attempt", alert_id=item.alert_id, payment_id=item.payment_id,
-             attempt=int(item.attempts or 0), status=item.status)
-    return outcome
+            raise notifications.SendFailed(str(exc.code), exc.retryable) from None
+
+    unbound = store.binding(item.merchant_id, item.binding_id) is None  # unbound before we got to it
+    return notifications.attempt_one(item, send, "merchant_alert", cancelled=unbound, alert_id=item.alert_id,
+                                     merchant_id=item.merchant_id, payment_id=item.payment_id)

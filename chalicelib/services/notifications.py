@@ -94,6 +94,57 @@ def out_of_attempts(item) -> bool:
     return int(item.attempts or 0) >= MAX_ATTEMPTS
 
 
+class SendFailed(Exception):
+    """One outbox item's send did not go through; `retryable`: the same send may succeed later."""
+
+    def __init__(self, code: str, retryable: bool = True):
+        super().__init__(code)
+        self.code = code
+        self.retryable = retryable
+
+
+def attempt_one(item, send, what: str, cancelled: bool = False, **log_ids) -> str | None:
+    """One attempt at a single-recipient outbox item (a staff alert, a mail): the shared life of both.
+
+    As for webhook events, the attempt is counted (and its retry scheduled) in the versioned write that
+    leases the item (`start_attempt`), before anything is sent: a run killed mid-send still counts, the
+    next worker waits for the backoff, and an item whose last attempt never finished ends `failed`.
+    `send(item)` sends it (noting on the item what the receiver answered) or raises SendFailed.
+    `cancelled`: nobody wants it any more. Returns delivered / retrying / failed / cancelled, or None
+    when another worker holds or changed the item."""
+    now = clock.epoch()
+    if cancelled:
+        outcome = "cancelled"
+        item.status, item.due_shard, item.next_attempt_at = "cancelled", None, None
+    elif out_of_attempts(item):
+        outcome = "failed"
+        item.status, item.due_shard, item.next_attempt_at = "failed", None, None
+        item.last_error = "LAST_ATTEMPT_UNFINISHED"
+        log.error(f"{what}_failed", code=item.last_error, attempts=item.attempts, **log_ids)
+    elif not start_attempt(item, now):
+        return None  # another worker has it
+    else:
+        try:
+            send(item)
+        except SendFailed as exc:
+            item.last_error = str(exc.code)[:100]
+            if not exc.retryable or out_of_attempts(item):
+                outcome = "failed"
+                item.status, item.due_shard, item.next_attempt_at = "failed", None, None
+                log.error(f"{what}_failed", code=item.last_error, attempts=item.attempts, **log_ids)
+            else:
+                outcome = "retrying"
+                item.next_attempt_at = clock.epoch() + BACKOFF[item.attempts - 1]
+        else:
+            outcome = "delivered"
+            item.status, item.due_shard, item.next_attempt_at, item.last_error = "delivered", None, None, None
+    if not store.save_if_unchanged(item):
+        log.error(f"{what}_state_lost", **log_ids)
+        return None
+    log.info(f"{what}_attempt", attempt=int(item.attempts or 0), status=item.status, **log_ids)
+    return outcome
+
+
 def deliver(item, budget=None) -> bool:
     """One delivery attempt of one event to each of the merchant's endpoints not yet served.
 
