@@ -666,6 +666,39 @@ def portal_code_action(code_id, action):
     return codes.act(_req(), action, code_id)
 
 
+@app.route("/portal/alerts", methods=["GET"])
+@page_endpoint
+def portal_alerts():
+    from chalicelib.web.portal import alerts
+
+    return alerts.page(_req())
+
+
+@app.route("/portal/alerts/codes", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_alert_bind_code():
+    from chalicelib.web.portal import alerts
+
+    return alerts.new_code(_req())
+
+
+@app.route("/portal/alerts/{binding_id}/remove", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_alert_unbind(binding_id):
+    from chalicelib.web.portal import alerts
+
+    return alerts.remove(binding_id, _req())
+
+
+# Scanned in WeChat by the staff member (no portal session): the Official Account's OAuth, then the binding.
+@app.route("/portal/alerts/bind/{token}", methods=["GET"])
+@page_endpoint
+def portal_alert_bind(token):
+    from chalicelib.web.portal import alerts
+
+    return alerts.bind(token, _req())
+
+
 @app.route("/portal/developers", methods=["GET"])
 @page_endpoint
 def portal_developers():

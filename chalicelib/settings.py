@@ -103,6 +103,7 @@ class WeChatOASettings:
     template_id: str            # the "payment received" template: amount, store, time, reference
     base_url: str               # https://api.weixin.qq.com in prod
     secret_id: str = ""         # prod: secret with appsecret
+    oauth_url: str = ""         # https://open.weixin.qq.com in prod: the authorize page (staff binding alerts)
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,7 @@ def _load(env: dict[str, str], stage: str) -> Settings:
             template_id=env.get("KAURI_WECHAT_OA_TEMPLATE_ID", "Kq1Xw8mN3pR7tV2yB5cF9hJ4lZ6sD0gA-payment-rcvd"
                                 if stage != "prod" else ""),
             base_url=env.get("KAURI_WECHAT_OA_BASE_URL", default_sandbox + "/wechat_oa").rstrip("/"),
+            oauth_url=env.get("KAURI_WECHAT_OA_OAUTH_URL", default_sandbox + "/wechat_oa").rstrip("/"),
         ),
     )
 

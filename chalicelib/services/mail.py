@@ -14,7 +14,7 @@ import re
 from datetime import timedelta
 from email.utils import parseaddr
 
-from chalicelib import clock, ids, log, secrets, settings
+from chalicelib import clock, ids, secrets, settings
 from chalicelib.services import notifications
 from chalicelib.store import mail as store
 
@@ -157,15 +157,7 @@ def deliver_due(dry_run: bool = False, merchant_id: str | None = None, limit: in
     out = {"due": len(due), "delivered": 0, "retrying": 0, "failed": 0, "cancelled": 0}
     if dry_run or not due:
         return out
-    budget = budget or notifications.Budget()
-    for item in due:
-        if not budget.allows(notifications.send_ms()):
-            out["out_of_time"] = True   # the rest stay due for the next minute's run
-            break
-        outcome = deliver(item, notifications.send_timeout(budget))
-        if outcome:
-            out[outcome] += 1
-    return out
+    return notifications.attempt_due(due, deliver, budget or notifications.Budget(), out)
 
 
 def recent_for(merchant_id: str) -> list:

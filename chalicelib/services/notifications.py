@@ -103,6 +103,19 @@ class SendFailed(Exception):
         self.retryable = retryable
 
 
+def attempt_due(due: list, attempt, budget, out: dict) -> dict:
+    """Attempt each due single-recipient item (`attempt(item, timeout)` -> its outcome, counted in `out`)
+    while the run has time; the rest stay due for the next run."""
+    for item in due:
+        if not budget.allows(send_ms()):
+            out["out_of_time"] = True
+            break
+        outcome = attempt(item, send_timeout(budget))
+        if outcome:
+            out[outcome] += 1
+    return out
+
+
 def attempt_one(item, send, what: str, cancelled: bool = False, **log_ids) -> str | None:
     """One attempt at a single-recipient outbox item (a staff alert, a mail): the shared life of both.
 

@@ -16,6 +16,7 @@ _MODELS = [
     ("chalicelib.store.jobs", "JobRunModel"),
     ("chalicelib.store.alerts", "AlertBindingModel"),
     ("chalicelib.store.alerts", "AlertModel"),
+    ("chalicelib.store.alerts", "BindCodeModel"),
     ("chalicelib.store.qr_codes", "QrCodeModel"),
     ("chalicelib.store.qr_codes", "ThrottleModel"),
     ("chalicelib.store.sandbox", "SandboxRecord"),

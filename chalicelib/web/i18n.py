@@ -113,6 +113,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "portal_accept": {"en": "Join", "zh-CN": "加入"},
     "portal_nav_home": {"en": "Home", "zh-CN": "首页"},
     "portal_nav_staff": {"en": "Staff", "zh-CN": "员工"},
+    "portal_nav_alerts": {"en": "WeChat alerts", "zh-CN": "微信提醒"},
     "portal_role": {"en": "Role", "zh-CN": "角色"},
     "portal_role_owner": {"en": "owner", "zh-CN": "所有者"},
     "portal_role_manager": {"en": "manager", "zh-CN": "经理"},
@@ -155,6 +156,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "wechat_bind_refused_text": {"en": "It was already used, has expired, or is not a Kauri code. Ask for a new one "
                                        "in the portal.",
                                  "zh-CN": "此二维码已被使用、已过期或无效，请在商户后台重新生成。"},
+    "wechat_bind_error_text": {"en": "WeChat could not be reached. Scan the code again in a moment.",
+                               "zh-CN": "暂时无法连接微信，请稍后重新扫码。"},
     "wechat_bind_exists_text": {"en": "This WeChat already gets this business's alerts.",
                                 "zh-CN": "此微信已在接收该商户的提醒。"},
     "wechat_bind_full_text": {"en": "This business has as many WeChat alert receivers as it can have.",

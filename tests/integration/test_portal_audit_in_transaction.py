@@ -8,22 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib import clock
 from chalicelib.services import merchants
-from chalicelib.services.merchants import DEMO_CHANNELS
 from chalicelib.store import audit, events
 from chalicelib.store.models import ENDPOINT_COUNTER, WebhookEndpointModel
 from chalicelib.store.qr_codes import QrCodeModel
 from tests.integration.helpers import MerchantApi, paid_payment
-from tests.integration.portal_helpers import owner_of
-from tests.integration.test_balances_and_withdrawals import THURSDAY
-
-
-@pytest.fixture
-def shop(client):
-    clock.freeze(THURSDAY)
-    merchant_id = merchants.create_merchant("Tui Honey", channels=dict(DEMO_CHANNELS)).id
-    return merchant_id, owner_of(client, merchant_id)
+from tests.integration.test_portal_codes_and_keys import shop  # noqa: F401  (fixture)
 
 
 @pytest.fixture

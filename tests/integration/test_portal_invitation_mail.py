@@ -66,6 +66,15 @@ def ses_fails(monkeypatch):
     return state
 
 
+def invite_while_ses_refuses(client, merchant_id, ses_fails, times=1, code="TooManyRequestsException"):
+    """The owner joins, then invites a manager while SES refuses the next `times` sends with `code`."""
+    owner = owner_of(client, merchant_id)
+    ses_fails.update(times=times, code=code, calls=0)
+    owner.get("/portal/staff")
+    assert owner.post("/portal/staff/invite", {"email": "boss@tuihoney.nz", "role": "manager"}).status_code == 200
+    return owner
+
+
 def test_an_invitation_is_mailed_once_in_english_and_chinese_with_a_link_that_works(client, merchant_id):
     owner = owner_of(client, merchant_id)
     owner.get("/portal/staff")
@@ -97,10 +106,7 @@ def test_an_invitation_is_mailed_once_in_english_and_chinese_with_a_link_that_wo
 
 
 def test_a_failed_send_is_retried_after_its_backoff_and_the_mail_goes_out_once(client, merchant_id, ses_fails):
-    owner = owner_of(client, merchant_id)
-    ses_fails.update(times=2, calls=0)
-    owner.get("/portal/staff")
-    owner.post("/portal/staff/invite", {"email": "boss@tuihoney.nz", "role": "manager"})
+    owner = invite_while_ses_refuses(client, merchant_id, ses_fails, times=2)
     assert 'data-state="pending"' in owner.text() and "has not gone out yet" in owner.text()
     item = mail_to("boss@tuihoney.nz")
     assert (item.status, int(item.attempts), item.last_error) == ("pending", 1, "TooManyRequestsException")
@@ -119,10 +125,7 @@ def test_a_failed_send_is_retried_after_its_backoff_and_the_mail_goes_out_once(c
 
 
 def test_two_workers_holding_the_same_mail_send_it_once(client, merchant_id, ses_fails):
-    owner = owner_of(client, merchant_id)
-    ses_fails["times"] = 1
-    owner.get("/portal/staff")
-    owner.post("/portal/staff/invite", {"email": "boss@tuihoney.nz", "role": "manager"})
+    invite_while_ses_refuses(client, merchant_id, ses_fails)
     clock.advance(timedelta(minutes=1))
     first, second = MailModel.get(mail_to("boss@tuihoney.nz").mail_id), MailModel.get(mail_to("boss@tuihoney.nz").mail_id)
     assert mail.deliver(first) == "delivered"
@@ -131,20 +134,14 @@ def test_two_workers_holding_the_same_mail_send_it_once(client, merchant_id, ses
 
 
 def test_a_rejected_mail_is_not_retried_and_the_staff_page_says_it_failed(client, merchant_id, ses_fails):
-    owner = owner_of(client, merchant_id)
-    ses_fails.update(times=1, code="MessageRejected")
-    owner.get("/portal/staff")
-    owner.post("/portal/staff/invite", {"email": "boss@tuihoney.nz", "role": "manager"})
+    owner = invite_while_ses_refuses(client, merchant_id, ses_fails, code="MessageRejected")
     assert 'data-state="failed"' in owner.text() and 'id="invitation-link"' in owner.text()
     clock.advance(timedelta(days=1))
     assert scheduled(client, "send_mail")["due"] == 0 and sent_to("boss@tuihoney.nz") == []
 
 
 def test_mail_not_sent_before_the_invitation_was_accepted_is_cancelled(client, merchant_id, ses_fails):
-    owner = owner_of(client, merchant_id)
-    ses_fails["times"] = 1
-    owner.get("/portal/staff")
-    owner.post("/portal/staff/invite", {"email": "boss@tuihoney.nz", "role": "manager"})
+    owner = invite_while_ses_refuses(client, merchant_id, ses_fails)
     link = re.search(r'id="invitation-link" href="([^"]+)"', owner.text()).group(1)
     assert Browser(client).accept(link).status_code == 303          # they were given the link by hand
     clock.advance(timedelta(minutes=1))
@@ -154,10 +151,7 @@ def test_mail_not_sent_before_the_invitation_was_accepted_is_cancelled(client, m
 
 def test_the_invitation_token_is_never_logged_nor_stored_in_the_clear(client, merchant_id, ses_fails, caplog):
     caplog.set_level(logging.INFO)
-    owner = owner_of(client, merchant_id)
-    ses_fails["times"] = 1
-    owner.get("/portal/staff")
-    owner.post("/portal/staff/invite", {"email": "boss@tuihoney.nz", "role": "manager"})
+    invite_while_ses_refuses(client, merchant_id, ses_fails)
     clock.advance(timedelta(minutes=1))
     assert scheduled(client, "send_mail")["delivered"] == 1
     (message,) = sent_to("boss@tuihoney.nz")
@@ -171,10 +165,7 @@ def test_the_invitation_token_is_never_logged_nor_stored_in_the_clear(client, me
 
 
 def test_a_waiting_mail_keeps_the_link_only_under_its_kms_envelope(client, merchant_id, ses_fails):
-    owner = owner_of(client, merchant_id)
-    ses_fails["times"] = 1
-    owner.get("/portal/staff")
-    owner.post("/portal/staff/invite", {"email": "boss@tuihoney.nz", "role": "manager"})
+    owner = invite_while_ses_refuses(client, merchant_id, ses_fails)
     link = re.search(r'id="invitation-link" href="([^"]+)"', owner.text()).group(1)
     item = mail_to("boss@tuihoney.nz")
     assert set(item.sealed) == {"v", "key", "nonce", "ct"} and link not in str(item.attribute_values)
