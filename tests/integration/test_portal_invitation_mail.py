@@ -210,3 +210,17 @@ def test_prod_with_mail_on_does_not_show_the_link_only_the_mail_has_it():
     assert settings.load(base).shows_invitation_links is False
     assert settings.load({**base, "KAURI_MAIL_FROM": ""}).shows_invitation_links is True
     assert settings.load({"KAURI_STAGE": "dev", "KAURI_MAIL_FROM": "x@y.nz"}).shows_invitation_links is True
+
+
+def test_the_stack_lets_the_functions_send_mail_only_from_the_stages_verified_identity():
+    from infra import gen_template
+
+    doc = gen_template.build_template(gen_template.table_specs())
+    policy = doc["Resources"]["MailSendPolicy"]
+    assert policy["Condition"] == "HasMailIdentity" and "MailIdentity" in doc["Parameters"]
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Action"] == ["ses:SendEmail"]
+    assert statement["Resource"] == [
+        {"Fn::Sub": "arn:aws:ses:${AWS::Region}:${AWS::AccountId}:identity/${MailIdentity}"}]
+    for stage in gen_template.STAGES:       # the stage policies grant no other mail right
+        assert "ses:" not in gen_template.policy_path(stage).read_text()
