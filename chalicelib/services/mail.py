@@ -14,7 +14,7 @@ import re
 from datetime import timedelta
 from email.utils import parseaddr
 
-from chalicelib import clock, ids, secrets, settings
+from chalicelib import clock, ids, log, secrets, settings
 from chalicelib.services import notifications
 from chalicelib.store import mail as store
 
@@ -114,13 +114,18 @@ def deliver(item, timeout: int | None = None) -> str | None:
                                     "Body": {"Text": {"Data": body, "Charset": "UTF-8"}}}})
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", "ClientError"))
+            if code in PERMANENT:
+                m.sealed = None         # never to be sent: keep the link no longer
             raise notifications.SendFailed(code, code not in PERMANENT) from None
         except BotoCoreError as exc:    # network, timeouts
             raise notifications.SendFailed(type(exc).__name__) from None
         m.message_id = str(answer.get("MessageId", ""))[:200]
         m.sealed = None                 # sent: the link is no longer kept anywhere but in the invitation hash
 
-    return notifications.attempt_one(item, send, "mail", cancelled=_moot(item), mail_id=item.mail_id,
+    moot = _moot(item)
+    if moot:
+        item.sealed = None
+    return notifications.attempt_one(item, send, "mail", cancelled=moot, mail_id=item.mail_id,
                                      merchant_id=item.merchant_id, kind=item.kind)
 
 
@@ -144,7 +149,11 @@ def send_now(mail_id: str | None) -> str:
         return "pending"
     if item.status == "pending":
         budget = notifications.Budget(total_ms=SEND_NOW_MS)
-        deliver(item, notifications.send_timeout(budget))
+        try:
+            deliver(item, notifications.send_timeout(budget))
+        except Exception as exc:  # the invitation stands; the job tries again
+            log.warning("mail_send_now_failed", mail_id=mail_id, error=type(exc).__name__)
+            return "pending"
         item = store.get(mail_id) or item
     return item.status
 

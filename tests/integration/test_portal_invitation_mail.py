@@ -136,6 +136,7 @@ def test_two_workers_holding_the_same_mail_send_it_once(client, merchant_id, ses
 def test_a_rejected_mail_is_not_retried_and_the_staff_page_says_it_failed(client, merchant_id, ses_fails):
     owner = invite_while_ses_refuses(client, merchant_id, ses_fails, code="MessageRejected")
     assert 'data-state="failed"' in owner.text() and 'id="invitation-link"' in owner.text()
+    assert mail_to("boss@tuihoney.nz").sealed is None                 # never to be sent: the link is gone
     clock.advance(timedelta(days=1))
     assert scheduled(client, "send_mail")["due"] == 0 and sent_to("boss@tuihoney.nz") == []
 
@@ -146,7 +147,7 @@ def test_mail_not_sent_before_the_invitation_was_accepted_is_cancelled(client, m
     assert Browser(client).accept(link).status_code == 303          # they were given the link by hand
     clock.advance(timedelta(minutes=1))
     assert scheduled(client, "send_mail")["cancelled"] == 1
-    assert sent_to("boss@tuihoney.nz") == []
+    assert sent_to("boss@tuihoney.nz") == [] and mail_to("boss@tuihoney.nz").sealed is None
 
 
 def test_the_invitation_token_is_never_logged_nor_stored_in_the_clear(client, merchant_id, ses_fails, caplog):
