@@ -223,10 +223,7 @@ def _local(at: datetime) -> datetime:
 def deliver_due(dry_run: bool = False, merchant_id: str | None = None, limit: int = 200, budget=None) -> dict:
     from chalicelib.channels.wechat_oa.client import OAError, OfficialAccountClient
 
-    due = store.due(clock.epoch(), limit=limit)
-    if merchant_id:
-        due = [a for a in due if a.merchant_id == merchant_id]
-    out = {"due": len(due), "delivered": 0, "retrying": 0, "failed": 0, "cancelled": 0}
+    due, out = notifications.due_of(store.due(clock.epoch(), limit=limit), merchant_id)
     if dry_run or not due:
         return out
     client = OfficialAccountClient()

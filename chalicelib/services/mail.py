@@ -160,10 +160,7 @@ def send_now(mail_id: str | None) -> str:
 
 def deliver_due(dry_run: bool = False, merchant_id: str | None = None, limit: int = 200, budget=None) -> dict:
     """The send_mail job: every mail whose time has come, while the run has time."""
-    due = store.due(clock.epoch(), limit=limit)
-    if merchant_id:
-        due = [m for m in due if m.merchant_id == merchant_id]
-    out = {"due": len(due), "delivered": 0, "retrying": 0, "failed": 0, "cancelled": 0}
+    due, out = notifications.due_of(store.due(clock.epoch(), limit=limit), merchant_id)
     if dry_run or not due:
         return out
     return notifications.attempt_due(due, deliver, budget or notifications.Budget(), out)

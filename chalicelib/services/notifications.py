@@ -103,6 +103,13 @@ class SendFailed(Exception):
         self.retryable = retryable
 
 
+def due_of(due: list, merchant_id: str | None) -> tuple[list, dict]:
+    """A single-recipient job's due items (one merchant's, if asked) and its run's counters."""
+    if merchant_id:
+        due = [item for item in due if item.merchant_id == merchant_id]
+    return due, {"due": len(due), "delivered": 0, "retrying": 0, "failed": 0, "cancelled": 0}
+
+
 def attempt_due(due: list, attempt, budget, out: dict) -> dict:
     """Attempt each due single-recipient item (`attempt(item, timeout)` -> its outcome, counted in `out`)
     while the run has time; the rest stay due for the next run."""
