@@ -670,6 +670,39 @@ def portal_code_action(code_id, action):
     return codes.act(_req(), action, code_id)
 
 
+@app.route("/portal/alerts", methods=["GET"])
+@page_endpoint
+def portal_alerts():
+    from chalicelib.web.portal import alerts
+
+    return alerts.page(_req())
+
+
+@app.route("/portal/alerts/codes", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_alert_bind_code():
+    from chalicelib.web.portal import alerts
+
+    return alerts.new_code(_req())
+
+
+@app.route("/portal/alerts/{binding_id}/remove", methods=["POST"], content_types=PAGE_FORMS)
+@page_endpoint
+def portal_alert_unbind(binding_id):
+    from chalicelib.web.portal import alerts
+
+    return alerts.remove(binding_id, _req())
+
+
+# Scanned in WeChat by the staff member (no portal session): the Official Account's OAuth, then the binding.
+@app.route("/portal/alerts/bind/{token}", methods=["GET"])
+@page_endpoint
+def portal_alert_bind(token):
+    from chalicelib.web.portal import alerts
+
+    return alerts.bind(token, _req())
+
+
 @app.route("/portal/developers", methods=["GET"])
 @page_endpoint
 def portal_developers():
@@ -739,6 +772,14 @@ def merchant_alerts(event):
     return jobs.run(jobs.MERCHANT_ALERTS, event.to_dict(), event.context)
 
 
+# Kauri's own mail (staff invitations), queued with what it tells of; retried like webhooks.
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="send_mail")
+def send_mail(event):
+    from chalicelib.services import jobs
+
+    return jobs.run(jobs.SEND_MAIL, event.to_dict(), event.context)
+
+
 # Daily at 03:30 UTC = 16:30 NZDT / 15:30 NZST: always before the 17:00 local auto_withdraw.
 # Hand-run: {"date": "2026-11-25", "merchant_id": "mch_...", "dry_run": true} (all optional).
 @app.schedule(Cron(30, 3, "*", "*", "?", "*"), name="release_funds")
@@ -768,7 +809,7 @@ def download_statements(event):
     return statements.download_job(event.to_dict())
 
 
-hand_runnable(retry_webhooks, chase_payments, fx_pull, merchant_alerts, release_funds, auto_withdraw,
+hand_runnable(retry_webhooks, chase_payments, fx_pull, merchant_alerts, send_mail, release_funds, auto_withdraw,
               download_statements)
 
 

@@ -103,6 +103,7 @@ class WeChatOASettings:
     template_id: str            # the "payment received" template: amount, store, time, reference
     base_url: str               # https://api.weixin.qq.com in prod
     secret_id: str = ""         # prod: secret with appsecret
+    oauth_url: str = ""         # https://open.weixin.qq.com in prod: the authorize page (staff binding alerts)
 
 
 @dataclass(frozen=True)
@@ -154,10 +155,19 @@ class Settings:
     # A stack on a developer's machine (make run, tests): webhooks and simulator notifications may go to
     # http:// and loopback receivers. Off by default, never in prod (chalicelib.egress).
     local_receivers: bool = False
+    # The From of Kauri's own mail (staff invitations), an address of an identity verified in Amazon SES
+    # for this stage, e.g. "Kauri <no-reply@kauri.nz>". Empty: mail is off (the portal shows the link).
+    mail_from: str = ""
 
     @property
     def is_prod(self) -> bool:
         return self.stage == "prod"
+
+    @property
+    def shows_invitation_links(self) -> bool:
+        """Does the portal (and invite_owner) show the invitation link itself? Where mail is off, and on
+        stages that run on sandboxes (the local stack, tests); in prod with mail on, only the mail has it."""
+        return self.sandbox_enabled or not self.mail_from
 
     def channel_config(self, channel: str, livemode: bool):
         """The settings a channel uses in a mode; None when that mode has no environment here."""
@@ -275,6 +285,7 @@ def _load(env: dict[str, str], stage: str) -> Settings:
         payout_source_account=env.get("KAURI_PAYOUT_SOURCE_ACCOUNT", "0102420100194000" if stage != "prod" else ""),
         payout_subscriber_name=env.get("KAURI_PAYOUT_SUBSCRIBER_NAME", "Kauri Payments"),
         local_receivers=_bool(env.get("KAURI_LOCAL_RECEIVERS")) and stage != "prod",
+        mail_from=env.get("KAURI_MAIL_FROM", "").strip()[:200],
         wechat_oa=WeChatOASettings(
             appid=env.get("KAURI_WECHAT_OA_APPID", "wx5c1e0a9b7d3f2e41" if stage != "prod" else ""),
             appsecret=env.get("KAURI_WECHAT_OA_APPSECRET",
@@ -282,6 +293,7 @@ def _load(env: dict[str, str], stage: str) -> Settings:
             template_id=env.get("KAURI_WECHAT_OA_TEMPLATE_ID", "Kq1Xw8mN3pR7tV2yB5cF9hJ4lZ6sD0gA-payment-rcvd"
                                 if stage != "prod" else ""),
             base_url=env.get("KAURI_WECHAT_OA_BASE_URL", default_sandbox + "/wechat_oa").rstrip("/"),
+            oauth_url=env.get("KAURI_WECHAT_OA_OAUTH_URL", default_sandbox + "/wechat_oa").rstrip("/"),
         ),
     )
 

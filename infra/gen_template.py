@@ -363,6 +363,26 @@ def staff_directory_resources() -> dict[str, Any]:
     }
 
 
+def mail_resources() -> dict[str, Any]:
+    """The functions' grant to send Kauri's own mail (services.mail: staff invitations) from the stage's one
+    verified SES identity, and nothing else; only when the stack is given that identity (mail is off
+    without it: KAURI_MAIL_FROM empty). Attach it to the stage's Lambda role."""
+    return {
+        "MailSendPolicy": {
+            "Type": "AWS::IAM::ManagedPolicy",
+            "Condition": "HasMailIdentity",
+            "Properties": {
+                "ManagedPolicyName": _sub(f"{APP}-${{Stage}}-mail"),
+                "PolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow",
+                    "Action": ["ses:SendEmail"],
+                    "Resource": [_sub("arn:aws:ses:${AWS::Region}:${AWS::AccountId}:identity/${MailIdentity}")],
+                }]},
+            },
+        },
+    }
+
+
 # Alarms: (logical id, what it means, namespace, metric, statistic, threshold, periods, dimensions).
 # Kauri's own metrics come from chalicelib/metrics.py (EMF), dimension [Stage].
 ALARMS = [
@@ -435,6 +455,7 @@ def build_template(specs: list[dict[str, Any]]) -> dict[str, Any]:
     resources.update(staff_directory_resources())
     outputs["StaffUserPoolId"] = {"Value": {"Ref": "StaffUserPool"}}         # -> KAURI_STAFF_POOL_ID
     outputs["StaffPortalClientId"] = {"Value": {"Ref": "StaffPortalClient"}}  # -> KAURI_STAFF_CLIENT_ID
+    resources.update(mail_resources())
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "Kauri stateful resources: DynamoDB tables, the files bucket and its statements queue, "
@@ -445,9 +466,13 @@ def build_template(specs: list[dict[str, Any]]) -> dict[str, Any]:
                       "Description": "Chalice stage; names every resource kauri-<stage>-..."},
             "AlarmEmail": {"Type": "String", "Default": "",
                            "Description": "Where alarms are mailed (empty: subscribe to the topic yourself)"},
+            "MailIdentity": {"Type": "String", "Default": "",
+                             "Description": "The SES identity (domain) KAURI_MAIL_FROM sends from, verified in "
+                                            "SES (empty: mail is off, the portal shows invitation links)"},
         },
         "Conditions": {"IsProd": {"Fn::Equals": [{"Ref": "Stage"}, "prod"]},
-                       "HasAlarmEmail": {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]}},
+                       "HasAlarmEmail": {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]},
+                       "HasMailIdentity": {"Fn::Not": [{"Fn::Equals": [{"Ref": "MailIdentity"}, ""]}]}},
         "Resources": resources,
         "Outputs": outputs,
     }

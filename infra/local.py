@@ -69,6 +69,7 @@ def stack_environment(api_url: str, aws_endpoint_url: str) -> dict[str, str]:
         "KAURI_STAGE": STAGE,
         "KAURI_SANDBOX_ENABLED": "1",
         "KAURI_LOCAL_RECEIVERS": "1",  # webhooks to http://127.0.0.1:... receivers on this machine
+        "KAURI_MAIL_FROM": "Kauri <no-reply@kauri.local>",  # staff invitations go to the embedded SES
         "KAURI_PUBLIC_BASE_URL": api_url,
         "KAURI_AWS_ENDPOINT_URL": aws_endpoint_url,
         "AWS_ENDPOINT_URL": aws_endpoint_url,  # any plain boto3 client lands on the embedded AWS too
@@ -447,6 +448,7 @@ class Stack:
         tables.create_bucket()
         tables.create_keys()
         tables.create_staff_directory()
+        tables.create_mail_identity()
 
         if str(PROJECT_DIR) not in sys.path:
             sys.path.insert(0, str(PROJECT_DIR))

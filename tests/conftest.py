@@ -20,6 +20,8 @@ os.environ.update({
     "KAURI_RATE_LIMIT_PER_MINUTE": "0",
     # One KMS alias whatever stage a test's settings load under (the test client runs requests as dev).
     "KAURI_WEBHOOK_KMS_KEY": "alias/kauri-test-webhooks",
+    # Staff invitations are mailed through the embedded SES, from this verified identity.
+    "KAURI_MAIL_FROM": "Kauri <no-reply@kauri.test>",
 })
 os.environ.pop("KAURI_AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_ENDPOINT_URL", None)
@@ -63,6 +65,7 @@ def aws():
         tables.create_bucket()
         tables.create_keys()
         tables.create_staff_directory()
+        tables.create_mail_identity()
         yield
     clock.reset()
     merchants.forget_keys()  # a key cached against this test's (now discarded) tables

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime, timezone
+import secrets
+from datetime import datetime, timedelta, timezone
 
 from chalicelib import clock, ids, log
 from chalicelib.domain.payment import Payment
@@ -18,7 +19,6 @@ from chalicelib.services import errors
 from chalicelib.services.idempotency import Completion
 from chalicelib.store.unit import Conflict, Unit
 from chalicelib.services import notifications
-from chalicelib.services.notifications import BACKOFF
 from chalicelib.store import alerts as store
 
 MAX_BINDINGS = 20          # every alert of a payment rides in its transaction (<= 100 items in all)
@@ -30,22 +30,26 @@ _REFERENCE_CHARS = re.compile(r"[^A-Za-z0-9_.\-]")
 
 # ---- bindings ----------------------------------------------------------------------------------
 
-def add_binding(merchant_id: str, openid: str, store_name: str, completion: Completion | None = None) -> dict:
-    """Bind an openid; the binding and the idempotent reply are written in one transaction."""
+def add_binding(merchant_id: str, openid: str, store_name: str, completion: Completion | None = None,
+                unit: Unit | None = None, staff_email: str | None = None, actor: str | None = None) -> dict:
+    """Bind an openid; the binding, the idempotent reply, for a person (`actor`) the audit entry, and
+    whatever the caller's `unit` holds (a bind code used up) are written in one transaction."""
     existing = store.bindings(merchant_id, limit=MAX_BINDINGS + 1)
     if any(b.openid == openid for b in existing):
         raise errors.conflict("binding_exists", "this openid already receives this merchant's alerts")
     if len(existing) >= MAX_BINDINGS:
         raise errors.invalid("too_many_bindings", f"at most {MAX_BINDINGS} openids per merchant", "openid")
     item = store.AlertBindingModel(merchant_id, ids.new("alb", 16), openid=openid, store_name=store_name,
-                                   created_at=clock.now())
-    unit = Unit().put_new(item)
+                                   created_at=clock.now(), staff_email=staff_email)
+    unit = (unit or Unit()).put_new(item)
+    if actor:
+        unit.audit(merchant_id, actor, "alert_binding.added", {"binding": item.binding_id, "store": store_name})
     if completion is not None:
         completion.attach(unit, 201, view(item))
     try:
         unit.commit()
-    except Conflict:  # pragma: no cover - a 16-character random id collided
-        raise errors.conflict("binding_exists", "try again") from None
+    except Conflict:  # a bind code used meanwhile (or a 16-character random id collided)
+        raise errors.conflict("binding_conflict", "this changed meanwhile") from None
     _copy_to_merchant(merchant_id)
     log.info("alert_binding_added", merchant_id=merchant_id, binding_id=item.binding_id)
     return view(item)
@@ -55,15 +59,78 @@ def list_bindings(merchant_id: str) -> list[dict]:
     return [view(b) for b in store.bindings(merchant_id)]
 
 
-def delete_binding(merchant_id: str, binding_id: str) -> bool:
-    """Stop alerts to this openid, including any not sent yet."""
+def delete_binding(merchant_id: str, binding_id: str, actor: str | None = None) -> bool:
+    """Stop alerts to this openid, including any not sent yet. For a person (`actor`), the audit entry is
+    written in the same transaction."""
     if not isinstance(binding_id, str) or len(binding_id) > 64 or not binding_id.replace("_", "").isalnum():
         return False
-    gone = store.delete_binding(merchant_id, binding_id)
-    if gone:
-        _copy_to_merchant(merchant_id)
-        log.info("alert_binding_deleted", merchant_id=merchant_id, binding_id=binding_id)
-    return gone
+    unit = Unit().remove_alert_binding(merchant_id, binding_id)
+    if actor:
+        unit.audit(merchant_id, actor, "alert_binding.removed", {"binding": binding_id})
+    try:
+        unit.commit()
+    except Conflict:
+        return False
+    _copy_to_merchant(merchant_id)
+    log.info("alert_binding_deleted", merchant_id=merchant_id, binding_id=binding_id)
+    return True
+
+
+# ---- binding from the portal: a one-use code the staff member scans in WeChat -------------------------
+
+BIND_CODE_TTL = timedelta(minutes=10)
+BIND_PATH = "/portal/alerts/bind/"
+
+
+def store_name_of(text: str | None) -> str:
+    """The store named in alerts, as typed in the portal: 1-20 printable characters."""
+    name = (text or "").strip()
+    if not name or len(name) > STORE_NAME_MAX or not name.isprintable():
+        raise errors.invalid("store_invalid", f"name the store in at most {STORE_NAME_MAX} characters", "store_name")
+    return name
+
+
+def new_bind_code(merchant_id: str, store_name: str, staff_email: str) -> tuple[str, datetime]:
+    """(the URL to show as a QR, when it lapses): one use, BIND_CODE_TTL, unguessable (256 bits); only
+    the token's SHA-256 is stored."""
+    from chalicelib import settings
+
+    token = secrets.token_urlsafe(32)
+    now = clock.now()
+    item = store.BindCodeModel(_token_hash(token), merchant_id=merchant_id, store_name=store_name_of(store_name),
+                               staff_email=staff_email, status="pending", expires_at=now + BIND_CODE_TTL,
+                               expires=now + BIND_CODE_TTL + timedelta(days=1))
+    Unit().put_new(item).commit()
+    return f"{settings.get().public_base_url}{BIND_PATH}{token}", item.expires_at
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def bind_code(token: str):
+    """The pending, unexpired code behind a token, or not_found (unknown, forged, used, lapsed: one
+    answer for all, so a token's state cannot be probed)."""
+    item = store.bind_code(_token_hash(token)) if 32 <= len(token or "") <= 64 and token.isascii() else None
+    if item is None or item.status != "pending" or clock.now() >= item.expires_at:
+        raise errors.not_found("bind code", "token")
+    return item
+
+
+def bind_by_code(token: str, openid: str) -> tuple[dict, str]:
+    """Bind the openid WeChat's OAuth gave us to the code's merchant and store, using the code up in the
+    same transaction (with the audit entry): a code binds once. Returns (binding view, merchant id)."""
+    code = bind_code(token)
+    unit = Unit().update(store.BindCodeModel(code.token_hash), [store.BindCodeModel.status.set("used")],
+                         (store.BindCodeModel.status == "pending") & (store.BindCodeModel.expires_at > clock.now()))
+    try:
+        done = add_binding(code.merchant_id, openid, code.store_name, unit=unit, staff_email=code.staff_email,
+                           actor=f"staff:{code.staff_email}")
+    except errors.ServiceError as exc:
+        if exc.code == "binding_conflict":      # the code was used (or lapsed) while we exchanged the OAuth code
+            raise errors.not_found("bind code", "token") from None
+        raise
+    return done, code.merchant_id
 
 
 def _copy_to_merchant(merchant_id: str) -> None:
@@ -88,6 +155,11 @@ def _copy_to_merchant(merchant_id: str) -> None:
 def view(b) -> dict:
     return {"id": b.binding_id, "object": "alert_binding", "openid": b.openid, "store_name": b.store_name,
             "created": clock.iso(b.created_at)}
+
+
+def bindings_of(merchant_id: str) -> list:
+    """The merchant's bindings as stored (the portal shows who bound them)."""
+    return store.bindings(merchant_id)
 
 
 # ---- what a successful payment owes the staff ----------------------------------------------------
@@ -151,10 +223,7 @@ def _local(at: datetime) -> datetime:
 def deliver_due(dry_run: bool = False, merchant_id: str | None = None, limit: int = 200, budget=None) -> dict:
     from chalicelib.channels.wechat_oa.client import OAError, OfficialAccountClient
 
-    due = store.due(clock.epoch(), limit=limit)
-    if merchant_id:
-        due = [a for a in due if a.merchant_id == merchant_id]
-    out = {"due": len(due), "delivered": 0, "retrying": 0, "failed": 0, "cancelled": 0}
+    due, out = notifications.due_of(store.due(clock.epoch(), limit=limit), merchant_id)
     if dry_run or not due:
         return out
     client = OfficialAccountClient()
@@ -164,55 +233,21 @@ def deliver_due(dry_run: bool = False, merchant_id: str | None = None, limit: in
         log.error("merchant_alerts_not_configured", due=len(due))
         out["not_configured"] = True
         return out
-    budget = budget or notifications.Budget()
-    for item in due:
-        if not budget.allows(notifications.send_ms()):
-            out["out_of_time"] = True  # the rest stay due for the next minute's run
-            break
-        outcome = deliver(item, client, notifications.send_timeout(budget))
-        if outcome:
-            out[outcome] += 1
-    return out
+    return notifications.attempt_due(due, lambda item, timeout: deliver(item, client, timeout),
+                                     budget or notifications.Budget(), out)
 
 
 def deliver(item, client, timeout: int | None = None) -> str | None:
-    """One attempt at one alert. As for webhooks, the attempt is counted (and its retry scheduled) in
-    the versioned write that leases the alert, before anything is sent: a run killed mid-send still
-    counts, and an alert whose last attempt never finished ends `failed`."""
+    """One attempt at one alert (notifications.attempt_one: leased and counted before it is sent)."""
     from chalicelib.channels.wechat_oa.client import OAError
 
-    now = clock.epoch()
-    if store.binding(item.merchant_id, item.binding_id) is None:
-        outcome = "cancelled"   # the staff member was unbound before we got to it
-        item.status, item.due_shard, item.next_attempt_at = "cancelled", None, None
-    elif notifications.out_of_attempts(item):
-        outcome = "failed"
-        item.status, item.due_shard, item.next_attempt_at = "failed", None, None
-        item.last_error = "LAST_ATTEMPT_UNFINISHED"
-        log.error("merchant_alert_failed", alert_id=item.alert_id, merchant_id=item.merchant_id,
-                  code=item.last_error, attempts=item.attempts)
-    elif not notifications.start_attempt(item, now):
-        return None  # another worker has it
-    else:
+    def send(alert) -> None:
         try:
-            item.msgid = client.send_template(item.openid, dict(item.data), client_msg_id=item.alert_id,
-                                              timeout=timeout)
+            alert.msgid = client.send_template(alert.openid, dict(alert.data), client_msg_id=alert.alert_id,
+                                               timeout=timeout)
         except OAError as exc:
-            item.last_error = str(exc.code)[:100]
-            if not exc.retryable or notifications.out_of_attempts(item):
-                outcome = "failed"
-                item.status, item.due_shard, item.next_attempt_at = "failed", None, None
-                log.error("merchant_alert_failed", alert_id=item.alert_id, merchant_id=item.merchant_id,
-                          code=str(exc.code), attempts=item.attempts)
-            else:
-                outcome = "retrying"
-                item.next_attempt_at = clock.epoch() + BACKOFF[item.attempts - 1]
-        else:
-            outcome = "delivered"
-            item.status, item.due_shard, item.next_attempt_at, item.last_error = "delivered", None, None, None
-    if not store.save_if_unchanged(item):
-        log.error("merchant_alert_state_lost", alert_id=item.alert_id)
-        return None
-    log.info("merchant_alert_attempt", alert_id=item.alert_id, payment_id=item.payment_id,
-             attempt=int(item.attempts or 0), status=item.status)
-    return outcome
+            raise notifications.SendFailed(str(exc.code), exc.retryable) from None
+
+    unbound = store.binding(item.merchant_id, item.binding_id) is None  # unbound before we got to it
+    return notifications.attempt_one(item, send, "merchant_alert", cancelled=unbound, alert_id=item.alert_id,
+                                     merchant_id=item.merchant_id, payment_id=item.payment_id)

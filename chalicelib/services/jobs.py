@@ -199,8 +199,15 @@ def _merchant_alerts(params: JobParams, start: datetime) -> dict:
     return alerts.deliver_due(dry_run=params.dry_run, merchant_id=params.merchant_id, budget=params.budget)
 
 
+def _send_mail(params: JobParams, start: datetime) -> dict:
+    from chalicelib.services import mail
+
+    return mail.deliver_due(dry_run=params.dry_run, merchant_id=params.merchant_id, budget=params.budget)
+
+
 FX_PULL = Job("fx_pull", 1800, _fx_pull, frozenset({"dry_run", "force", "date"}))
 CHASE_PAYMENTS = Job("chase_payments", 300, _chase_payments, frozenset({"dry_run", "force", "merchant_id"}))
 RETRY_WEBHOOKS = Job("retry_webhooks", 60, _retry_webhooks, frozenset({"dry_run", "force", "merchant_id"}))
 MERCHANT_ALERTS = Job("merchant_alerts", 60, _merchant_alerts, frozenset({"dry_run", "force", "merchant_id"}))
-JOBS = {j.name: j for j in (FX_PULL, CHASE_PAYMENTS, RETRY_WEBHOOKS, MERCHANT_ALERTS)}
+SEND_MAIL = Job("send_mail", 60, _send_mail, frozenset({"dry_run", "force", "merchant_id"}))
+JOBS = {j.name: j for j in (FX_PULL, CHASE_PAYMENTS, RETRY_WEBHOOKS, MERCHANT_ALERTS, SEND_MAIL)}

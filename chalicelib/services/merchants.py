@@ -126,10 +126,11 @@ def forget_keys(merchant_id: str | None = None) -> None:
 MAX_WEBHOOK_ENDPOINTS = 10   # per merchant (both modes), enabled or disabled; enforced by a counter item
 
 
-def add_webhook_endpoint(merchant: Merchant, livemode: bool, url: str, completion: Completion | None = None) -> dict:
+def add_webhook_endpoint(merchant: Merchant, livemode: bool, url: str, completion: Completion | None = None,
+                         actor: str | None = None) -> dict:
     """A new endpoint of the caller's mode, its secret shown this once. The endpoint, the merchant's
-    endpoint counter and the idempotent reply (which holds the secret) are one transaction: a retry
-    replays this very secret."""
+    endpoint counter, the idempotent reply (which holds the secret) and, for a person (`actor`), the
+    audit entry are one transaction: a retry replays this very secret."""
     secret = "whsec_" + secrets.token_urlsafe(32)
     item = store.new_endpoint(merchant.id, ids.new("we", 16), url, secret, livemode)
     body = {**endpoint_view(item), "secret": secret}
@@ -138,6 +139,8 @@ def add_webhook_endpoint(merchant: Merchant, livemode: bool, url: str, completio
         if uncounted is not None and uncounted >= MAX_WEBHOOK_ENDPOINTS:
             raise _too_many()
         unit = Unit().add_webhook_endpoint(item, MAX_WEBHOOK_ENDPOINTS, uncounted)
+        if actor:
+            unit.audit(merchant.id, actor, "webhook_endpoint.added", {"endpoint": item.endpoint_id, "url": url})
         if completion is not None:
             completion.attach(unit, 201, body, sealed=True)  # the reply holds the signing secret
         try:
@@ -167,14 +170,18 @@ def _own_endpoint(merchant: Merchant, livemode: bool, endpoint_id: str):
 
 
 def set_webhook_endpoint_disabled(merchant: Merchant, livemode: bool, endpoint_id: str, disabled: bool,
-                                  completion: Completion | None = None) -> dict:
-    """Stop (or resume) deliveries to an endpoint; it keeps its secret and its place in the limit."""
+                                  completion: Completion | None = None, actor: str | None = None) -> dict:
+    """Stop (or resume) deliveries to an endpoint; it keeps its secret and its place in the limit. For a
+    person (`actor`) the audit entry is written in the change's transaction."""
     item = _own_endpoint(merchant, livemode, endpoint_id)
     if item is None:
         raise errors.not_found("webhook endpoint", "endpoint_id")
     item.enabled = not disabled
     body = endpoint_view(item)
     unit = Unit().set_webhook_endpoint_enabled(merchant.id, endpoint_id, not disabled, store.seal_legacy(item))
+    if actor:
+        unit.audit(merchant.id, actor, f"webhook_endpoint.{'disabled' if disabled else 'enabled'}",
+                   {"endpoint": endpoint_id})
     if completion is not None:
         completion.attach(unit, 200, body)
     try:

@@ -94,6 +94,77 @@ def out_of_attempts(item) -> bool:
     return int(item.attempts or 0) >= MAX_ATTEMPTS
 
 
+class SendFailed(Exception):
+    """One outbox item's send did not go through; `retryable`: the same send may succeed later."""
+
+    def __init__(self, code: str, retryable: bool = True):
+        super().__init__(code)
+        self.code = code
+        self.retryable = retryable
+
+
+def due_of(due: list, merchant_id: str | None) -> tuple[list, dict]:
+    """A single-recipient job's due items (one merchant's, if asked) and its run's counters."""
+    if merchant_id:
+        due = [item for item in due if item.merchant_id == merchant_id]
+    return due, {"due": len(due), "delivered": 0, "retrying": 0, "failed": 0, "cancelled": 0}
+
+
+def attempt_due(due: list, attempt, budget, out: dict) -> dict:
+    """Attempt each due single-recipient item (`attempt(item, timeout)` -> its outcome, counted in `out`)
+    while the run has time; the rest stay due for the next run."""
+    for item in due:
+        if not budget.allows(send_ms()):
+            out["out_of_time"] = True
+            break
+        outcome = attempt(item, send_timeout(budget))
+        if outcome:
+            out[outcome] += 1
+    return out
+
+
+def attempt_one(item, send, what: str, cancelled: bool = False, **log_ids) -> str | None:
+    """One attempt at a single-recipient outbox item (a staff alert, a mail): the shared life of both.
+
+    As for webhook events, the attempt is counted (and its retry scheduled) in the versioned write that
+    leases the item (`start_attempt`), before anything is sent: a run killed mid-send still counts, the
+    next worker waits for the backoff, and an item whose last attempt never finished ends `failed`.
+    `send(item)` sends it (noting on the item what the receiver answered) or raises SendFailed.
+    `cancelled`: nobody wants it any more. Returns delivered / retrying / failed / cancelled, or None
+    when another worker holds or changed the item."""
+    now = clock.epoch()
+    if cancelled:
+        outcome = "cancelled"
+        item.status, item.due_shard, item.next_attempt_at = "cancelled", None, None
+    elif out_of_attempts(item):
+        outcome = "failed"
+        item.status, item.due_shard, item.next_attempt_at = "failed", None, None
+        item.last_error = "LAST_ATTEMPT_UNFINISHED"
+        log.error(f"{what}_failed", code=item.last_error, attempts=item.attempts, **log_ids)
+    elif not start_attempt(item, now):
+        return None  # another worker has it
+    else:
+        try:
+            send(item)
+        except SendFailed as exc:
+            item.last_error = str(exc.code)[:100]
+            if not exc.retryable or out_of_attempts(item):
+                outcome = "failed"
+                item.status, item.due_shard, item.next_attempt_at = "failed", None, None
+                log.error(f"{what}_failed", code=item.last_error, attempts=item.attempts, **log_ids)
+            else:
+                outcome = "retrying"
+                item.next_attempt_at = clock.epoch() + BACKOFF[item.attempts - 1]
+        else:
+            outcome = "delivered"
+            item.status, item.due_shard, item.next_attempt_at, item.last_error = "delivered", None, None, None
+    if not store.save_if_unchanged(item):
+        log.error(f"{what}_state_lost", **log_ids)
+        return None
+    log.info(f"{what}_attempt", attempt=int(item.attempts or 0), status=item.status, **log_ids)
+    return outcome
+
+
 def deliver(item, budget=None) -> bool:
     """One delivery attempt of one event to each of the merchant's endpoints not yet served.
 
@@ -181,11 +252,12 @@ def _send(url: str, secret: str, body: str, timeout: int) -> tuple[bool, str]:
     return False, f"HTTP {answer.status}"
 
 
-def resend(merchant_id: str, livemode: bool, event_id: str, completion: Completion | None = None) -> dict | None:
+def resend(merchant_id: str, livemode: bool, event_id: str, completion: Completion | None = None,
+           actor: str | None = None) -> dict | None:
     """Queue an event again for every endpoint (ops or the merchant asked), and try it now.
 
-    The re-queue and the reply saying so are one transaction; once the attempt is made, the stored
-    reply is brought up to date."""
+    The re-queue, the reply saying so and, for a person (`actor`), the audit entry are one transaction;
+    once the attempt is made, the stored reply is brought up to date."""
     item = _own(merchant_id, livemode, event_id)
     if item is None:
         return None
@@ -195,6 +267,8 @@ def resend(merchant_id: str, livemode: bool, event_id: str, completion: Completi
     item.attempts = 0
     item.next_attempt_at = clock.epoch()
     unit = Unit().save_versioned(item)
+    if actor:
+        unit.audit(merchant_id, actor, "event.resent", {"event": event_id})
     if completion is not None:
         completion.attach(unit, 200, view(item))
     try:

@@ -10,7 +10,7 @@ import json
 from dataclasses import replace
 from typing import Callable
 
-from chalicelib import clock, ids
+from chalicelib import clock, ids, settings
 from chalicelib.domain.merchant import ACTIVE, SUSPENDED, Merchant
 from chalicelib.services import errors, idempotency
 from chalicelib.services.idempotency import Completion
@@ -168,8 +168,10 @@ def _commit(unit: Unit) -> None:
 
 
 def invite_owner(request_id: str, event: dict, merchant_id: str, email: str) -> dict:
-    """An owner invitation for the merchant: the link (valid staff.INVITATION_TTL) is in the summary for ops
-    to send on; accepting it creates the owner's sign-in in the staff directory."""
+    """An owner invitation for the merchant, mailed to the owner (services.mail) where this stage sends mail;
+    the link (valid staff.INVITATION_TTL) is in the summary only where settings.shows_invitation_links (mail
+    off: for ops to send on). `mail`: queued (sent by this run or the send_mail job) or off. Accepting it
+    creates the owner's sign-in in the staff directory."""
     from chalicelib.domain.staff import OWNER
     from chalicelib.services import staff
 
@@ -180,10 +182,13 @@ def invite_owner(request_id: str, event: dict, merchant_id: str, email: str) -> 
         unit = Unit()
         invitation = staff.invite(merchant_id, email, OWNER, _actor(request_id), unit=unit)
         summary = {"function": "invite_owner", "outcome": "ok", "request_id": request_id, "merchant_id": merchant_id,
-                   "email": email, "role": OWNER, "invitation_url": invitation.url,
-                   "expires_at": clock.iso(invitation.expires_at)}
+                   "email": email, "role": OWNER, "expires_at": clock.iso(invitation.expires_at),
+                   "mail": "queued" if invitation.mail_id else "off"}
+        if settings.get().shows_invitation_links:
+            summary["invitation_url"] = invitation.url
         completion.attach(unit, 200, summary)
         unit.commit()
+        invitation.send_mail()
         return summary
 
     return _once("invite_owner", request_id, event, work)

@@ -15,6 +15,7 @@ from chalicelib.money import Money, MoneyError
 from chalicelib.services import errors, payments
 from chalicelib.store import merchants as merchant_store
 from chalicelib.store import qr_codes as store
+from chalicelib.store.unit import Conflict, Unit
 
 CODE_PREFIX = "qr"
 CODE_LENGTH = 24                    # 36^24 ~ 2^124: cannot be guessed or enumerated
@@ -41,19 +42,28 @@ def view(c: QrCode, base_url: str) -> dict:
 
 
 def create(merchant: Merchant, livemode: bool, store_name: str, fixed_amount: int | None = None,
-           max_amount: int | None = None) -> QrCode:
+           max_amount: int | None = None, actor: str | None = None) -> QrCode:
+    """A new code; `actor` (a person in the portal): its audit entry is written in the same transaction."""
+    code = _new_code(merchant, livemode, store_name, fixed_amount, max_amount)
+    unit = Unit().put_new(store.to_item(code))
+    if actor:
+        unit.audit(merchant.id, actor, "code.created", {"code": code.id, "store": store_name})
+    unit.commit()
+    log.info("qr_code_created", code_id=code.id, merchant_id=merchant.id)
+    return code
+
+
+def _new_code(merchant: Merchant, livemode: bool, store_name: str, fixed_amount: int | None,
+              max_amount: int | None) -> QrCode:
     if fixed_amount is not None and max_amount is not None and fixed_amount > max_amount:
         raise errors.invalid("parameter_invalid", "fixed_amount is above max_amount", "fixed_amount")
     if fixed_amount is not None:  # a printed fixed amount every enabled wallet must accept
         for channel in WALLETS:
             if merchant.channel_ids(channel) is not None:
                 payments.check_limits(channel, Money(fixed_amount, merchant.settlement_currency))
-    code = QrCode(id=ids.new(CODE_PREFIX, CODE_LENGTH), merchant_id=merchant.id, livemode=livemode,
+    return QrCode(id=ids.new(CODE_PREFIX, CODE_LENGTH), merchant_id=merchant.id, livemode=livemode,
                   store_name=store_name, currency=merchant.settlement_currency, created_at=clock.now(),
                   fixed_amount=fixed_amount, max_amount=max_amount)
-    store.create(code)
-    log.info("qr_code_created", code_id=code.id, merchant_id=merchant.id)
-    return code
 
 
 def list_for(merchant: Merchant, livemode: bool) -> list[QrCode]:
@@ -67,23 +77,36 @@ def get_for(merchant: Merchant, livemode: bool, code_id: str) -> QrCode:
     return c
 
 
-def disable(merchant: Merchant, livemode: bool, code_id: str) -> QrCode:
+def disable(merchant: Merchant, livemode: bool, code_id: str, actor: str | None = None) -> QrCode:
+    """Disable a code (once: an already disabled one is left as it is, and nothing is audited)."""
     c = get_for(merchant, livemode, code_id)
     if c.active:
-        store.disable(c.id, clock.now())
-        log.info("qr_code_disabled", code_id=c.id, merchant_id=merchant.id)
+        unit = store.disable(Unit(), c.id, clock.now())
+        if actor:
+            unit.audit(merchant.id, actor, "code.disabled", {"code": c.id})
+        try:
+            unit.commit()
+            log.info("qr_code_disabled", code_id=c.id, merchant_id=merchant.id)
+        except Conflict:
+            pass  # disabled meanwhile by someone else (who audited it)
     return store.get(c.id)
 
 
-def rotate(merchant: Merchant, livemode: bool, code_id: str) -> QrCode:
-    """Disable the code and issue a new one with the same store and limits (a leaked or damaged print)."""
+def rotate(merchant: Merchant, livemode: bool, code_id: str, actor: str | None = None) -> QrCode:
+    """Disable the code and issue a new one with the same store and limits (a leaked or damaged print):
+    the new code, the old one's end and the audit entry are one transaction."""
     old = get_for(merchant, livemode, code_id)
     if not old.active:
         raise errors.conflict("qr_code_disabled", "a disabled code cannot be rotated; create a new one")
-    fresh = create(merchant, livemode, old.store_name, old.fixed_amount, old.max_amount)
-    if not store.disable(old.id, clock.now(), replaced_by=fresh.id):
-        store.disable(fresh.id, clock.now())
-        raise errors.conflict("qr_code_changed", "the code changed meanwhile; reload it")
+    fresh = _new_code(merchant, livemode, old.store_name, old.fixed_amount, old.max_amount)
+    unit = store.disable(Unit().put_new(store.to_item(fresh)), old.id, clock.now(), replaced_by=fresh.id)
+    if actor:
+        unit.audit(merchant.id, actor, "code.rotated", {"code": old.id, "replaced_by": fresh.id})
+    try:
+        unit.commit()
+    except Conflict:
+        raise errors.conflict("qr_code_changed", "the code changed meanwhile; reload it") from None
+    log.info("qr_code_rotated", code_id=old.id, replaced_by=fresh.id, merchant_id=merchant.id)
     return fresh
 
 

@@ -103,8 +103,15 @@ def normal_email(text: str) -> str:
 class Invitation:
     email: str
     role: str
-    url: str           # the link the invitee opens (mailed; the local stack shows it)
+    url: str           # the link the invitee opens (mailed; shown where settings.shows_invitation_links)
     expires_at: object
+    mail_id: str | None = None     # its mail in the outbox; None: mail is off on this stage
+
+    def send_mail(self) -> str:
+        """After the invitation committed: try its mail now (services.mail.send_now); its state."""
+        from chalicelib.services import mail
+
+        return mail.send_now(self.mail_id)
 
 
 def invite(merchant_id: str, email: str, role: str, invited_by: str, unit: Unit | None = None) -> Invitation:
@@ -120,11 +127,18 @@ def invite(merchant_id: str, email: str, role: str, invited_by: str, unit: Unit 
     item = store.InvitationModel(_hash(token), merchant_id=merchant_id, email=email, role=role,
                                  invited_by=invited_by, status="pending", created_at=now,
                                  expires_at=now + INVITATION_TTL, expires=now + INVITATION_TTL + timedelta(days=30))
+    from chalicelib.services import mail
+
+    url = f"{settings.get().public_base_url}/portal/invitations/{token}"
+    letter = mail.invitation_mail(merchant_id, email, role, invited_by, url, item.expires_at, item.token_hash)
     own = unit is None
-    unit = (unit or Unit()).put_new(item).audit(merchant_id, invited_by, "staff.invited", {"email": email, "role": role})
+    unit = (unit or Unit()).put_new(item).audit(merchant_id, invited_by, "staff.invited",
+                                                {"email": email, "role": role, "mailed": letter is not None})
+    if letter is not None:
+        unit.put_new(letter)     # the mail goes out with the invitation or not at all
     if own:
         unit.commit()
-    return Invitation(email, role, f"{settings.get().public_base_url}/portal/invitations/{token}", item.expires_at)
+    return Invitation(email, role, url, item.expires_at, letter.mail_id if letter is not None else None)
 
 
 def invitation(token: str) -> store.InvitationModel:
@@ -289,5 +303,6 @@ def staff_of(merchant_id: str) -> list[store.StaffModel]:
 def seed_member(merchant_id: str, email: str, role: str, password: str, invited_by: str = "ops:local-seed") -> str:
     """A staff member who has accepted an invitation (the local stack's demo owner and cashier): the same
     invite-and-accept path a person takes."""
-    url = invite(merchant_id, email, role, invited_by).url
-    return accept(url.rsplit("/", 1)[1], password)
+    invited = invite(merchant_id, email, role, invited_by)
+    invited.send_mail()
+    return accept(invited.url.rsplit("/", 1)[1], password)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pynamodb.attributes import (
     JSONAttribute,
     NumberAttribute,
+    TTLAttribute,
     UnicodeAttribute,
     UTCDateTimeAttribute,
     VersionAttribute,
@@ -12,7 +13,7 @@ from pynamodb.exceptions import DoesNotExist
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from chalicelib.store.base import applied, meta
+from chalicelib.store.base import meta
 from chalicelib.store.events import save_if_unchanged  # noqa: F401  (versioned save, as for webhooks)
 
 DUE_SHARD = "due"
@@ -26,6 +27,19 @@ class AlertBindingModel(Model):
     openid = UnicodeAttribute()
     store_name = UnicodeAttribute()
     created_at = UTCDateTimeAttribute()
+    staff_email = UnicodeAttribute(null=True)       # who made the portal code it was bound with (if any)
+
+
+class BindCodeModel(Model):
+    """A portal-made "scan to get alerts" code: one use, short-lived; only its token's SHA-256 is kept."""
+    Meta = meta("alert_bind_codes")
+    token_hash = UnicodeAttribute(hash_key=True)
+    merchant_id = UnicodeAttribute()
+    store_name = UnicodeAttribute()
+    staff_email = UnicodeAttribute()                # the staff member who showed it
+    status = UnicodeAttribute()                     # pending | used
+    expires_at = UTCDateTimeAttribute()
+    expires = TTLAttribute()                        # removed a day after it lapsed
 
 
 class _AlertsDue(GlobalSecondaryIndex):
@@ -71,9 +85,11 @@ def binding(merchant_id: str, binding_id: str) -> AlertBindingModel | None:
         return None
 
 
-def delete_binding(merchant_id: str, binding_id: str) -> bool:
-    return applied(lambda: AlertBindingModel(merchant_id, binding_id).delete(
-        condition=AlertBindingModel.binding_id.exists()))
+def bind_code(token_hash: str) -> BindCodeModel | None:
+    try:
+        return BindCodeModel.get(token_hash, consistent_read=True)
+    except DoesNotExist:
+        return None
 
 
 # ---- the outbox --------------------------------------------------------------------------------

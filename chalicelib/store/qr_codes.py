@@ -9,7 +9,7 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from chalicelib.domain.qr_code import QrCode
-from chalicelib.store.base import applied, is_conditional_failure, meta
+from chalicelib.store.base import is_conditional_failure, meta
 
 
 class _CodesByMerchant(GlobalSecondaryIndex):
@@ -45,7 +45,7 @@ class ThrottleModel(Model):
     expires = TTLAttribute()
 
 
-def _to_item(c: QrCode) -> QrCodeModel:
+def to_item(c: QrCode) -> QrCodeModel:
     return QrCodeModel(c.id, merchant_id=c.merchant_id, livemode=1 if c.livemode else 0, store_name=c.store_name,
                        currency=c.currency, fixed_amount=c.fixed_amount, max_amount=c.max_amount, status=c.status,
                        created_at=c.created_at, disabled_at=c.disabled_at, replaced_by=c.replaced_by)
@@ -56,12 +56,6 @@ def _from_item(m: QrCodeModel) -> QrCode:
                   currency=m.currency, fixed_amount=None if m.fixed_amount is None else int(m.fixed_amount),
                   max_amount=None if m.max_amount is None else int(m.max_amount), status=m.status,
                   created_at=m.created_at, disabled_at=m.disabled_at, replaced_by=m.replaced_by)
-
-
-def create(c: QrCode) -> None:
-    item = _to_item(c)
-    if not applied(lambda: item.save(condition=QrCodeModel.code_id.does_not_exist())):
-        raise ValueError("code id taken")
 
 
 def get(code_id: str) -> QrCode | None:
@@ -75,13 +69,12 @@ def for_merchant(merchant_id: str, limit: int = 200) -> list[QrCode]:
     return [_from_item(m) for m in QrCodeModel.by_merchant.query(merchant_id, scan_index_forward=False, limit=limit)]
 
 
-def disable(code_id: str, at, replaced_by: str | None = None) -> bool:
-    """active -> disabled, once. False if it was not active."""
-    item = QrCodeModel(code_id)
+def disable(unit, code_id: str, at, replaced_by: str | None = None):
+    """Add "active -> disabled, once" to `unit` (the transaction fails if the code was not active)."""
     actions = [QrCodeModel.status.set("disabled"), QrCodeModel.disabled_at.set(at)]
     if replaced_by:
         actions.append(QrCodeModel.replaced_by.set(replaced_by))
-    return applied(lambda: item.update(actions=actions, condition=QrCodeModel.status == "active"))
+    return unit.update(QrCodeModel(code_id), actions, QrCodeModel.status == "active")
 
 
 def claim(key: str, n: int, limit: int, expires_epoch: int) -> int:

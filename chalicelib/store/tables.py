@@ -16,6 +16,7 @@ _MODELS = [
     ("chalicelib.store.jobs", "JobRunModel"),
     ("chalicelib.store.alerts", "AlertBindingModel"),
     ("chalicelib.store.alerts", "AlertModel"),
+    ("chalicelib.store.alerts", "BindCodeModel"),
     ("chalicelib.store.qr_codes", "QrCodeModel"),
     ("chalicelib.store.qr_codes", "ThrottleModel"),
     ("chalicelib.store.sandbox", "SandboxRecord"),
@@ -27,6 +28,7 @@ _MODELS = [
     ("chalicelib.store.staff", "StaffModel"),
     ("chalicelib.store.staff", "InvitationModel"),
     ("chalicelib.store.staff", "SessionModel"),
+    ("chalicelib.store.mail", "MailModel"),
 ]
 
 
@@ -63,6 +65,23 @@ def create_staff_directory() -> None:
     from chalicelib.services import staff
 
     staff.create_pool()
+
+
+def create_mail_identity() -> None:
+    """The embedded AWS's verified SES identity for settings.mail_from (deployed stages verify their domain
+    in SES by hand: README "Merchant portal")."""
+    from email.utils import parseaddr
+
+    import boto3
+
+    from chalicelib import settings
+
+    s = settings.get()
+    address = parseaddr(s.mail_from)[1]
+    if "@" not in address:
+        return
+    ses = boto3.client("sesv2", region_name=s.region, endpoint_url=s.aws_endpoint_url)
+    ses.create_email_identity(EmailIdentity=address.split("@", 1)[1])
 
 
 def create_bucket() -> None:

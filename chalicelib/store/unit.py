@@ -257,6 +257,14 @@ class Unit:
         self._ops.append(lambda tx: tx.update(MerchantModel(merchant_id), actions=actions, condition=cond))
         return self
 
+    def remove_alert_binding(self, merchant_id: str, binding_id: str) -> "Unit":
+        """Stop a staff member's WeChat alerts (the binding must still exist)."""
+        from chalicelib.store.alerts import AlertBindingModel
+
+        self._ops.append(lambda tx: tx.delete(AlertBindingModel(merchant_id, binding_id),
+                                              condition=AlertBindingModel.binding_id.exists()))
+        return self
+
     def update(self, item, actions: list, condition) -> "Unit":
         """A conditional update of any other item that must change with this transaction."""
         self._ops.append(lambda tx: tx.update(item, actions=actions, condition=condition))

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tests.e2e.browser import Shots, browser, loopback_only  # noqa: F401  (fixture)
+from tests.support.agents import WECHAT_UA
 from tests.support.local_stack import StackFailed, running_stack
 
 TABLET = {"viewport": {"width": 600, "height": 960}, "is_mobile": True, "has_touch": True}
@@ -67,6 +68,7 @@ def test_owner_invites_a_cashier_who_sells_with_spotpay_then_the_owner_refunds_p
     page.click("#invite")
     link = page.get_attribute("#invitation-link", "href")
     assert "/portal/invitations/" in link
+    assert page.get_attribute("#mail-state", "data-state") == "delivered"     # mailed through the stack's SES
     shot(page, "owner-invited-cashier")
 
     counter = context(browser, ANDROID_TABLET_UA, **TABLET)
@@ -120,6 +122,26 @@ def test_owner_invites_a_cashier_who_sells_with_spotpay_then_the_owner_refunds_p
     rows = list(csv.DictReader(io.StringIO(saved.read_text())))
     assert payment_id in {r["source"] for r in rows}
     assert any(r["type"].startswith("refund") for r in rows), rows
+
+    page.click("#nav-alerts")                      # a staff member binds their WeChat for payment alerts
+    page.fill("#bind-store", "Queen St")
+    page.click("#show-bind-code")
+    page.wait_for_selector("#bind-qr svg")
+    bind_url = page.get_attribute("#bind-qr", "data-url")
+    shot(page, "owner-wechat-bind-code")
+    phone = context(browser, WECHAT_UA, lang="zh-CN", viewport={"width": 390, "height": 800}, is_mobile=True,
+                    has_touch=True)
+    phone_off = loopback_only(phone)
+    staff_phone = phone.new_page()
+    staff_phone.goto(bind_url)                     # in WeChat: the sandbox's silent OAuth, then back to us
+    staff_phone.wait_for_selector("#bound")
+    assert "Queen St" in staff_phone.inner_text("#bound") and "微信收款提醒已开启" in staff_phone.inner_text("#bound")
+    shot(staff_phone, "staff-wechat-bound")
+    page.click("#nav-alerts")
+    assert "Queen St" in page.inner_text("#bindings")
+    shot(page, "owner-wechat-bindings")
+    assert phone_off == []
+    phone.close()
 
     page.click("#nav-staff")
     assert "refund.created" in page.inner_text("#audit") and "staff.invited" in page.inner_text("#audit")

@@ -146,12 +146,17 @@ def pay_oauth_client() -> OfficialAccountClient:
                                                            base_url=wc.sns_url))
 
 
-def authorize_url(redirect_uri: str, state: str) -> str:
-    """Where the shopper's WeChat browser goes for a silent (snsapi_base) code; parameter order as documented."""
+def authorize_url(redirect_uri: str, state: str, account: settings.WeChatOASettings | None = None) -> str:
+    """Where a WeChat browser goes for a silent (snsapi_base) code; parameter order as documented.
+    `account`: the Official Account asking (default: the one WeChat Pay orders carry, for shoppers)."""
     from urllib.parse import quote
 
-    wc = settings.get().wechat
-    return (f"{wc.oauth_url}{AUTHORIZE_PATH}?appid={quote(wc.appid, safe='')}"
+    if account is None:
+        wc = settings.get().wechat
+        appid, oauth_url = wc.appid, wc.oauth_url
+    else:
+        appid, oauth_url = account.appid, account.oauth_url
+    return (f"{oauth_url}{AUTHORIZE_PATH}?appid={quote(appid, safe='')}"
             f"&redirect_uri={quote(redirect_uri, safe='')}&response_type=code&scope=snsapi_base"
             f"&state={quote(state, safe='')}#wechat_redirect")
 

@@ -89,7 +89,8 @@ def _nav(s) -> list[tuple[str, str]]:
     if s is None:
         return []
     items = [("home", f"{PATH}"), ("spotpay", f"{PATH}/spotpay"), ("payments", f"{PATH}/payments"),
-             ("balance", f"{PATH}/balance"), ("codes", f"{PATH}/codes"), ("developers", f"{PATH}/developers"),
+             ("balance", f"{PATH}/balance"), ("codes", f"{PATH}/codes"), ("alerts", f"{PATH}/alerts"),
+             ("developers", f"{PATH}/developers"),
              ("staff", f"{PATH}/staff")]
     return [(key, url) for key, url in items if key == "home" or s.can(key)]
 

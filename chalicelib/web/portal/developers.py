@@ -32,7 +32,6 @@ def page(req, new_key: str | None = None, new_secret: str | None = None, error_k
 def act(req, action: str, ref: str | None = None) -> Response:
     from chalicelib.api.requests import new_webhook_endpoint
     from chalicelib.services import api_keys, merchants, notifications
-    from chalicelib.store.unit import Unit
 
     r, s, refused = common.form_post(req, "developers")
     if refused:
@@ -48,16 +47,15 @@ def act(req, action: str, ref: str | None = None) -> Response:
         elif action == "key_revoke":
             api_keys.revoke(m.id, ref or "", s.actor)
         elif action == "endpoint_add":
-            made = merchants.add_webhook_endpoint(m, LIVE, new_webhook_endpoint({"url": form.get("url", "")[:2048]}))
+            made = merchants.add_webhook_endpoint(m, LIVE, new_webhook_endpoint({"url": form.get("url", "")[:2048]}),
+                                                  actor=s.actor)
             new_secret = made["secret"]
-            Unit().audit(m.id, s.actor, "webhook_endpoint.added", {"endpoint": made["id"], "url": made["url"]}).commit()
         elif action in ("endpoint_disable", "endpoint_enable"):
-            merchants.set_webhook_endpoint_disabled(m, LIVE, ref or "", action == "endpoint_disable")
-            Unit().audit(m.id, s.actor, f"webhook_endpoint.{action.split('_')[1]}d", {"endpoint": ref}).commit()
+            merchants.set_webhook_endpoint_disabled(m, LIVE, ref or "", action == "endpoint_disable",
+                                                    actor=s.actor)
         elif action == "event_resend":
-            if notifications.resend(m.id, LIVE, ref or "") is None:
+            if notifications.resend(m.id, LIVE, ref or "", actor=s.actor) is None:
                 raise errors.not_found("event", "event_id")
-            Unit().audit(m.id, s.actor, "event.resent", {"event": ref}).commit()
     except (errors.ServiceError, ApiError) as exc:
         if getattr(exc, "kind", None) == "not_found" or getattr(exc, "status", 0) == 404:
             return render.message(r.lang, "portal_not_found_title", "portal_not_found_text", 404)

@@ -7,8 +7,9 @@ from chalicelib.services import errors
 from chalicelib.web.portal import common
 
 
-def staff_page(req, invited=None, error_key: str | None = None, status: int = 200) -> Response:
-    from chalicelib.services import staff
+def staff_page(req, invited=None, error_key: str | None = None, status: int = 200, mail_state: str = "") -> Response:
+    from chalicelib import settings
+    from chalicelib.services import mail, staff
     from chalicelib.store import audit
 
     r, s, refused = common.signed_in(req, "staff")
@@ -16,7 +17,9 @@ def staff_page(req, invited=None, error_key: str | None = None, status: int = 20
         return refused
     return common.page(r, "portal/staff.html", s, status, csrf=s.csrf, members=staff.staff_of(s.merchant_id),
                        sessions=staff.sessions_of(s.merchant_id), trail=audit.recent(s.merchant_id, 50),
-                       invited=invited, error_key=error_key, roles=("cashier", "manager", "owner"))
+                       invited=invited, error_key=error_key, roles=("cashier", "manager", "owner"),
+                       mail_state=mail_state, show_link=settings.get().shows_invitation_links,
+                       mail_on=mail.mail_on(), mails=mail.recent_for(s.merchant_id))
 
 
 def invite(req) -> Response:
@@ -31,7 +34,7 @@ def invite(req) -> Response:
     except errors.ServiceError as exc:
         return staff_page(req, error_key="portal_invite_" + ("exists" if exc.kind == "conflict" else "invalid"),
                           status=400)
-    return staff_page(req, invited=invited)
+    return staff_page(req, invited=invited, mail_state=invited.send_mail())
 
 
 def remote_sign_out(session_id: str, req) -> Response:
