@@ -5,6 +5,10 @@
 1. Stateful stack: infra/template.yaml as `kauri-<stage>-data`, through one CloudFormation change set made
    with boto3 (tables, bucket, alarms; every table and the bucket are Retain, so a stack mistake never
    drops data). `--leave-out AWS::Cognito::` is for an emulator that cannot create those, never for AWS.
+   Then the staff directory: the stack's outputs StaffUserPoolArn / StaffUserPoolId / StaffPortalClientId
+   go into the BUILD directory's copy of the stage policy (the portal's Cognito actions on exactly that
+   pool) and stage environment (KAURI_STAFF_POOL_ID / KAURI_STAFF_CLIENT_ID); without them a deploy stops,
+   unless Cognito was left out (then it warns and goes on).
 2. Functions: a build directory (app.py, chalicelib/, .chalice/) whose vendor/ holds the runtime
    dependencies as manylinux wheels for Python 3.13, installed by pip for the Lambda platform, and
    bytecode for all of it compiled by Python 3.13 (unchecked-hash: the zip is immutable, so no
