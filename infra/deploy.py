@@ -5,6 +5,10 @@
 1. Stateful stack: infra/template.yaml as `kauri-<stage>-data`, through one CloudFormation change set made
    with boto3 (tables, bucket, alarms; every table and the bucket are Retain, so a stack mistake never
    drops data). `--leave-out AWS::Cognito::` is for an emulator that cannot create those, never for AWS.
+   Then the staff directory: the stack's outputs StaffUserPoolArn / StaffUserPoolId / StaffPortalClientId
+   go into the BUILD directory's copy of the stage policy (the portal's Cognito actions on exactly that
+   pool) and stage environment (KAURI_STAFF_POOL_ID / KAURI_STAFF_CLIENT_ID); without them a deploy stops,
+   unless Cognito was left out (then it warns and goes on).
 2. Functions: a build directory (app.py, chalicelib/, .chalice/) whose vendor/ holds the runtime
    dependencies as manylinux wheels for Python 3.13, installed by pip for the Lambda platform, and
    bytecode for all of it compiled by Python 3.13 (unchecked-hash: the zip is immutable, so no
@@ -30,6 +34,7 @@ import compileall
 import json
 import os
 import py_compile
+import re
 import shlex
 import shutil
 import subprocess
@@ -97,7 +102,8 @@ def deploy_stack(stage: str, leave_out: tuple[str, ...] = (), poll_seconds: int 
     cfn.create_change_set(
         StackName=name, ChangeSetName=change_set, ChangeSetType=kind, TemplateBody=template_body(leave_out),
         Parameters=[{"ParameterKey": "Stage", "ParameterValue": stage}],
-        # the staff directory's managed policy has a name (kauri-<stage>-staff-directory)
+        # No IAM resource in the template today (the staff directory's grant is in the stage policy, see
+        # wire_staff_directory); acknowledged anyway, so a named one added later does not fail the deploy.
         Capabilities=["CAPABILITY_NAMED_IAM"],
         Tags=[{"Key": "app", "Value": "kauri"}, {"Key": "stage", "Value": stage}])
     wait = {"Delay": poll_seconds, "MaxAttempts": 720 // poll_seconds}
@@ -115,6 +121,64 @@ def deploy_stack(stage: str, leave_out: tuple[str, ...] = (), poll_seconds: int 
     done = "stack_create_complete" if kind == "CREATE" else "stack_update_complete"
     cfn.get_waiter(done).wait(StackName=name, WaiterConfig=wait)
     return "created" if kind == "CREATE" else "updated"
+
+
+def stack_outputs(stage: str) -> dict[str, str]:
+    """The stateful stack's outputs, by key."""
+    import boto3
+
+    stack = boto3.client("cloudformation").describe_stacks(StackName=stack_name(stage))["Stacks"][0]
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+# Stack output -> what it becomes in the build (the pool ARN: the stage policy's Cognito statement).
+STAFF_OUTPUTS = {"StaffUserPoolArn": None, "StaffUserPoolId": "KAURI_STAFF_POOL_ID",
+                 "StaffPortalClientId": "KAURI_STAFF_CLIENT_ID"}
+STAFF_SID = "StaffDirectory"
+COGNITO = "AWS::Cognito::UserPool"
+
+
+def staff_outputs(outputs: dict[str, str], stage: str, leave_out: tuple[str, ...]) -> dict[str, str] | None:
+    """The staff directory's outputs of the stack; None (said loudly) when the stack has none because
+    `--leave-out AWS::Cognito::` left the pool out (an emulator); a real deploy without them stops."""
+    found = {k: outputs[k] for k in STAFF_OUTPUTS if outputs.get(k)}
+    if len(found) == len(STAFF_OUTPUTS):
+        return found
+    missing = ", ".join(k for k in STAFF_OUTPUTS if k not in found)
+    if any(COGNITO.startswith(prefix) for prefix in leave_out):
+        print(f"!! WARNING: stack {stack_name(stage)} has no {missing} (--leave-out {' '.join(leave_out)}): the "
+              f"staff directory is NOT wired, portal sign-in will be refused on this deploy", file=sys.stderr,
+              flush=True)
+        print(f"  staff directory NOT wired (no {missing}: Cognito left out)", flush=True)
+        return None
+    raise SystemExit(f"stack {stack_name(stage)} has no output {missing}: the portal's staff directory cannot be "
+                     f"wired (no Cognito grant, no KAURI_STAFF_POOL_ID / KAURI_STAFF_CLIENT_ID); is "
+                     f"infra/template.yaml current (python -m infra.gen_template) and did the stack update?")
+
+
+def wire_staff_directory(stage: str, build: Path, outputs: dict[str, str]) -> None:
+    """In the build directory only: the stage's policy gets the portal's Cognito actions on exactly this
+    stage's pool, and the stage's environment the pool and client ids. Running it again changes nothing."""
+    from infra.gen_template import STAFF_DIRECTORY_ACTIONS
+
+    arn = outputs["StaffUserPoolArn"]
+    pool_id = outputs["StaffUserPoolId"]
+    if not re.fullmatch(r"[\w-]+_\w+", pool_id) or not re.fullmatch(
+            rf"arn:aws[a-z-]*:cognito-idp:[a-z0-9-]+:\d{{12}}:userpool/{re.escape(pool_id)}", arn):
+        raise SystemExit(f"stack output StaffUserPoolArn {arn!r} is not the ARN of user pool {pool_id}")
+    config_path = build / ".chalice" / "config.json"
+    config = json.loads(config_path.read_text())
+    stage_config = config["stages"][stage]
+    policy_path = build / ".chalice" / stage_config.get("iam_policy_file", "policy.json")
+    policy = json.loads(policy_path.read_text())
+    statements = [s for s in policy["Statement"] if s.get("Sid") != STAFF_SID]
+    statements.append({"Sid": STAFF_SID, "Effect": "Allow", "Action": list(STAFF_DIRECTORY_ACTIONS),
+                       "Resource": [arn]})
+    policy["Statement"] = statements
+    policy_path.write_text(json.dumps(policy, indent=2) + "\n")
+    env = stage_config.setdefault("environment_variables", {})
+    env.update({name: outputs[key] for key, name in STAFF_OUTPUTS.items() if name})
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def vendor_command(python: str, build: Path) -> list[str]:
@@ -268,16 +332,24 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.dry_run:
         check_python(args.python)
-    if not args.package_only:
+    staff: dict[str, str] | None = None
+    if args.package_only:
+        print("+ (package only: no stack read, so the staff directory is not wired into the package)", flush=True)
+    else:
         left_out = f", leaving out {' '.join(args.leave_out)}" if args.leave_out else ""
         print(f"+ (stateful stack {stack_name(args.stage)}: a CloudFormation change set of infra/template.yaml, "
               f"Stage={args.stage}{left_out})", flush=True)
         if not args.dry_run:
             print(f"  stack {deploy_stack(args.stage, tuple(args.leave_out))}", flush=True)
+        print(f"+ (staff directory: the stack's {', '.join(STAFF_OUTPUTS)} into the build's stage policy and "
+              f"environment)", flush=True)
+        staff = None if args.dry_run else staff_outputs(stack_outputs(args.stage), args.stage, tuple(args.leave_out))
     print(f"+ (build {build})", flush=True)
     if not args.dry_run:
         layout(build)
         policy_for(args.stage, build)
+        if staff:
+            wire_staff_directory(args.stage, build, staff)
         (build / "gateway-responses.json").write_text(json.dumps(gateway_merge_template(), indent=2) + "\n")
         if not args.package_only and (state / f"{args.stage}.json").exists():
             # what the last deploy made, so chalice updates it in place instead of making it again

@@ -316,6 +316,20 @@ def key_resources() -> dict[str, Any]:
     }
 
 
+# The Cognito calls the deployed portal makes on its stage's pool (chalicelib/services/staff.py; with
+# KAURI_STAFF_POOL_ID / KAURI_STAFF_CLIENT_ID set it never lists pools or clients). The functions get them
+# on the pool's ARN alone: infra/deploy.py adds the statement to the stage's policy in the build directory
+# once the stack has made the pool (its ARN carries a generated id, so it cannot be in the repo's policy).
+STAFF_DIRECTORY_ACTIONS = [
+    "cognito-idp:AdminCreateUser",
+    "cognito-idp:AdminDeleteUser",
+    "cognito-idp:AdminGetUser",
+    "cognito-idp:AdminInitiateAuth",
+    "cognito-idp:AdminSetUserPassword",
+    "cognito-idp:AdminUserGlobalSignOut",
+]
+
+
 def staff_directory_resources() -> dict[str, Any]:
     """The Cognito user pool merchant staff sign in with (services.staff finds it by name) and the portal's
     server-side app client (no secret; ADMIN_USER_PASSWORD_AUTH only, from the portal Lambda)."""
@@ -334,21 +348,6 @@ def staff_directory_resources() -> dict[str, Any]:
                 "Schema": [{"Name": "merchant_id", "AttributeDataType": "String", "Mutable": False},
                            {"Name": "role", "AttributeDataType": "String", "Mutable": True}],
                 "UserPoolTags": {"app": APP, "stage": {"Ref": "Stage"}},
-            },
-        },
-        # The functions' grant on the pool: its ARN is known only here (the stage policies name tables and
-        # buckets literally; a pool ARN carries a generated id). Attach it to the stage's Lambda role.
-        "StaffDirectoryPolicy": {
-            "Type": "AWS::IAM::ManagedPolicy",
-            "Properties": {
-                "ManagedPolicyName": _sub(f"{APP}-${{Stage}}-staff-directory"),
-                "PolicyDocument": {"Version": "2012-10-17", "Statement": [{
-                    "Effect": "Allow",
-                    "Action": ["cognito-idp:AdminCreateUser", "cognito-idp:AdminSetUserPassword",
-                               "cognito-idp:AdminDeleteUser", "cognito-idp:AdminGetUser",
-                               "cognito-idp:AdminInitiateAuth", "cognito-idp:AdminUserGlobalSignOut"],
-                    "Resource": [{"Fn::GetAtt": ["StaffUserPool", "Arn"]}],
-                }]},
             },
         },
         "StaffPortalClient": {
@@ -454,6 +453,7 @@ def build_template(specs: list[dict[str, Any]]) -> dict[str, Any]:
     outputs["StatementsQueueArn"] = {"Value": {"Fn::GetAtt": ["StatementsQueue", "Arn"]}}
     resources.update(staff_directory_resources())
     outputs["StaffUserPoolId"] = {"Value": {"Ref": "StaffUserPool"}}         # -> KAURI_STAFF_POOL_ID
+    outputs["StaffUserPoolArn"] = {"Value": {"Fn::GetAtt": ["StaffUserPool", "Arn"]}}  # -> the stage policy
     outputs["StaffPortalClientId"] = {"Value": {"Ref": "StaffPortalClient"}}  # -> KAURI_STAFF_CLIENT_ID
     resources.update(mail_resources())
     return {

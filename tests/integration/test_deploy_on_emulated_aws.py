@@ -5,7 +5,8 @@ What runs for real against the emulator: the stateful stack's change set (less t
 which moto's CloudFormation cannot create: `--leave-out AWS::Cognito::`), chalice's deploy (IAM roles and
 their stage policy, every Lambda function with its zip, the EventBridge rules of the schedules, the SQS
 event source mapping, the REST API imported from chalice's Swagger and its stage), and our wiring (gateway
-responses, a deployment, the stage's throttling). The emulator is moto 5.2.5 told to accept Swagger 2.0 in
+responses, a deployment, the stage's throttling). With no pool in the stack, the staff directory's wiring is
+skipped with a warning (only because Cognito was left out). The emulator is moto 5.2.5 told to accept Swagger 2.0 in
 ImportRestApi/PutRestApi as API Gateway does (tests/support/aws_emulator.py). The Lambda build takes its
 wheels from `make deploy-env`'s download (no index, no traffic off this machine). Then it deploys again:
 an upgrade changes the functions in place and makes nothing twice.
@@ -189,6 +190,9 @@ def test_make_deploy_creates_the_stack_and_functions_then_upgrades_in_place_with
         first = _run_deploy(endpoint, build, state, python, wheels)
         assert "stack created" in first
         assert "Creating Rest API" in first
+        # no pool in the emulated stack: deploy says the staff directory is not wired, and goes on only because
+        # Cognito was left out (the policy and environment rewrite itself: tests/integration/test_deploy.py)
+        assert "staff directory NOT wired (no StaffUserPoolArn, StaffUserPoolId, StaffPortalClientId" in first
         rest_api_id = _check_the_account(aws, build, state)
         before = _inventory(aws, rest_api_id)
 
