@@ -60,8 +60,11 @@ test: $(STAMP) $(DEPLOY_STAMP) lint browser-deps
 
 # Stateful stack, then the functions (built and deployed by Python 3.13 with chalice), then the wiring
 # chalice cannot do. DEPLOY_PY must be a Python 3.13 with chalice installed (by default make deploy-env's).
+# MAIL_IDENTITY=kauri.nz (a verified SES identity: staff invitations are mailed from it) and
+# ALARM_EMAIL=ops@... set the stack's parameters; left out, the stack keeps what it has.
 deploy: $(STAMP) $(DEPLOY_STAMP)
-	$(BIN)/python -m infra.deploy --stage $(STAGE) --python $(DEPLOY_PY)
+	$(BIN)/python -m infra.deploy --stage $(STAGE) --python $(DEPLOY_PY) \
+		$(if $(MAIL_IDENTITY),--mail-identity '$(MAIL_IDENTITY)') $(if $(ALARM_EMAIL),--alarm-email '$(ALARM_EMAIL)')
 
 package: $(STAMP) $(DEPLOY_STAMP)
 	$(BIN)/python -m infra.deploy --stage $(STAGE) --python $(DEPLOY_PY) --package-only .build/$(STAGE)-package

@@ -80,7 +80,36 @@ def template_body(leave_out: tuple[str, ...] = ()) -> str:
     return text
 
 
-def deploy_stack(stage: str, leave_out: tuple[str, ...] = (), poll_seconds: int = 5) -> str:
+STACK_SETTINGS = {"AlarmEmail": "--alarm-email", "MailIdentity": "--mail-identity"}   # parameter -> flag
+
+
+def stack_parameters(stage: str, given: dict[str, str | None], exists: bool) -> list[dict]:
+    """Stage, and each optional parameter: the value given, else on an update the value the stack has (a
+    deploy that does not mention the alarm mailbox or the mail identity must not switch them off), else the
+    template's default (empty: off)."""
+    params = [{"ParameterKey": "Stage", "ParameterValue": stage}]
+    for key in STACK_SETTINGS:
+        value = given.get(key)
+        if value is not None:
+            params.append({"ParameterKey": key, "ParameterValue": value.strip()})
+        elif exists:
+            params.append({"ParameterKey": key, "UsePreviousValue": True})
+    return params
+
+
+def _create_change_set(cfn, name: str, change_set: str, kind: str, leave_out: tuple[str, ...], params: list[dict],
+                       stage: str) -> None:
+    cfn.create_change_set(
+        StackName=name, ChangeSetName=change_set, ChangeSetType=kind, TemplateBody=template_body(leave_out),
+        Parameters=params,
+        # No IAM resource in the template today (the staff directory's grant is in the stage policy, see
+        # wire_staff_directory); acknowledged anyway, so a named one added later does not fail the deploy.
+        Capabilities=["CAPABILITY_NAMED_IAM"],
+        Tags=[{"Key": "app", "Value": "kauri"}, {"Key": "stage", "Value": stage}])
+
+
+def deploy_stack(stage: str, leave_out: tuple[str, ...] = (), poll_seconds: int = 5,
+                 settings: dict[str, str | None] | None = None) -> str:
     """Create or update the stateful stack through a change set (what `aws cloudformation deploy` does,
     without needing the AWS CLI). Returns "created", "updated" or "unchanged"."""
     import boto3
@@ -99,13 +128,13 @@ def deploy_stack(stage: str, leave_out: tuple[str, ...] = (), poll_seconds: int 
                          f"delete it (its tables and bucket are Retain) and deploy again")
     kind = "CREATE" if status in (None, "REVIEW_IN_PROGRESS") else "UPDATE"
     change_set = f"{name}-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
-    cfn.create_change_set(
-        StackName=name, ChangeSetName=change_set, ChangeSetType=kind, TemplateBody=template_body(leave_out),
-        Parameters=[{"ParameterKey": "Stage", "ParameterValue": stage}],
-        # No IAM resource in the template today (the staff directory's grant is in the stage policy, see
-        # wire_staff_directory); acknowledged anyway, so a named one added later does not fail the deploy.
-        Capabilities=["CAPABILITY_NAMED_IAM"],
-        Tags=[{"Key": "app", "Value": "kauri"}, {"Key": "stage", "Value": stage}])
+    try:
+        _create_change_set(cfn, name, change_set, kind, leave_out, stack_parameters(stage, settings or {},
+                                                                                    exists=kind == "UPDATE"), stage)
+    except ClientError as e:   # some answer "nothing to change" at once instead of in the change set's status
+        if "No updates are to be performed" in str(e):
+            return "unchanged"
+        raise
     wait = {"Delay": poll_seconds, "MaxAttempts": 720 // poll_seconds}
     try:
         cfn.get_waiter("change_set_create_complete").wait(StackName=name, ChangeSetName=change_set,
@@ -179,6 +208,36 @@ def wire_staff_directory(stage: str, build: Path, outputs: dict[str, str]) -> No
     env = stage_config.setdefault("environment_variables", {})
     env.update({name: outputs[key] for key, name in STAFF_OUTPUTS.items() if name})
     config_path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+MAIL_SID = "MailSend"
+
+
+def wire_mail(stage: str, build: Path, outputs: dict[str, str]) -> bool:
+    """In the build directory only: when the stack was given a mail identity, the stage's policy may send
+    mail from exactly that identity (gen_template.MAIL_ACTIONS) and KAURI_MAIL_FROM names it, unless the
+    stage's config already sets a sender. Without one, mail stays off (the portal shows invitation links)."""
+    from infra.gen_template import MAIL_ACTIONS
+
+    identity, arn = outputs.get("MailIdentity"), outputs.get("MailIdentityArn")
+    if not (identity and arn):
+        return False
+    if not re.fullmatch(r"[A-Za-z0-9.-]+(@[A-Za-z0-9.-]+)?", identity) or not re.fullmatch(
+            rf"arn:aws[a-z-]*:ses:[a-z0-9-]+:\d{{12}}:identity/{re.escape(identity)}", arn):
+        raise SystemExit(f"stack output MailIdentityArn {arn!r} is not the ARN of SES identity {identity!r}")
+    config_path = build / ".chalice" / "config.json"
+    config = json.loads(config_path.read_text())
+    stage_config = config["stages"][stage]
+    policy_path = build / ".chalice" / stage_config.get("iam_policy_file", "policy.json")
+    policy = json.loads(policy_path.read_text())
+    policy["Statement"] = [s for s in policy["Statement"] if s.get("Sid") != MAIL_SID] + [
+        {"Sid": MAIL_SID, "Effect": "Allow", "Action": list(MAIL_ACTIONS), "Resource": [arn]}]
+    policy_path.write_text(json.dumps(policy, indent=2) + "\n")
+    env = stage_config.setdefault("environment_variables", {})
+    if not env.get("KAURI_MAIL_FROM"):
+        env["KAURI_MAIL_FROM"] = identity if "@" in identity else f"Kauri <no-reply@{identity}>"
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    return True
 
 
 def vendor_command(python: str, build: Path) -> list[str]:
@@ -318,6 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--leave-out", action="append", default=[], metavar="TYPE_PREFIX",
                         help="leave resources of this type (e.g. AWS::Cognito::) and what refers to them out of "
                              "the stack: only for an emulator that cannot create them, never for AWS")
+    parser.add_argument("--alarm-email", default=None,
+                        help="mailbox the alarms topic mails (stack parameter AlarmEmail; '' = none; "
+                             "not given: kept as the stack has it)")
+    parser.add_argument("--mail-identity", default=None,
+                        help="the SES identity (verified domain or address) staff invitations are sent from "
+                             "(stack parameter MailIdentity; '' = mail off; not given: kept as the stack has it)")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
     if os.sep in args.python:   # a path (make's default is relative): chalice runs in the build directory
@@ -333,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run:
         check_python(args.python)
     staff: dict[str, str] | None = None
+    outputs: dict[str, str] = {}
     if args.package_only:
         print("+ (package only: no stack read, so the staff directory is not wired into the package)", flush=True)
     else:
@@ -340,16 +406,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"+ (stateful stack {stack_name(args.stage)}: a CloudFormation change set of infra/template.yaml, "
               f"Stage={args.stage}{left_out})", flush=True)
         if not args.dry_run:
-            print(f"  stack {deploy_stack(args.stage, tuple(args.leave_out))}", flush=True)
+            given = {"AlarmEmail": args.alarm_email, "MailIdentity": args.mail_identity}
+            print(f"  stack {deploy_stack(args.stage, tuple(args.leave_out), settings=given)}", flush=True)
         print(f"+ (staff directory: the stack's {', '.join(STAFF_OUTPUTS)} into the build's stage policy and "
               f"environment)", flush=True)
-        staff = None if args.dry_run else staff_outputs(stack_outputs(args.stage), args.stage, tuple(args.leave_out))
+        outputs = {} if args.dry_run else stack_outputs(args.stage)
+        staff = None if args.dry_run else staff_outputs(outputs, args.stage, tuple(args.leave_out))
     print(f"+ (build {build})", flush=True)
     if not args.dry_run:
         layout(build)
         policy_for(args.stage, build)
         if staff:
             wire_staff_directory(args.stage, build, staff)
+        print("  mail: " + ("sent from " + outputs["MailIdentity"] if wire_mail(args.stage, build, outputs)
+                            else "off (no MailIdentity on the stack: invitation links are shown instead)"),
+              flush=True)
         (build / "gateway-responses.json").write_text(json.dumps(gateway_merge_template(), indent=2) + "\n")
         if not args.package_only and (state / f"{args.stage}.json").exists():
             # what the last deploy made, so chalice updates it in place instead of making it again

@@ -362,24 +362,17 @@ def staff_directory_resources() -> dict[str, Any]:
     }
 
 
-def mail_resources() -> dict[str, Any]:
-    """The functions' grant to send Kauri's own mail (services.mail: staff invitations) from the stage's one
-    verified SES identity, and nothing else; only when the stack is given that identity (mail is off
-    without it: KAURI_MAIL_FROM empty). Attach it to the stage's Lambda role."""
-    return {
-        "MailSendPolicy": {
-            "Type": "AWS::IAM::ManagedPolicy",
-            "Condition": "HasMailIdentity",
-            "Properties": {
-                "ManagedPolicyName": _sub(f"{APP}-${{Stage}}-mail"),
-                "PolicyDocument": {"Version": "2012-10-17", "Statement": [{
-                    "Effect": "Allow",
-                    "Action": ["ses:SendEmail"],
-                    "Resource": [_sub("arn:aws:ses:${AWS::Region}:${AWS::AccountId}:identity/${MailIdentity}")],
-                }]},
-            },
-        },
-    }
+MAIL_ACTIONS = ("ses:SendEmail",)   # services.mail sends one message per call; nothing else of SES
+
+
+def mail_outputs() -> dict[str, Any]:
+    """Kauri's own mail (services.mail: staff invitations) is sent from the stage's one verified SES identity,
+    only when the stack is given it (mail is off without it: KAURI_MAIL_FROM empty). No managed policy: chalice
+    cannot attach one to the roles it makes, so `make deploy` puts MAIL_ACTIONS on exactly this identity's
+    ARN into the stage policy and sets KAURI_MAIL_FROM (infra/deploy.wire_mail)."""
+    arn = _sub("arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/${MailIdentity}")
+    return {"MailIdentity": {"Condition": "HasMailIdentity", "Value": {"Ref": "MailIdentity"}},
+            "MailIdentityArn": {"Condition": "HasMailIdentity", "Value": arn}}
 
 
 # Alarms: (logical id, what it means, namespace, metric, statistic, threshold, periods, dimensions).
@@ -455,7 +448,7 @@ def build_template(specs: list[dict[str, Any]]) -> dict[str, Any]:
     outputs["StaffUserPoolId"] = {"Value": {"Ref": "StaffUserPool"}}         # -> KAURI_STAFF_POOL_ID
     outputs["StaffUserPoolArn"] = {"Value": {"Fn::GetAtt": ["StaffUserPool", "Arn"]}}  # -> the stage policy
     outputs["StaffPortalClientId"] = {"Value": {"Ref": "StaffPortalClient"}}  # -> KAURI_STAFF_CLIENT_ID
-    resources.update(mail_resources())
+    outputs.update(mail_outputs())                                            # -> wire_mail
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "Kauri stateful resources: DynamoDB tables, the files bucket and its statements queue, "

@@ -215,15 +215,58 @@ def test_prod_with_mail_on_does_not_show_the_link_only_the_mail_has_it():
     assert settings.load({"KAURI_STAGE": "dev", "KAURI_MAIL_FROM": "x@y.nz"}).shows_invitation_links is True
 
 
-def test_the_stack_lets_the_functions_send_mail_only_from_the_stages_verified_identity():
-    from infra import gen_template
+def test_the_stack_lets_the_functions_send_mail_only_from_the_stages_verified_identity(tmp_path):
+    """No managed policy (chalice cannot attach one to its roles): the stack names the identity and its ARN,
+    and `make deploy` puts ses:SendEmail on exactly that ARN into the stage policy of the build."""
+    import json
+
+    from infra import deploy, gen_template
 
     doc = gen_template.build_template(gen_template.table_specs())
-    policy = doc["Resources"]["MailSendPolicy"]
-    assert policy["Condition"] == "HasMailIdentity" and "MailIdentity" in doc["Parameters"]
-    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
-    assert statement["Action"] == ["ses:SendEmail"]
-    assert statement["Resource"] == [
-        {"Fn::Sub": "arn:aws:ses:${AWS::Region}:${AWS::AccountId}:identity/${MailIdentity}"}]
-    for stage in gen_template.STAGES:       # the stage policies grant no other mail right
+    assert "MailIdentity" in doc["Parameters"]
+    assert not [lid for lid, r in doc["Resources"].items() if r["Type"].startswith("AWS::IAM::")]
+    assert doc["Outputs"]["MailIdentityArn"] == {
+        "Condition": "HasMailIdentity",
+        "Value": {"Fn::Sub": "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/${MailIdentity}"}}
+    for stage in gen_template.STAGES:       # the repo's stage policies grant no mail right by themselves
         assert "ses:" not in gen_template.policy_path(stage).read_text()
+
+    build = deploy.layout(tmp_path / "build")
+    deploy.policy_for("prod", build)
+    arn = "arn:aws:ses:ap-southeast-2:123456789012:identity/kauri.nz"
+    assert deploy.wire_mail("prod", build, {"MailIdentity": "kauri.nz", "MailIdentityArn": arn}) is True
+    assert deploy.wire_mail("prod", build, {"MailIdentity": "kauri.nz", "MailIdentityArn": arn}) is True
+    policy = json.loads((build / ".chalice" / "policy-prod.json").read_text())
+    mail = [st for st in policy["Statement"] if any(a.startswith("ses:") for a in st["Action"])]
+    assert mail == [{"Sid": "MailSend", "Effect": "Allow", "Action": ["ses:SendEmail"], "Resource": [arn]}]
+    env = json.loads((build / ".chalice" / "config.json").read_text())["stages"]["prod"]["environment_variables"]
+    assert env["KAURI_MAIL_FROM"] == "Kauri <no-reply@kauri.nz>"
+    assert settings.load({**env, "KAURI_STAGE": "prod"}).mail_from == "Kauri <no-reply@kauri.nz>"
+
+
+def test_deploy_sends_mail_from_no_identity_but_the_stages_own(tmp_path):
+    from infra import deploy
+
+    build = deploy.layout(tmp_path / "build")
+    deploy.policy_for("prod", build)
+    before = (build / ".chalice" / "policy-prod.json").read_text()
+    assert deploy.wire_mail("prod", build, {}) is False          # no identity on the stack: mail stays off
+    assert (build / ".chalice" / "policy-prod.json").read_text() == before
+    for arn in ("arn:aws:ses:ap-southeast-2:123456789012:identity/*",
+                "arn:aws:ses:ap-southeast-2:123456789012:identity/other.nz",
+                "arn:aws:ses:*:*:identity/kauri.nz"):
+        with pytest.raises(SystemExit):
+            deploy.wire_mail("prod", build, {"MailIdentity": "kauri.nz", "MailIdentityArn": arn})
+
+
+def test_a_deploy_that_does_not_mention_the_mail_identity_keeps_the_stacks_own():
+    from infra import deploy
+
+    update = deploy.stack_parameters("prod", {"AlarmEmail": None, "MailIdentity": None}, exists=True)
+    assert {"ParameterKey": "MailIdentity", "UsePreviousValue": True} in update
+    assert {"ParameterKey": "AlarmEmail", "UsePreviousValue": True} in update
+    first = deploy.stack_parameters("prod", {"MailIdentity": None}, exists=False)
+    assert first == [{"ParameterKey": "Stage", "ParameterValue": "prod"}]   # the template's defaults: off
+    given = deploy.stack_parameters("prod", {"MailIdentity": " kauri.nz ", "AlarmEmail": ""}, exists=True)
+    assert {"ParameterKey": "MailIdentity", "ParameterValue": "kauri.nz"} in given
+    assert {"ParameterKey": "AlarmEmail", "ParameterValue": ""} in given     # '' switches alarm mail off
