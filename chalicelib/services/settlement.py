@@ -61,7 +61,8 @@ def _settled_on(posting: ledger.Posting) -> str | None:
 
 def _finding(channel: str, bill_date: str, kind: str, batch_id: str, detail: dict, currency: str,
              adjustment: int = 0, suffix: str = "") -> recon.Discrepancy:
-    return recon.Discrepancy(recon.discrepancy_id(channel, bill_date, kind, "settlement", batch_id + suffix), kind,
+    key = f"{batch_id}:{currency}{suffix}"   # as recon.settlement_key: one finding per batch AND currency
+    return recon.Discrepancy(recon.discrepancy_id(channel, bill_date, kind, "settlement", key), kind,
                              channel, bill_date, "settlement", batch_id, batch_id, None, None, detail, adjustment,
                              currency)
 
