@@ -210,9 +210,14 @@ RATE_LIMITS = {"dev": (25, 50, 1500), "sandbox": (10, 20, 600), "prod": (25, 50,
 def _rate_limits(env: dict[str, str], stage: str) -> dict[str, int]:
     per_second, burst, per_minute = RATE_LIMITS.get(stage, RATE_LIMITS["dev"])
     per_minute = int(env.get("KAURI_RATE_LIMIT_PER_MINUTE", str(per_minute)))
+    per_second = int(env.get("KAURI_RATE_LIMIT_PER_SECOND", str(per_second)))
+    burst = int(env.get("KAURI_RATE_LIMIT_BURST", str(burst)))
+    if per_second > 0 and burst < 1:
+        # The bucket would never hold a whole token: every request of every key refused, for ever.
+        raise SettingsError("KAURI_RATE_LIMIT_BURST must be at least 1 while KAURI_RATE_LIMIT_PER_SECOND is on")
     return {
-        "rate_limit_per_second": int(env.get("KAURI_RATE_LIMIT_PER_SECOND", str(per_second))),
-        "rate_limit_burst": int(env.get("KAURI_RATE_LIMIT_BURST", str(burst))),
+        "rate_limit_per_second": per_second,
+        "rate_limit_burst": burst,
         "rate_limit_per_minute": per_minute,
         # 2% of the minute's limit served unchecked per container; a third of that claimed per round trip.
         "rate_limit_quiet": int(env.get("KAURI_RATE_LIMIT_QUIET", str(max(1, per_minute // 50)))),

@@ -363,10 +363,16 @@ def settlement_batches(lines: Iterable[Line], batch_of) -> Iterator[SettlementBa
         yield SettlementBatch(batch_id, currency, gross, fees, paid, n)
 
 
+def settlement_key(batch: SettlementBatch) -> str:
+    """A batch's identity in finding ids: one batch name can pay in two currencies (Alipay names its
+    batches by settlement date), each booked and each found on its own, as its posting id says."""
+    return f"{batch.batch_id}:{batch.currency}"
+
+
 def settlement_finding(channel: str, bill_date: str, batch: SettlementBatch) -> Discrepancy | None:
     if batch.shortfall == 0:
         return None
-    return Discrepancy(discrepancy_id(channel, bill_date, SETTLEMENT_SHORT, "settlement", batch.batch_id),
+    return Discrepancy(discrepancy_id(channel, bill_date, SETTLEMENT_SHORT, "settlement", settlement_key(batch)),
                        SETTLEMENT_SHORT, channel, bill_date, "settlement", batch.batch_id, batch.batch_id, None, None,
                        {"expected": batch.expected_paid, "paid": batch.paid, "shortfall": batch.shortfall,
                         "currency": batch.currency, "lines": batch.lines},

@@ -95,20 +95,41 @@ def _broken(channel: str, exc: ValueError, n: int) -> Exception:
     return _FileBroken("failed", line_no, reason, n)
 
 
-def _lines_of(channel: str, kind: str, tail) -> Iterable[recon.Line]:
-    """The parser's records as Lines; a parse error becomes _FileBroken with its line number."""
+def _lines_of(channel: str, kind: str, tail, settled_on: str | None = None) -> Iterable[recon.Line]:
+    """The parser's records as Lines; a parse error becomes _FileBroken with its line number.
+
+    `settled_on` (a settlement file): every line must have been settled on that Beijing date, the date
+    the file sits under and its batch is named by; a line settled on another date (the file put under
+    the wrong date, rows sent again) or never settled (a transactions file) refuses the whole file
+    before anything is booked, so no line ever moves the receivable twice."""
     from chalicelib.services import statements
 
     n = 0
     try:
         for record in statements.records(channel, kind, tail):
             n += 1
+            if settled_on is not None:
+                _check_settled_on(record, settled_on)
             yield recon.line_of(record)
+    except statements.StatementRefused:
+        raise
     except ValueError as exc:
         raise _broken(channel, exc, n) from None
     why = statements.truncation(channel, tail, n)
     if why:
         raise _FileBroken("failed", 0, why, n)
+
+
+def _check_settled_on(record: dict, settled_on: str) -> None:
+    from chalicelib.services import statements
+
+    at, no = record.get("settlement_time"), record.get("raw_line_no") or 0
+    if not at:
+        raise statements.StatementRefused(f"line {no} has no settlement time: not a settlement file")
+    day = recon.bill_day(datetime.fromisoformat(at.replace("Z", "+00:00")))
+    if day != settled_on:
+        raise statements.StatementRefused(f"line {no} was settled on {day}, not on {settled_on} (the date the "
+                                          "file sits under): put it under its own settlement date")
 
 
 def feed_file(channel: str, matcher: recon.Matcher, tail, keep=None) -> None:
@@ -200,7 +221,7 @@ def _settle(channel: str, bill_date: str, key: str, tail) -> dict:
     settlement path every channel shares (services.settlement.book)."""
     from chalicelib.services import settlement
 
-    batches = list(recon.settlement_batches(_lines_of(channel, "settlement", tail), lambda _l: bill_date))
+    batches = list(recon.settlement_batches(_lines_of(channel, "settlement", tail, bill_date), lambda _l: bill_date))
     return settlement.book(channel, bill_date, ((b, {}) for b in batches), key)
 
 

@@ -6,7 +6,9 @@ run by the download_statements job). Per batch, in ONE transaction: the posting
 `settlement:{channel}:{batch}:{currency}` (Dr bank what was paid, Dr channel fees what the channel
 kept, Cr the channel receivable by both; its id is the batch's conditional write, so a batch is booked
 once ever) and, when the channel paid less (or more) than it owes, the batch's `settlement_short`
-finding. The short part stays in the receivable until a person writes it off.
+finding. The short part stays in the receivable until a person writes it off. The posting's memo names
+the settlement date it was booked for: a batch number the channel uses again on another settlement date
+is another payout, never taken as booked already, and is a finding (`#reused`) for a person.
 
 Currency (as the Alipay path): a batch is booked in its own currency (WeChat's settlementfee_type,
 Alipay's Currency column), against the receivable in that currency, with no conversion and no rate:
@@ -45,9 +47,22 @@ def _legs(posting: ledger.Posting) -> list[list]:
     return sorted([leg.account, leg.amount, leg.currency] for leg in posting.legs)
 
 
+_SETTLED = "settled "   # a settlement posting's memo starts with the settlement date it was booked for
+
+
+def _memo(bill_date: str, source: str) -> str:
+    return f"{_SETTLED}{bill_date} {source}"
+
+
+def _settled_on(posting: ledger.Posting) -> str | None:
+    memo = posting.memo or ""
+    return memo[len(_SETTLED):len(_SETTLED) + 10] if memo.startswith(_SETTLED) else None
+
+
 def _finding(channel: str, bill_date: str, kind: str, batch_id: str, detail: dict, currency: str,
              adjustment: int = 0, suffix: str = "") -> recon.Discrepancy:
-    return recon.Discrepancy(recon.discrepancy_id(channel, bill_date, kind, "settlement", batch_id + suffix), kind,
+    key = f"{batch_id}:{currency}{suffix}"   # as recon.settlement_key: one finding per batch AND currency
+    return recon.Discrepancy(recon.discrepancy_id(channel, bill_date, kind, "settlement", key), kind,
                              channel, bill_date, "settlement", batch_id, batch_id, None, None, detail, adjustment,
                              currency)
 
@@ -72,7 +87,7 @@ def book(channel: str, bill_date: str, batches: Iterable[tuple[recon.SettlementB
             out["new_discrepancies"] += store.save_finding(found)
             out["batches"].append({**row, "posted": False, "booked": False})
             continue
-        posting = posting_of(channel, batch, source)
+        posting = posting_of(channel, batch, _memo(bill_date, source))
         finding = recon.settlement_finding(channel, bill_date, batch)
         unit = Unit().post(posting)
         if finding is not None:
@@ -85,6 +100,19 @@ def book(channel: str, bill_date: str, batches: Iterable[tuple[recon.SettlementB
             if booked is None:
                 raise   # not "booked before": something else refused the transaction; fail loudly, retry
             posted = False
+            booked_for = _settled_on(booked)
+            if booked_for is not None and booked_for != bill_date:
+                # The channel used this batch number again for another settlement date: another payout,
+                # not a re-report. Never book it over the first one, never take it as booked: say so.
+                reused = _finding(channel, bill_date, recon.SETTLEMENT_SHORT, batch.batch_id,
+                                  {"batch_reused": True, "posting": posting.id, "booked_for": booked_for,
+                                   "reported_for": bill_date, "booked": _legs(booked), "reported": _legs(posting)},
+                                  batch.currency, suffix="#reused")
+                out["discrepancies"] += 1
+                out["new_discrepancies"] += store.save_finding(reused)
+                log.error("settlement_batch_reused", channel=channel, batch=batch.batch_id)
+                out["batches"].append({**row, "posted": False, "booked": False, "booked_for": booked_for})
+                continue
             new = store.save_finding(finding) if finding is not None else 0
             if _legs(booked) != _legs(posting):
                 # The channel now reports this batch differently from what was booked: never rebook, say so.

@@ -184,6 +184,18 @@ def test_the_stage_settings_give_each_stage_its_per_key_limits():
     assert (s.rate_limit_per_minute, s.rate_limit_quiet, s.rate_limit_lease) == (300, 0, 2)
 
 
+def test_a_per_second_limit_with_a_burst_below_one_request_is_refused_at_load_not_429_for_ever(
+        client, limits, monkeypatch):
+    """A bucket whose burst is under one token never holds a whole one: every request would be 429."""
+    with pytest.raises(settings.SettingsError, match="KAURI_RATE_LIMIT_BURST"):
+        settings.load({"KAURI_STAGE": "dev", "KAURI_RATE_LIMIT_PER_SECOND": "5", "KAURI_RATE_LIMIT_BURST": "0"})
+    assert settings.load({"KAURI_STAGE": "dev", "KAURI_RATE_LIMIT_PER_SECOND": "0",
+                          "KAURI_RATE_LIMIT_BURST": "0"}).rate_limit_per_second == 0   # off: no bucket at all
+    limits(per_minute=0, quiet=0, lease=1, per_second=5, burst=1)
+    merchant = new_merchant(client)
+    assert in_container(monkeypatch, ratelimit.Container(), merchant).status_code == 200
+
+
 def test_each_stage_policy_lets_its_functions_charge_that_stage_throttle_counters_only():
     from infra import gen_template
 

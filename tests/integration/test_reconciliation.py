@@ -255,6 +255,65 @@ def test_alipay_files_reconcile_and_a_settlement_short_by_one_fen_is_found_and_w
     assert _receivable("C:alipay:receivable:NZD") == 0
 
 
+def _file_run(key: str) -> dict:
+    """The run record of the one version of `key` that was processed."""
+    from chalicelib.store.reconciliation import StatementRunModel
+    [run] = [r for r in StatementRunModel.scan() if r.run_key.startswith(f"file#{key}#")]
+    return {**run.detail, "status": run.status}
+
+
+def test_a_settlement_file_under_another_date_than_its_lines_were_settled_is_refused_and_books_nothing(client):
+    """Alipay's batch is the settlement date the file sits under: the same liquidation file also put under
+    the next day (by hand, or a channel re-sending rows) must not move the receivable a second time."""
+    clock.freeze(TRADING)
+    _alipay_paid(client, 8800, "W-1")
+    clock.freeze(datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc))   # 11:00 Beijing, 22 Nov
+    from chalicelib import channels
+    text = channels.get("alipay").download_statement("settlement", "20261121", "20261121").encode()
+    put_statement("alipay", "2026-11-21", "forex_liquidation_file.txt", text)
+    trigger(client)
+    assert _receivable("C:alipay:receivable:NZD") == 0               # settled once, on the 21st
+    put_statement("alipay", "2026-11-22", "forex_liquidation_file.txt", text)
+    assert trigger(client) == 1
+    result = _file_run("statements/alipay/2026-11-22/forex_liquidation_file.txt")
+    assert result["status"] == "refused" and "2026-11-21" in result["reason"] and "line 2" in result["reason"]
+    assert PostingModel.count("settlement:alipay:2026-11-22:NZD") == 0
+    assert _receivable("C:alipay:receivable:NZD") == 0               # not moved twice
+    # A transactions file named as a settlement (its lines never settled) is no settlement either.
+    compare = channels.get("alipay").download_statement("transactions", "20261119", "20261119").encode()
+    put_statement("alipay", "2026-11-19", "settlement_by_hand.txt", compare)
+    assert trigger(client) == 1
+    result = _file_run("statements/alipay/2026-11-19/settlement_by_hand.txt")
+    assert result["status"] == "refused" and "settlement time" in result["reason"]
+    assert _receivable("C:alipay:receivable:NZD") == 0
+
+
+def test_a_settlement_short_in_two_currencies_on_one_date_is_booked_and_found_once_per_currency(client):
+    """Alipay names a batch by its settlement date; a file paying NZD and AUD holds two batches under one
+    name. Each is booked in its own currency, and each shortfall is its own finding."""
+    clock.freeze(TRADING)
+    _alipay_paid(client, 8800, "W-1")
+    clock.freeze(datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc))
+    from chalicelib import channels
+    text = channels.get("alipay").download_statement("settlement", "20261121", "20261121")
+    header, row = text.strip().splitlines()
+    nzd = row.split("|")
+    nzd[7] = "86.41"                                                   # one cent short
+    aud = list(nzd)
+    aud[0], aud[1], aud[9], aud[15] = "pay_aud_0000000000001", "2026111922001000000000000001", "AUD", ""
+    put_statement("alipay", "2026-11-21", "forex_liquidation_file.txt",
+                  f"{header}\n{'|'.join(nzd)}\n{'|'.join(aud)}\n".encode())
+    trigger(client)
+    assert _file_run("statements/alipay/2026-11-21/forex_liquidation_file.txt")["status"] == "done"
+    for currency in ("NZD", "AUD"):
+        assert PostingModel.count(f"settlement:alipay:2026-11-21:{currency}") == 1, currency
+    report = invoke(client, "reconciliation_report", {"channel": "alipay", "bill_date": "2026-11-21"})
+    shorts = sorted((d["currency"], d["detail"]["shortfall"]) for d in report["discrepancies"]
+                    if d["kind"] == recon.SETTLEMENT_SHORT)
+    assert shorts == [("AUD", 1), ("NZD", 1)]
+    assert len({d["id"] for d in report["discrepancies"]}) == len(report["discrepancies"])
+
+
 def test_release_waits_for_a_matched_bill_and_the_balance_shows_what_is_held(shop, client, monkeypatch):
     paid = _pay(shop, client, 10000, "order-1")
     other = _pay(shop, client, 5000, "order-2")

@@ -232,3 +232,35 @@ def test_a_body_of_blank_space_only_is_no_bill_and_the_look_ahead_ends(client):
     clock.freeze(NEXT_MORNING)
     [bill, _] = statements.download("wechat", DAY)
     assert bill["status"] == "no_bill" and stored() is None
+
+
+def test_an_upload_that_fails_on_a_later_part_leaves_no_object_and_no_open_multipart_upload(client, monkeypatch):
+    """S3 refuses the second 8 MiB part: the multipart upload is aborted (nothing half-stored, no parts
+    left to pay for), the run is not marked done, and the next run stores the bill whole."""
+    import botocore.exceptions
+
+    real_s3 = statements._s3
+
+    def s3_failing_part_2():
+        s3 = real_s3()
+
+        def refuse(params, **_kwargs):
+            if params.get("PartNumber") == 2:
+                raise botocore.exceptions.EndpointConnectionError(endpoint_url="s3 (part 2)")
+        s3.meta.events.register("before-parameter-build.s3.UploadPart", refuse)
+        return s3
+
+    monkeypatch.setattr(statements, "_s3", s3_failing_part_2)
+    serve(lambda: bill_pieces(12 * MIB))
+    clock.freeze(NEXT_MORNING)
+    with pytest.raises(botocore.exceptions.EndpointConnectionError):
+        statements.download("wechat", DAY)
+    s3 = boto3.client("s3", region_name=settings.get().region)
+    assert stored() is None
+    assert s3.list_multipart_uploads(Bucket=settings.get().bucket).get("Uploads", []) == []
+    from chalicelib.store import reconciliation as store
+    assert store.get_run("download#wechat#2026-11-19#downloadbill_ALL.txt") is None
+    monkeypatch.setattr(statements, "_s3", real_s3)
+    expected, _size = digest_of(bill_pieces(12 * MIB))
+    [bill, _] = statements.download("wechat", DAY)
+    assert bill["status"] == "done" and stored()["Metadata"] == {"sha256": expected}

@@ -259,3 +259,36 @@ def test_every_batch_is_booked_once_as_first_reported_and_every_change_or_shortf
     found = {f.our_no + ("#changed" if f.detail.get("changed_after_booking") else "")
              for f in store.findings_of_day("wechat", "2026-11-20") if f.our_no.startswith(f"p{example}b")}
     assert found == short | {i + "#changed" for i in changed}
+
+
+# ---- a batch number WeChat uses again for another settlement date -------------------------------
+
+def test_a_batch_number_reused_on_another_settlement_date_is_a_finding_not_taken_as_already_booked(
+        client, monkeypatch):
+    """Two payouts, one per day, equal to the fen, under one fbatchno: the second is money WeChat paid on
+    another date, not a re-report of the first. Taking it as "booked already" would leave the second
+    day's receivable owed with no finding at all."""
+    from chalicelib.channels.wechat import sandbox
+
+    clock.freeze(TRADING)
+    shop = new_merchant(client)
+    _pay(shop, client, 10000, "day-1")
+    clock.freeze(TRADING + timedelta(days=1))
+    _pay(shop, client, 10000, "day-2")
+    real = sandbox._settlement_batches
+    monkeypatch.setattr(sandbox, "_settlement_batches",
+                        lambda day: [{**b, "fbatchno": "20261120REUSED"} for b in real(day)])
+    clock.freeze(DAY_AFTER + timedelta(days=1))
+    got = invoke(client, "download_statements", {"channel": "wechat", "from": "2026-11-20", "to": "2026-11-21"})
+    assert [got["results"][f"wechat/{d}"][1]["batches"] for d in ("2026-11-20", "2026-11-21")] == [1, 1]
+    assert len(settlement_postings()) == 1                       # booked once, for the 20th
+    fee = 200
+    assert balance(RECEIVABLE) == 10000 and balance("B:settlement_bank:NZD") == 10000 - fee
+    report = invoke(client, "reconciliation_report", {"channel": "wechat", "bill_date": "2026-11-21"})
+    [batch] = report["settlement"]["batches"]
+    assert (batch["posted"], batch["booked"]) == (False, False)  # not this day's payout
+    [finding] = report["discrepancies"]
+    assert finding["kind"] == recon.SETTLEMENT_SHORT and finding["our_no"] == "20261120REUSED"
+    assert finding["detail"]["booked_for"] == "2026-11-20" and finding["detail"]["reported_for"] == "2026-11-21"
+    assert invoke(client, "reconciliation_report", {"channel": "wechat", "bill_date": "2026-11-20"})[
+        "discrepancies"] == []
