@@ -11,6 +11,7 @@ discrepancy).
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
@@ -94,7 +95,8 @@ class Expected:
     fee_text: str | None = field(default=None, compare=False)
 
     def __post_init__(self):
-        if EXPONENTS.get(self.currency) == 2:
+        # Only a 2-decimal currency and amounts a bill prints unsigned: any other line is parsed in full.
+        if EXPONENTS.get(self.currency) == 2 and self.amount >= 0 and (self.expected_fee or 0) >= 0:
             object.__setattr__(self, "amount_text", _major_text(self.amount))
             if self.expected_fee is not None:
                 object.__setattr__(self, "fee_text", _major_text(self.expected_fee))
@@ -189,23 +191,40 @@ class FxVariance:
     max_bps: int = 0
     examples: list = field(default_factory=list)
 
+    # (channel rate, shown rate) -> basis points or None: a day has a handful of rates and a million lines.
+    _bps: dict = field(default_factory=dict, repr=False, compare=False)
+    REMEMBER = 4096
+
     def add(self, our_no: str, channel_rate: str | None, shown_rate: str | None) -> None:
         if not channel_rate or not shown_rate:
             return
-        try:
-            got, shown = Decimal(channel_rate), Decimal(shown_rate)
-        except InvalidOperation:
+        pair = (channel_rate, shown_rate)
+        bps = self._bps.get(pair, -1)
+        if bps == -1:
+            bps = self._bps_of(channel_rate, shown_rate)
+            if len(self._bps) < self.REMEMBER:
+                self._bps[pair] = bps
+        if bps is None:
             return
-        if shown <= 0:
-            return
-        bps = int((abs(got - shown) * 10000 / shown).to_integral_value(rounding="ROUND_HALF_UP"))
         self.compared += 1
-        self.max_bps = max(self.max_bps, bps)
+        if bps > self.max_bps:
+            self.max_bps = bps
         if bps > self.threshold_bps:
             self.beyond += 1
             if len(self.examples) < 20:
                 self.examples.append({"our_no": our_no, "channel_rate": channel_rate, "shown_rate": shown_rate,
                                       "bps": bps})
+
+    @staticmethod
+    def _bps_of(channel_rate: str, shown_rate: str) -> int | None:
+        """|channel - shown| / shown in basis points, rounded ROUND_HALF_UP; None: not two rates to compare."""
+        try:
+            got, shown = Decimal(channel_rate), Decimal(shown_rate)
+        except InvalidOperation:
+            return None
+        if shown <= 0:
+            return None
+        return int((abs(got - shown) * 10000 / shown).to_integral_value(rounding="ROUND_HALF_UP"))
 
     def as_dict(self) -> dict:
         return {"threshold_bps": self.threshold_bps, "compared": self.compared, "beyond_threshold": self.beyond,
@@ -262,37 +281,51 @@ class Matcher:
         out.matched_amount[line.currency] = out.matched_amount.get(line.currency, 0) + _signed(line.kind, line.amount)
         return "matched"
 
-    def feed_rows(self, rows: Iterable[tuple], slow, keep=None) -> None:
-        """The fast path over a channel's text rows (kind payment|refund, our_no, status word, currency,
-        amount text, fee text, line_no, cells, line, rate text or None): a row whose text agrees exactly
-        with Kauri's record is matched from its text (`keep(row, expected)` sees it); every other row
-        goes to `slow(row)`, which parses it fully and feeds the Line (a difference, a duplicate, an
-        unknown key or odd text all land there). One tight loop: at a million rows a day, each lookup
-        per row shows in the rate."""
+    def feed_rows(self, rows: Iterable[tuple], slow, keep=None, status_words: dict | None = None) -> None:
+        """The fast path over a channel's text rows: (kind payment|refund|None, our_no, status word as the
+        channel's record carries it (or a token `status_words` maps to that word), currency, amount text, fee text, rate text or None, line_no, what
+        the channel needs to read the row again). A row whose text agrees exactly with Kauri's record is
+        matched from its text (`keep(row, expected)` sees it); every other row goes to `slow(row)`, which
+        parses it fully and feeds the Line (a difference, a duplicate, an unknown key, odd text or a
+        kind None all land there). The channel yields a kind only for a row whose every other field the
+        full parse would accept; so a row matched here is one the full parse would have matched too.
+
+        One tight loop, nothing allocated per matched row: at a million rows a day each lookup shows."""
         expected, out = self.expected, self.outcome
-        get, statuses, seen, refund_mark = expected.get, _STATUS, _SEEN, _REFUND_MARK
-        sums = out.matched_amount
+        get, seen, refund_mark, payment = expected.get, _SEEN, _REFUND_MARK, PAYMENT
+        statuses = _STATUS if status_words is None else {
+            token: _STATUS.get(word, word) for token, word in status_words.items()}
+        sums: dict[str, int] = defaultdict(int)
         fx = out.fx
         matched = 0
         try:
             for row in rows:
-                key = row[1] if row[0] == PAYMENT else refund_mark + row[1]
-                exp = get(key)
-                if exp is not None and row[4] == exp.amount_text \
-                        and statuses.get(row[2]) == exp.status and row[3] == exp.currency \
-                        and (exp.fee_text is None or row[5] == exp.fee_text):
-                    expected[key] = seen
-                    matched += 1
-                    sums[row[3]] = sums.get(row[3], 0) + (exp.amount if row[0] == PAYMENT else -exp.amount)
-                    if exp.shown_rate is not None:
-                        fx.add(row[1], row[9] or exp.channel_rate, exp.shown_rate)
-                    if keep is not None:
-                        keep(row, exp)
+                kind, our_no, status, currency, amount, fee, rate, _line_no, _ref = row
+                if kind == payment:
+                    key = our_no
+                elif kind is None:
+                    slow(row)
                     continue
-                slow(row)
+                else:
+                    key = refund_mark + our_no
+                exp = get(key)
+                if exp is None or amount != exp.amount_text or currency != exp.currency \
+                        or statuses.get(status) != exp.status or (exp.fee_text is not None and fee != exp.fee_text):
+                    slow(row)
+                    continue
+                expected[key] = seen
+                matched += 1
+                sums[currency] += exp.amount if kind == payment else -exp.amount
+                if exp.shown_rate is not None:
+                    fx.add(our_no, rate or exp.channel_rate, exp.shown_rate)
+                if keep is not None:
+                    keep(row, exp)
         finally:
             out.matched += matched
             out.lines += matched
+            totals = out.matched_amount
+            for currency, amount in sums.items():
+                totals[currency] = totals.get(currency, 0) + amount
 
     def finish(self, suspense_bill_dates: int = SUSPENSE_BILL_DATES) -> Outcome:
         """Kauri records no line matched: still in suspense, or only at Kauri once their time is up."""

@@ -127,18 +127,21 @@ def feed_file(channel: str, matcher: recon.Matcher, tail, keep=None) -> None:
         return
 
     def slow(row: tuple) -> None:
-        line = recon.line_of(fast.full(row))
+        record = fast.full(row)
+        if record is None:
+            return  # a line the full parse skips (blank, a comment)
+        line = recon.line_of(record)
         outcome = matcher.feed(line)
         if keep is not None:
             keep(line, outcome)
 
     def kept(row: tuple, exp: recon.Expected) -> None:
         channel_no, fee, at, settlement, rate = fast.line(row)
-        keep(recon.Line(exp.kind, exp.our_no, channel_no, exp.status, exp.amount, row[3], fee, at, row[6],
+        keep(recon.Line(exp.kind, exp.our_no, channel_no, exp.status, exp.amount, row[3], fee, at, row[7],
                         settlement, rate), "matched")
 
     try:
-        matcher.feed_rows(fast, slow, kept if keep is not None else None)
+        matcher.feed_rows(fast, slow, kept if keep is not None else None, getattr(fast, "status_words", None))
     except ValueError as exc:
         raise _broken(channel, exc, matcher.outcome.lines) from None
     n = matcher.outcome.lines

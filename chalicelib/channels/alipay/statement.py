@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Iterable, Iterator
 
 from chalicelib.channels.alipay import BEIJING, parse_beijing
+from chalicelib.channels.blocks import Blocks
 from chalicelib.money import MoneyError, minor_from_major
 
 MAX_LINE_CHARS = 4096
@@ -290,10 +291,19 @@ def parse_rate_file(source: Iterable[str | bytes] | str | bytes) -> dict[str, di
 
 
 class FastRows:
-    """A compare/liquidation file's rows as plain text fields, for reconciliation's fast path. Each row:
-    (kind payment|refund, our_no, status word, currency, amount text, fee text, line_no, cells, line,
-    rate text). A file without a header row (V2013) gives rows with kind None: all parsed in full.
-    What a row's text does not settle goes to `full`: parse_compare_file of the header and that line."""
+    """A compare/liquidation file's rows as plain text fields, for reconciliation's fast path.
+
+    The file is read in blocks of about a megabyte, each decoded and split into lines at once. Each
+    row: (kind payment|refund|None, our_no, status letter (`status_words` has its word), currency, amount text, fee text, rate text or
+    None, line_no, line). A kind is given only to a row of the header's width whose every field the
+    full parse checks is good (type, order number, fee and settlement plain amounts, payment and
+    settlement times, rate), so matching it from its text is what the full parse would do. Every
+    other row (kind None: odd text, a line that is not UTF-8, a file without a header row (V2013), an
+    error answer) goes to `full`: parse_compare_file of the header and that line, which gives the
+    record or the error the full parse gives. (An error answer's first cell, '<...' or 'file download
+    failed', is no order number Kauri has, so such a line never matches from its text either.)"""
+
+    status_words = _STATUS  # a row's status is the file's letter; the record's word is this map's
 
     def __init__(self, source: Iterable[bytes]):
         self.source = source
@@ -301,72 +311,171 @@ class FastRows:
         self.last: list[bytes] = []
         self.ended_cleanly = True
         self._columns: _Columns | None = None
+        self._undecoded: dict[int, bytes] = {}
+
+    def _texts(self) -> Iterator[list[str]]:
+        """The file's lines as text, a block at a time. A line that is not UTF-8 reads as "\\n" (no line
+        holds one) and its bytes wait in _undecoded for the full parse, which decodes it as GBK."""
+        blocks = Blocks(self.source)
+        first_line_no = 1
+        for block in blocks:
+            try:
+                lines = block.decode("utf-8").replace("\r\n", "\n").split("\n")  # the full parse strips line ends
+            except UnicodeDecodeError:
+                lines = []
+                for n, raw in enumerate(block.split(b"\n"), start=first_line_no):
+                    try:
+                        lines.append(raw.decode("utf-8").rstrip("\r"))
+                    except UnicodeDecodeError:
+                        lines.append("\n")
+                        self._undecoded[n] = raw
+            if lines[-1] == "":
+                lines.pop()
+            first_line_no += len(lines)
+            yield lines
+        self.ended_cleanly = blocks.ended_cleanly
+
+    def _raw(self, line_no: int, line: str) -> str | bytes:
+        return self._undecoded.pop(line_no) if line == "\n" else line
 
     def __iter__(self) -> Iterator[tuple]:
-        lines = iter(self.source)
         line_no = 0
-        raw = b""
-        kinds, statuses = {"P": "payment", "R": "refund"}, _STATUS
-        for raw in lines:
-            line_no += 1
-            if len(raw) > MAX_LINE_CHARS:
-                raise StatementFormatError(line_no, "line too long")
-            line = raw.decode("utf-8").lstrip("\ufeff")
-            if not line.strip():
-                continue
-            cells = line.rstrip("\r\n").split("|")
-            if _norm(cells[0]) != "partner_transaction_id":
-                yield None, "", "", "", "", "", line_no, cells, line, None  # V2013 or not a statement at all
-                continue
-            self.header = line.rstrip("\r\n")
-            col = self._columns = _Columns([_norm(c) for c in cells])
-            width, pad = col.width, col.pad
-            i_no, i_type, i_status, i_ccy, i_amount, i_fee, i_rate, i_time = (
-                col.partner_transaction_id, col.type, col.status, col.currency, col.amount, col.fee, col.rate,
-                col.payment_time)
-            last_time = None
-            for raw in lines:  # the rows: the hot loop
-                line_no += 1
-                if len(raw) > MAX_LINE_CHARS:
-                    raise StatementFormatError(line_no, "line too long")
-                line = raw.decode("utf-8")
-                v = line[:-1].split("|")  # a row not ending in "\n" keeps or loses a character: parsed in full
-                if len(v) < width:
-                    if not line.strip():
+        col = None
+        amounts_ok: set[str] = set()
+        rates, settle_times = _Memo(_rate_text, 256), _Memo(_settle_time, 256)
+        bad = _BAD
+        last_time = None  # rows of one second sit together: each payment time is checked once
+        good_days = _GoodDays()
+        for lines in self._texts():
+            start = 0
+            if col is None:  # up to the header row
+                for start, line in enumerate(lines, start=1):
+                    line_no += 1
+                    raw = self._raw(line_no, line)
+                    text = (raw if isinstance(raw, str) else raw.decode("gbk", errors="replace"))
+                    text = text.rstrip("\r\n").lstrip("\ufeff")
+                    if len(text) > MAX_LINE_CHARS:
+                        raise StatementFormatError(line_no, "line too long")
+                    if not text.strip():
                         continue
-                    raise StatementFormatError(line_no, f"{len(v)} columns, header has {width}")
+                    cells = text.split("|")
+                    if _norm(cells[0]) != "partner_transaction_id":
+                        yield None, "", "", "", "", "", None, line_no, raw  # V2013 or not a statement at all
+                        continue
+                    self.header = text
+                    col = self._columns = _Columns([_norm(c) for c in cells])
+                    width, pad = col.width, col.pad
+                    i_no, i_type, i_status, i_ccy, i_amount, i_fee, i_rate, i_time, i_settle, i_settle_time = (
+                        col.partner_transaction_id, col.type, col.status, col.currency, col.amount, col.fee,
+                        col.rate, col.payment_time, col.settlement, col.settlement_time)
+                    break
+                else:
+                    continue
+                lines = lines[start:]
+            # The rows: the hot loop. Too long a line (for the full parse too, perhaps) goes to it.
+            long_lines = max(map(len, lines), default=0) > MAX_LINE_CHARS
+            for line in lines:
+                line_no += 1
+                v = line.split("|")
+                if len(v) != width or line == "\n" or (long_lines and len(line) > MAX_LINE_CHARS):
+                    if line == "\n" or line.strip():
+                        yield None, "", "", "", "", "", None, line_no, self._raw(line_no, line)
+                    continue
                 if pad:
                     v.append("")
-                if v[i_time] != last_time:  # checked as the full parse checks it, once per second of the day
-                    if _times(v[i_time]) is None:
-                        raise StatementFormatError(line_no, f"bad time {v[i_time]!r}")
-                    last_time = v[i_time]
-                yield (kinds.get(v[i_type]), v[i_no], statuses.get(v[i_status], ""), v[i_ccy], v[i_amount],
-                       v[i_fee], line_no, v, line, v[i_rate])
-            break
-        self.ended_cleanly = raw.endswith(b"\n") or not raw
+                kind, at = v[i_type], v[i_time]
+                kind = "payment" if kind == "P" else "refund" if kind == "R" else None
+                if at != last_time:
+                    last_time = at if (_CLOCK(at) is not None and at[:10] in good_days) or _times(at) is not None \
+                        else None
+                rate = rates[v[i_rate]]
+                if kind is None or rate is bad or last_time is None or settle_times[v[i_settle_time]] is bad \
+                        or not v[i_no]:
+                    if line.strip():
+                        yield None, "", "", "", "", "", None, line_no, line
+                    continue
+                yield kind, v[i_no], v[i_status], v[i_ccy], v[i_amount], v[i_fee], rate, line_no, line
 
-    def full(self, row: tuple) -> dict:
-        line_no, raw = row[6], row[8].rstrip("\r\n")
+    def full(self, row: tuple) -> dict | None:
+        """The row as parse_compare_file reads it (None: a line it skips)."""
+        line_no, raw = row[7], row[8]
         try:
-            record = next(parse_compare_file([self.header, raw] if self.header else [raw]))
+            record = next(parse_compare_file([self.header, raw] if self.header else [raw]), None)
         except StatementFormatError as exc:
             raise StatementFormatError(line_no, exc.reason) from None
-        except StopIteration:
-            raise StatementFormatError(line_no, "not a row") from None
-        record["raw_line_no"] = line_no
+        if record is not None:
+            record["raw_line_no"] = line_no
         return record
 
     def line(self, row: tuple) -> tuple:
-        """A fast-matched row's record facts beyond those Kauri's record fixed:
-        (channel_no, fee, time, settlement, rate)."""
-        line_no, v, col = row[6], row[7], self._columns
-        times = _times(v[col.payment_time])
-        if times is None:
-            raise StatementFormatError(line_no, f"bad time {v[col.payment_time]!r}")
+        """A fast-matched row's record facts beyond those Kauri's record fixed, read as the full parse
+        reads them: (channel_no, fee, time, settlement, rate)."""
+        line_no, v, col = row[7], row[8].lstrip("\ufeff").split("|"), self._columns
+        if col.pad:
+            v.append("")
         settlement = v[col.settlement]
-        return (v[col.transaction_id].strip(), abs(_money(line_no, v[col.fee], row[3])), times[1],
-                _money(line_no, settlement, row[3]) if settlement.strip() else None, v[col.rate].strip() or None)
+        return (v[col.transaction_id].strip(), abs(_money(line_no, v[col.fee], row[3])), _times(v[col.payment_time])[1],
+                _money(line_no, settlement, row[3]) if settlement.strip() else None, row[6])
+
+
+_BAD = object()
+_PLAIN_AMOUNT = re.compile(r"-?[0-9]{1,13}(?:\.[0-9]{1,2})?").fullmatch  # what minor_from_major reads exactly
+_REMEMBER_AMOUNTS = 1 << 16
+
+
+def _plain(text: str, known: set[str]) -> bool:
+    """A plain amount (remembered, up to a bound: a day's fees repeat)."""
+    if _PLAIN_AMOUNT(text) is None:
+        return False
+    if len(known) < _REMEMBER_AMOUNTS:
+        known.add(text)
+    return True
+
+
+class _Memo(dict):
+    """text -> what the full parse reads from it, or _BAD; bounded (a day has few rates and times)."""
+
+    def __init__(self, read, size: int):
+        super().__init__()
+        self.read, self.size = read, size
+
+    def __missing__(self, text: str):
+        value = self.read(text)
+        if len(self) < self.size:
+            self[text] = value
+        return value
+
+
+def _rate_text(text: str):
+    rate = text.strip()
+    if not rate:
+        return None
+    try:
+        Decimal(rate)
+    except InvalidOperation:
+        return _BAD
+    return rate
+
+
+# A dashed Beijing time of a valid clock on a date _times reads by slicing: _times(text) is not None.
+_CLOCK = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]").fullmatch
+
+
+class _GoodDays(dict):
+    """'YYYY-MM-DD' (digits) -> whether _times reads that date by slicing."""
+
+    def __missing__(self, day: str) -> bool:
+        good = _day_and_before(day[:4], day[5:7], day[8:10]) is not None
+        if len(self) < 64:
+            self[day] = good
+        return good
+
+    def __contains__(self, day: str) -> bool:
+        return self[day]
+
+
+def _settle_time(text: str):
+    return None if not text.strip() or _times(text) is not None else _BAD
 
 
 read_statement = parse_compare_file  # the name reconciliation reads every channel's statements by

@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Iterable, Iterator
 
 from chalicelib import clock
+from chalicelib.channels.blocks import Blocks
 from chalicelib.channels.wechat import wire
 from chalicelib.money import MoneyError, minor_from_major
 
@@ -211,15 +212,20 @@ def parse(source: str | bytes | Iterable[str] | Iterable[bytes], bill_date: str 
         raise StatementError("no bill header found")
 
 
-_NO_REFUND = frozenset(("", "0"))  # what a payment row carries in the refund-number column
+# A dashed China time of a valid clock: _times reads it by slicing when its date is one _day_before reads.
+_CLOCK = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]").fullmatch
 
 
 class FastRows:
     """The bill's detail rows as plain text fields, for reconciliation's fast path: no dicts, no amount or
-    time conversion. Each row: (kind payment|refund, our_no, status word, currency, amount text, fee text,
-    line_no, the row's cells, the line, rate text (None: the bill has no rate)). The source is the file's
-    lines as bytes. What a row's text does not settle (a mismatch, an odd
-    amount) goes to `full`: `parse` of the header plus that raw line, with every check."""
+    time conversion. The file is read in blocks of about a megabyte, each decoded and split into lines
+    at once. Each row: (kind payment|refund|None, our_no, status word, currency, amount text, fee text,
+    None (a bill has no rate), line_no, the line). A kind is given only to a row of at least the
+    header's width whose time the full parse reads; every other row (kind None) and every row whose
+    text does not settle it (a mismatch, an odd amount) goes to `full`: `parse` of the header plus
+    that line, with every check. Cells are split on ",`" as `parse` splits them; the first keeps the
+    row's backtick, so a compared column there (no documented layout has one) never matches from text.
+    The fee, the trade numbers and the time of a matched row are read by `line`, as `parse` reads them."""
 
     def __init__(self, source: Iterable[bytes]):
         self.source = source
@@ -227,6 +233,7 @@ class FastRows:
         self._last_time: tuple[str, str] = ("", "")
         self.last: list[bytes] = []      # the last two lines that are not blank (the summary, when whole)
         self.ended_cleanly = True        # the last line ended with a newline
+        self._undecoded: dict[int, bytes] = {}
 
     @staticmethod
     def minor(text: str, currency: str, line_no: int) -> int:
@@ -241,18 +248,54 @@ class FastRows:
                 raise StatementError("bad transaction time", line_no) from None
         return self._last_time[1]
 
+    def _texts(self) -> Iterator[list[str]]:
+        """The file's lines as text, a block at a time. A line that is not UTF-8 reads as "\\n" (no line
+        holds one); its bytes wait in _undecoded, and reading it raises what `parse` raises."""
+        blocks = Blocks(self.source)
+        first_line_no = 1
+        for block in blocks:
+            try:
+                text = block.decode("utf-8")
+            except UnicodeDecodeError:
+                parts = block.split(b"\n")
+                lines = []
+                for n, part in enumerate(parts, start=first_line_no):
+                    try:
+                        lines.append(part.decode("utf-8").rstrip("\r"))
+                    except UnicodeDecodeError:
+                        lines.append("\n")
+                        self._undecoded[n] = part + b"\n" if n - first_line_no < len(parts) - 1 else part
+            else:
+                lines = (text.replace("\r\n", "\n") if "\r" in text else text).split("\n")
+            if lines[-1] == "":
+                lines.pop()
+            first_line_no += len(lines)
+            yield lines
+        self.ended_cleanly = blocks.ended_cleanly
+
+    def _raw(self, line_no: int, line: str) -> str | bytes:
+        return self._undecoded.pop(line_no) if line == "\n" else line
+
     def __iter__(self) -> Iterator[tuple]:
-        lines = iter(self.source)
+        texts = self._texts()
         line_no = 0
-        raw = b""
-        for raw in lines:  # up to the header
-            line_no += 1
-            if len(raw) > MAX_LINE_CHARS:
-                raise StatementError("line too long", line_no)
-            if raw[:1] == b"`":
-                raise StatementError("data before the header", line_no)
-            header = raw.decode("utf-8").lstrip("\ufeff").rstrip("\r\n")
-            if header.strip():
+        header = None
+        for lines in texts:
+            for start, line in enumerate(lines, start=1):  # up to the header
+                line_no += 1
+                if line == "\n":
+                    self._raw(line_no, line).decode("utf-8")  # raises what `parse` raises on it
+                if line_no == 1:
+                    line = line.lstrip("\ufeff")
+                if not line.strip():
+                    continue
+                if len(line) > MAX_LINE_CHARS:
+                    raise StatementError("line too long", line_no)
+                if line[:1] == "`":
+                    raise StatementError("data before the header", line_no)
+                header = line
+                break
+            if header is not None:
                 break
         else:
             raise StatementError("no bill header found")
@@ -264,44 +307,81 @@ class FastRows:
          i_refund_amount, i_refund_status, i_fee) = (cols.get(key, -1) for key in (
              "time", "transaction_id", "out_trade_no", "trade_status", "currency", "total", "refund_id",
              "out_refund_no", "refund_amount", "refund_status", "fee"))
-        i_time = self._i_time
-        last_time = None
-        for raw in lines:  # the detail rows: the hot loop
-            line_no += 1
-            if raw[:1] != b"`":
-                if raw.strip():
-                    self.last = [raw]
-                    break  # the summary header: the details are done
-                continue
-            if len(raw) > MAX_LINE_CHARS:
-                raise StatementError("line too long", line_no)
-            line = raw.decode()
-            # The first cell keeps the row's backtick and the last its newline: neither column is one the
-            # fast path compares in the documented layouts, and where one is, it simply does not match
-            # from text and the row is parsed in full.
-            v = line.split(",`")
-            if len(v) < width:
-                raise StatementError("row has fewer columns than the header", line_no)
-            if pad:
-                v.append("")
-            if v[i_time] != last_time:  # checked as `parse` checks it, once per second of the day
-                self.channel_time(v[i_time].strip("` \r\n"), line_no)
-                last_time = v[i_time]
-            if v[i_refund_no] not in _NO_REFUND:  # (a REFUND row without its number: no match, parsed in full)
-                yield ("refund", v[i_refund_no], v[i_refund_status] or v[i_status], v[i_ccy], v[i_refund_amount],
-                       v[i_fee], line_no, v, line, None)
-            else:
-                yield "payment", v[i_trade_no], v[i_status], v[i_ccy], v[i_total], v[i_fee], line_no, v, line, None
-        for raw in lines:  # read on to the end: the caller checks the summary row the file closes with
-            if raw.strip():
-                self.last = self.last[-1:] + [raw]
-        self.ended_cleanly = raw.endswith(b"\n")
+        i_time, self._i_fee = self._i_time, i_fee
+        last_time = ""
+        good_days: dict[str, bool] = {}
+        lines = lines[start:]
+        while True:
+            long_lines = max(map(len, lines), default=0) > MAX_LINE_CHARS
+            for n, line in enumerate(lines):  # the detail rows: the hot loop
+                line_no += 1
+                if line[:1] != "`":
+                    if line == "\n":
+                        yield None, "", "", "", "", "", None, line_no, self._raw(line_no, line)
+                    elif line.strip():  # the summary header: the details are done
+                        self._tail(line_no, lines[n:], texts)
+                        return
+                    continue
+                v = line.split(",`")
+                if len(v) < width or (long_lines and len(line) > MAX_LINE_CHARS):
+                    yield None, "", "", "", "", "", None, line_no, line  # `parse` says why
+                    continue
+                if pad:
+                    v.append("")
+                at = v[i_time]
+                if at != last_time:  # checked as `parse` checks it, once per second of the day
+                    last_time = at if self._time_ok(at[1:] if i_time == 0 else at, good_days) else None
+                if last_time is None:
+                    yield None, "", "", "", "", "", None, line_no, line
+                    continue
+                refund_no = v[i_refund_no]
+                if refund_no == "" or refund_no == "0":  # (a REFUND row without its number: no match, parsed in full)
+                    yield "payment", v[i_trade_no], v[i_status], v[i_ccy], v[i_total], v[i_fee], None, line_no, line
+                else:
+                    yield ("refund", refund_no, v[i_refund_status] or v[i_status], v[i_ccy], v[i_refund_amount],
+                           v[i_fee], None, line_no, line)
+            lines = next(texts, None)
+            if lines is None:
+                return
+
+    @staticmethod
+    def _time_ok(text: str, good_days: dict[str, bool]) -> bool:
+        """`parse` reads this transaction time (to a time the record can carry)."""
+        text = text.strip()
+        if _CLOCK(text) is not None:
+            day = text[:10]
+            good = good_days.get(day)
+            if good is None:
+                good = good_days[day] = _day_before(day) is not None
+            if good:
+                return True
+        try:
+            return _times(text)[1] is not None
+        except ValueError:
+            return False
+
+    def _tail(self, line_no: int, lines: list[str], texts: Iterator[list[str]]) -> None:
+        """From the summary header on, `parse` reads nothing but still refuses a line too long or not
+        UTF-8; the last two lines that are not blank stay for the truncation check."""
+        while lines is not None:
+            for line in lines:
+                if line == "\n":
+                    self._raw(line_no, line).decode("utf-8")
+                if line.strip():
+                    if len(line) > MAX_LINE_CHARS:
+                        raise StatementError("line too long", line_no)
+                    self.last = self.last[-1:] + [line.encode("utf-8")]
+                line_no += 1
+            lines = next(texts, None)
+
+    def _cell(self, v: list[str], i: int) -> str:
+        return (v[0][1:] if i == 0 else v[i]).strip()
 
     def full(self, row: tuple) -> dict:
         """The row, parsed and checked by `parse` (errors name the row's own line number)."""
-        line_no, raw = row[6], row[8]
+        line_no, raw = row[7], row[8]
         try:
-            record = next(parse([self.header, raw.rstrip("\r\n")]))
+            record = next(parse([self.header, raw.rstrip("\r\n") if isinstance(raw, str) else raw]))
         except StatementError as exc:
             raise StatementError(str(exc).split(": ", 1)[-1], line_no) from None
         record["raw_line_no"] = line_no
@@ -310,10 +390,11 @@ class FastRows:
     def line(self, row: tuple) -> tuple:
         """A fast-matched row's record facts beyond those Kauri's record fixed:
         (channel_no, fee, time, settlement, rate); a bill has no settlement or rate columns."""
-        line_no, v = row[6], row[7]
-        channel_no = v[self._i_refund_id] if row[0] == "refund" else v[self._i_txn]
-        return (channel_no.strip("` \r\n"), self.minor(row[5], row[3], line_no),
-                self.channel_time(v[self._i_time].strip("` \r\n"), line_no), None, None)
+        line_no, v = row[7], row[8].split(",`")
+        v.append("")
+        channel_no = self._cell(v, self._i_refund_id if row[0] == "refund" else self._i_txn)
+        return (channel_no, self.minor(self._cell(v, self._i_fee), row[3], line_no),
+                self.channel_time(self._cell(v, self._i_time), line_no), None, None)
 
 
 read_statement = parse  # the name reconciliation reads every channel's statements by
