@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Iterable, Iterator
 
 BLOCK_BYTES = 1 << 20
+LONGEST_LINE_BYTES = 1 << 18  # above every parser's line limit (16k characters, 4 bytes each at most)
 
 
 class Blocks:
@@ -19,10 +20,10 @@ class Blocks:
     anywhere near that long, so the reader refuses it as too long and nothing more is buffered).
     `ended_cleanly`: the file's last byte is a newline, or the file is empty."""
 
-    def __init__(self, source: Iterable[bytes], size: int = BLOCK_BYTES):
+    def __init__(self, source: Iterable[bytes], size: int | None = None):
         self.source = source
-        self.size = size
-        self.limit = 4 * size
+        self.size = size or BLOCK_BYTES
+        self.limit = max(4 * self.size, LONGEST_LINE_BYTES)
         self.ended_cleanly = True
 
     def _pieces(self) -> Iterator[bytes]:
@@ -63,12 +64,3 @@ class Blocks:
             data = b"".join(pending)
             self.ended_cleanly = data.endswith(b"\n")
             yield data
-
-
-def split_lines(block: bytes) -> list[bytes]:
-    """A block's lines, each without its b"\\n" (a b"\\r" before it stays: the parsers strip it as they
-    did); the empty string after the block's final newline is dropped."""
-    lines = block.split(b"\n")
-    if not lines[-1]:
-        lines.pop()
-    return lines

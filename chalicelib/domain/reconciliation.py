@@ -281,51 +281,21 @@ class Matcher:
         out.matched_amount[line.currency] = out.matched_amount.get(line.currency, 0) + _signed(line.kind, line.amount)
         return "matched"
 
-    def feed_rows(self, rows: Iterable[tuple], slow, keep=None, status_words: dict | None = None) -> None:
-        """The fast path over a channel's text rows: (kind payment|refund|None, our_no, status word as the
-        channel's record carries it (or a token `status_words` maps to that word), currency, amount text, fee text, rate text or None, line_no, what
-        the channel needs to read the row again). A row whose text agrees exactly with Kauri's record is
-        matched from its text (`keep(row, expected)` sees it); every other row goes to `slow(row)`, which
-        parses it fully and feeds the Line (a difference, a duplicate, an unknown key, odd text or a
-        kind None all land there). The channel yields a kind only for a row whose every other field the
-        full parse would accept; so a row matched here is one the full parse would have matched too.
-
-        One tight loop, nothing allocated per matched row: at a million rows a day each lookup shows."""
-        expected, out = self.expected, self.outcome
-        get, seen, refund_mark, payment = expected.get, _SEEN, _REFUND_MARK, PAYMENT
+    def text_match(self, status_words: dict | None = None, keep=None) -> "TextMatch":
+        """What a channel's fast reader needs to match rows from their text in its own loop."""
         statuses = _STATUS if status_words is None else {
             token: _STATUS.get(word, word) for token, word in status_words.items()}
-        sums: dict[str, int] = defaultdict(int)
-        fx = out.fx
-        matched = 0
-        try:
-            for row in rows:
-                kind, our_no, status, currency, amount, fee, rate, _line_no, _ref = row
-                if kind == payment:
-                    key = our_no
-                elif kind is None:
-                    slow(row)
-                    continue
-                else:
-                    key = refund_mark + our_no
-                exp = get(key)
-                if exp is None or amount != exp.amount_text or currency != exp.currency \
-                        or statuses.get(status) != exp.status or (exp.fee_text is not None and fee != exp.fee_text):
-                    slow(row)
-                    continue
-                expected[key] = seen
-                matched += 1
-                sums[currency] += exp.amount if kind == payment else -exp.amount
-                if exp.shown_rate is not None:
-                    fx.add(our_no, rate or exp.channel_rate, exp.shown_rate)
-                if keep is not None:
-                    keep(row, exp)
-        finally:
-            out.matched += matched
-            out.lines += matched
-            totals = out.matched_amount
-            for currency, amount in sums.items():
-                totals[currency] = totals.get(currency, 0) + amount
+        return TextMatch(self.expected, statuses, self.outcome.fx, keep)
+
+    def absorb(self, tm: "TextMatch") -> None:
+        """Count what a fast reader matched from text (also when it stopped half way: a bad line)."""
+        out = self.outcome
+        out.matched += tm.matched
+        out.lines += tm.matched
+        for currency, amount in tm.sums.items():
+            out.matched_amount[currency] = out.matched_amount.get(currency, 0) + amount
+        tm.matched = 0
+        tm.sums.clear()
 
     def finish(self, suspense_bill_dates: int = SUSPENSE_BILL_DATES) -> Outcome:
         """Kauri records no line matched: still in suspense, or only at Kauri once their time is up."""
@@ -346,6 +316,32 @@ class Matcher:
         return self.outcome
 
 
+
+
+class TextMatch:
+    """Matching a statement row from its text, inside a channel's fast reader (one tight loop per
+    layout: at a million rows a day a function call or a tuple per row shows in the rate).
+
+    A row matches from its text when Kauri holds its key (`key_of`) and the row's amount text, currency
+    and status (`statuses[token]`) are exactly Kauri's record's `amount_text`, `currency` and `status`,
+    and, where Kauri's record has a contract fee, the fee text is its `fee_text` (`accepts` says it;
+    each reader inlines that test). Then the reader marks the key consumed (`expected[key] = seen`),
+    counts it in `matched` and `sums`, adds the FX comparison (`fx.add`, where Kauri showed a rate) and
+    hands the row to `keep`. Any other row goes to the full parse and `Matcher.feed`. The reader gives a
+    row this chance only when every field the full parse checks, other than those it converts for
+    storing, is good, so a row matched here is one the full parse would have matched."""
+
+    seen = _SEEN
+    refund_mark = _REFUND_MARK
+
+    def __init__(self, expected: dict[str, Expected], statuses: dict, fx: FxVariance, keep=None):
+        self.expected, self.statuses, self.fx, self.keep = expected, statuses, fx, keep
+        self.matched = 0
+        self.sums: dict[str, int] = defaultdict(int)
+
+    def accepts(self, exp: Expected | None, amount: str, currency: str, status: str, fee: str) -> bool:
+        return exp is not None and amount == exp.amount_text and currency == exp.currency \
+            and self.statuses.get(status) == exp.status and (exp.fee_text is None or fee == exp.fee_text)
 
 
 def _major_text(minor: int) -> str:

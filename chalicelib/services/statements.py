@@ -159,14 +159,15 @@ class LineTail:
                 end = parts.pop()  # b"" after a final newline, else the file's unterminated last line
                 for part in parts:
                     raw = part + b"\n"
-                    if part and part != b"\r":
+                    if part.strip():
                         prev, last = last, raw
                     yield raw
                 if end:
-                    prev, last = last, end
+                    if end.strip():
+                        prev, last = last, end
                     yield end
         finally:
-            self.last = [x for x in (prev, last) if x.strip()]
+            self.last = [x for x in (prev, last) if x]
             self.ended_cleanly = blocks.ended_cleanly
 
 

@@ -291,17 +291,17 @@ def parse_rate_file(source: Iterable[str | bytes] | str | bytes) -> dict[str, di
 
 
 class FastRows:
-    """A compare/liquidation file's rows as plain text fields, for reconciliation's fast path.
+    """A compare/liquidation file read for reconciliation's fast path (`match`).
 
-    The file is read in blocks of about a megabyte, each decoded and split into lines at once. Each
-    row: (kind payment|refund|None, our_no, status letter (`status_words` has its word), currency, amount text, fee text, rate text or
-    None, line_no, line). A kind is given only to a row of the header's width whose every field the
-    full parse checks is good (type, order number, fee and settlement plain amounts, payment and
-    settlement times, rate), so matching it from its text is what the full parse would do. Every
-    other row (kind None: odd text, a line that is not UTF-8, a file without a header row (V2013), an
-    error answer) goes to `full`: parse_compare_file of the header and that line, which gives the
-    record or the error the full parse gives. (An error answer's first cell, '<...' or 'file download
-    failed', is no order number Kauri has, so such a line never matches from its text either.)"""
+    The file is read in blocks of about a megabyte, each decoded and split into lines at once; each
+    row is split once and matched from its text where it can be. A row gets that chance only when it
+    has the header's width and every field the full parse checks and matching does not convert is
+    good (type, order number, payment and settlement times, rate); its fee and settlement are read
+    by `line` when the row is kept for storing. Every other line (odd text, a line that is not UTF-8,
+    a file without a header row (V2013), an error answer) goes to `full`: parse_compare_file of the
+    header and that line, which gives the record or the error the full parse gives. (An error
+    answer's first cell, '<...' or 'file download failed', is no order number Kauri has, so such a
+    line never matches from its text either.)"""
 
     status_words = _STATUS  # a row's status is the file's letter; the record's word is this map's
 
@@ -320,7 +320,8 @@ class FastRows:
         first_line_no = 1
         for block in blocks:
             try:
-                lines = block.decode("utf-8").replace("\r\n", "\n").split("\n")  # the full parse strips line ends
+                text = block.decode("utf-8")
+                lines = (text.replace("\r\n", "\n") if "\r" in text else text).split("\n")  # as the full parse strips
             except UnicodeDecodeError:
                 lines = []
                 for n, raw in enumerate(block.split(b"\n"), start=first_line_no):
@@ -338,67 +339,91 @@ class FastRows:
     def _raw(self, line_no: int, line: str) -> str | bytes:
         return self._undecoded.pop(line_no) if line == "\n" else line
 
-    def __iter__(self) -> Iterator[tuple]:
+    def match(self, tm, slow) -> None:
+        """Every line of the file, in order: a row matched from its text (`tm`, a TextMatch: its test
+        is inlined here) or `slow(line_no, line)` (the full parse and the matcher)."""
+        expected, seen, mark, statuses, sums, fx, keep = (
+            tm.expected, tm.seen, tm.refund_mark, tm.statuses, tm.sums, tm.fx, tm.keep)
+        get = expected.get
+        matched = 0
         line_no = 0
         col = None
-        amounts_ok: set[str] = set()
-        rates, settle_times = _Memo(_rate_text, 256), _Memo(_settle_time, 256)
-        bad = _BAD
-        last_time = None  # rows of one second sit together: each payment time is checked once
-        good_days = _GoodDays()
-        for lines in self._texts():
-            start = 0
-            if col is None:  # up to the header row
-                for start, line in enumerate(lines, start=1):
+        good_rates: set[str] = {""}      # rate texts the full parse reads as they stand
+        last_time = last_settled = None  # rows of one second sit together: each time is checked once
+        times_ok = False
+        good_days: dict[str, bool] = {}
+        try:
+            for lines in self._texts():
+                if col is None:  # up to the header row
+                    for start, line in enumerate(lines, start=1):
+                        line_no += 1
+                        raw = self._raw(line_no, line)
+                        text = (raw if isinstance(raw, str) else raw.decode("gbk", errors="replace"))
+                        text = text.rstrip("\r\n").lstrip("\ufeff")
+                        if len(text) > MAX_LINE_CHARS:
+                            raise StatementFormatError(line_no, "line too long")
+                        if not text.strip():
+                            continue
+                        cells = text.split("|")
+                        if _norm(cells[0]) != "partner_transaction_id":
+                            slow(line_no, raw)  # V2013, or not a statement at all
+                            continue
+                        self.header = text
+                        col = self._columns = _Columns([_norm(c) for c in cells])
+                        width, pad = (col.width if col.width > 1 else -1), col.pad
+                        i_no, i_type, i_status, i_ccy, i_amount, i_fee, i_rate, i_time, i_settled = (
+                            col.partner_transaction_id, col.type, col.status, col.currency, col.amount, col.fee,
+                            col.rate, col.payment_time, col.settlement_time)
+                        break
+                    else:
+                        continue
+                    lines = lines[start:]
+                # The rows: the hot loop. Too long a line (for the full parse too, perhaps) goes to it.
+                long_lines = max(map(len, lines), default=0) > MAX_LINE_CHARS
+                for line in lines:
                     line_no += 1
-                    raw = self._raw(line_no, line)
-                    text = (raw if isinstance(raw, str) else raw.decode("gbk", errors="replace"))
-                    text = text.rstrip("\r\n").lstrip("\ufeff")
-                    if len(text) > MAX_LINE_CHARS:
-                        raise StatementFormatError(line_no, "line too long")
-                    if not text.strip():
+                    v = line.split("|")
+                    if len(v) != width or (long_lines and len(line) > MAX_LINE_CHARS):
+                        if line == "\n" or line.strip():
+                            slow(line_no, self._raw(line_no, line))
                         continue
-                    cells = text.split("|")
-                    if _norm(cells[0]) != "partner_transaction_id":
-                        yield None, "", "", "", "", "", None, line_no, raw  # V2013 or not a statement at all
-                        continue
-                    self.header = text
-                    col = self._columns = _Columns([_norm(c) for c in cells])
-                    width, pad = col.width, col.pad
-                    i_no, i_type, i_status, i_ccy, i_amount, i_fee, i_rate, i_time, i_settle, i_settle_time = (
-                        col.partner_transaction_id, col.type, col.status, col.currency, col.amount, col.fee,
-                        col.rate, col.payment_time, col.settlement, col.settlement_time)
-                    break
-                else:
-                    continue
-                lines = lines[start:]
-            # The rows: the hot loop. Too long a line (for the full parse too, perhaps) goes to it.
-            long_lines = max(map(len, lines), default=0) > MAX_LINE_CHARS
-            for line in lines:
-                line_no += 1
-                v = line.split("|")
-                if len(v) != width or line == "\n" or (long_lines and len(line) > MAX_LINE_CHARS):
-                    if line == "\n" or line.strip():
-                        yield None, "", "", "", "", "", None, line_no, self._raw(line_no, line)
-                    continue
-                if pad:
-                    v.append("")
-                kind, at = v[i_type], v[i_time]
-                kind = "payment" if kind == "P" else "refund" if kind == "R" else None
-                if at != last_time:
-                    last_time = at if (_CLOCK(at) is not None and at[:10] in good_days) or _times(at) is not None \
-                        else None
-                rate = rates[v[i_rate]]
-                if kind is None or rate is bad or last_time is None or settle_times[v[i_settle_time]] is bad \
-                        or not v[i_no]:
-                    if line.strip():
-                        yield None, "", "", "", "", "", None, line_no, line
-                    continue
-                yield kind, v[i_no], v[i_status], v[i_ccy], v[i_amount], v[i_fee], rate, line_no, line
+                    if pad:
+                        v.append("")
+                    at = v[i_time]
+                    settled = v[i_settled]
+                    if at != last_time or settled != last_settled:
+                        last_time, last_settled = at, settled
+                        times_ok = _time_ok(at, good_days) and _settle_time(settled) is not _BAD
+                    rate = v[i_rate]
+                    typ = v[i_type]
+                    no = v[i_no]
+                    if times_ok and no and (rate in good_rates or _good_rate(rate, good_rates)):
+                        if typ == "P":
+                            key = no
+                        elif typ == "R":
+                            key = mark + no
+                        else:
+                            slow(line_no, line)
+                            continue
+                        exp = get(key)
+                        currency = v[i_ccy]
+                        if exp is not None and v[i_amount] == exp.amount_text and currency == exp.currency \
+                                and statuses.get(v[i_status]) == exp.status \
+                                and (exp.fee_text is None or v[i_fee] == exp.fee_text):
+                            if keep is not None:  # first: reading the rest of the record may fail the file at this line
+                                keep(exp, line_no, line)
+                            expected[key] = seen
+                            matched += 1
+                            sums[currency] += exp.amount if typ == "P" else -exp.amount
+                            if exp.shown_rate is not None:
+                                fx.add(no, rate or exp.channel_rate, exp.shown_rate)
+                            continue
+                    slow(line_no, line)
+        finally:
+            tm.matched += matched
 
-    def full(self, row: tuple) -> dict | None:
-        """The row as parse_compare_file reads it (None: a line it skips)."""
-        line_no, raw = row[7], row[8]
+    def full(self, line_no: int, raw: str | bytes) -> dict | None:
+        """The line as parse_compare_file reads it after the header (None: a line it skips)."""
         try:
             record = next(parse_compare_file([self.header, raw] if self.header else [raw]), None)
         except StatementFormatError as exc:
@@ -407,45 +432,20 @@ class FastRows:
             record["raw_line_no"] = line_no
         return record
 
-    def line(self, row: tuple) -> tuple:
-        """A fast-matched row's record facts beyond those Kauri's record fixed, read as the full parse
-        reads them: (channel_no, fee, time, settlement, rate)."""
-        line_no, v, col = row[7], row[8].lstrip("\ufeff").split("|"), self._columns
+    def line(self, exp, line_no: int, line: str) -> tuple:
+        """A row matched from its text: the record's facts beyond those Kauri's record fixed, read as the
+        full parse reads them (so a bad fee or settlement fails the file here, at this line):
+        (channel_no, fee, time, settlement, rate)."""
+        v, col = line.lstrip("\ufeff").split("|"), self._columns
         if col.pad:
             v.append("")
-        settlement = v[col.settlement]
-        return (v[col.transaction_id].strip(), abs(_money(line_no, v[col.fee], row[3])), _times(v[col.payment_time])[1],
-                _money(line_no, settlement, row[3]) if settlement.strip() else None, row[6])
+        settlement, rate = v[col.settlement], v[col.rate].strip()
+        return (v[col.transaction_id].strip(), abs(_money(line_no, v[col.fee], exp.currency)),
+                _times(v[col.payment_time])[1],
+                _money(line_no, settlement, exp.currency) if settlement.strip() else None, rate or None)
 
 
 _BAD = object()
-_PLAIN_AMOUNT = re.compile(r"-?[0-9]{1,13}(?:\.[0-9]{1,2})?").fullmatch  # what minor_from_major reads exactly
-_REMEMBER_AMOUNTS = 1 << 16
-
-
-def _plain(text: str, known: set[str]) -> bool:
-    """A plain amount (remembered, up to a bound: a day's fees repeat)."""
-    if _PLAIN_AMOUNT(text) is None:
-        return False
-    if len(known) < _REMEMBER_AMOUNTS:
-        known.add(text)
-    return True
-
-
-class _Memo(dict):
-    """text -> what the full parse reads from it, or _BAD; bounded (a day has few rates and times)."""
-
-    def __init__(self, read, size: int):
-        super().__init__()
-        self.read, self.size = read, size
-
-    def __missing__(self, text: str):
-        value = self.read(text)
-        if len(self) < self.size:
-            self[text] = value
-        return value
-
-
 def _rate_text(text: str):
     rate = text.strip()
     if not rate:
@@ -461,21 +461,37 @@ def _rate_text(text: str):
 _CLOCK = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]").fullmatch
 
 
-class _GoodDays(dict):
-    """'YYYY-MM-DD' (digits) -> whether _times reads that date by slicing."""
+def _time_ok(text: str, good_days: dict[str, bool]) -> bool:
+    """_times(text) is not None: by pattern and a remembered date where it can, else by _times itself."""
+    if _CLOCK(text) is not None:
+        day = text[:10]
+        good = good_days.get(day)
+        if good is None:
+            good = _day_and_before(text[:4], text[5:7], text[8:10]) is not None
+            if len(good_days) < 64:
+                good_days[day] = good
+        if good:
+            return True
+    try:
+        return _times(text) is not None
+    except (ValueError, OverflowError):
+        return False  # the full parse raises it, at its turn among the row's checks
 
-    def __missing__(self, day: str) -> bool:
-        good = _day_and_before(day[:4], day[5:7], day[8:10]) is not None
-        if len(self) < 64:
-            self[day] = good
-        return good
 
-    def __contains__(self, day: str) -> bool:
-        return self[day]
+def _good_rate(text: str, known: set[str]) -> bool:
+    """A rate the full parse reads as it stands (remembered: a day has a few)."""
+    if _rate_text(text) != text:
+        return False
+    if len(known) < 256:
+        known.add(text)
+    return True
 
 
 def _settle_time(text: str):
-    return None if not text.strip() or _times(text) is not None else _BAD
+    try:
+        return None if not text.strip() or _times(text) is not None else _BAD
+    except (ValueError, OverflowError):
+        return _BAD
 
 
 read_statement = parse_compare_file  # the name reconciliation reads every channel's statements by

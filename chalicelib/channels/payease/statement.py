@@ -231,19 +231,18 @@ _CLOCK = re.compile(rb"[0-9]{8}(?:[01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]").fullma
 
 
 class FastRows:
-    """The day list's rows as plain fields, for reconciliation's fast path.
+    """The day list read for reconciliation's fast path (`match`).
 
     Read in blocks of about a megabyte, split into lines and cells as bytes; only the fields compared
-    are decoded (they are ASCII; the bank name and the reason may be GBK). Each row: (kind
-    payment|refund|None, our_no, status word, currency, amount text, fee text, None, line_no, raw).
-
-    A kind is given only to a row the full parse reads alike: the header's width, a good type, oid,
-    status, time and (refunds) refid. Bytes split where the text would, unless a GBK character ends
-    in the byte "|": so a line that is not UTF-8 has each cell before its last that holds non-ASCII
-    bytes decode as GB18030 by itself (a bank name: remembered), or it is parsed in full. A payment's
-    order number is its oid's serial: Kauri only ever sends PayEase a serial SERIAL_RE accepts
-    (payease.client), so a serial found among Kauri's records is one OID_RE reads too. Every other
-    row (kind None) goes to `full`: `parse` of the header and that line."""
+    are decoded (they are ASCII; the bank name and the reason may be GBK). A row matches from its text
+    only when the full parse reads it alike: the header's width, a good type, oid, status, time and
+    (refunds) refid, and cells split as bytes where the text splits: a line that is not UTF-8 has each
+    cell before its last that holds non-ASCII bytes decode as GB18030 by itself (else a GBK character
+    could end in the byte "|"), or it is parsed in full. A payment's order number is its oid's serial:
+    Kauri only ever sends PayEase a serial SERIAL_RE accepts (payease.client), so a serial found among
+    Kauri's records is one OID_RE reads too. Every other line goes to `full`: `parse` of the header
+    and that line. The fee, oid or refid and time of a matched row are read by `line` when the row is
+    kept for storing."""
 
     def __init__(self, source: Iterable[bytes]):
         self.source = source
@@ -252,105 +251,117 @@ class FastRows:
         self.ended_cleanly = True
         self._col: _Columns | None = None
 
-    def __iter__(self) -> Iterator[tuple]:
+    def match(self, tm, slow) -> None:
+        """Every line of the day list, in order: a row matched from its text (`tm`, a TextMatch: its
+        test is inlined here) or `slow(line_no, raw)` (the full parse and the matcher)."""
+        expected, seen, mark, statuses, sums, fx, keep = (
+            tm.expected, tm.seen, tm.refund_mark, tm.statuses, tm.sums, tm.fx, tm.keep)
+        get = expected.get
+        matched = 0
         blocks = Blocks(self.source)
         line_no = 0
         col = None
-        heads: dict[bytes, bool] = {}
-        whole: dict[bytes, bool] = {}    # a free-text cell -> it decodes as GB18030 by itself
+        heads: dict[bytes, bool] = {}    # an oid's "yyyymmdd-mid" -> OID_RE reads it
+        whole: dict[bytes, bool] = {}    # a text cell -> it decodes as GB18030 by itself (bank names repeat)
         last_time = None
-        for block in blocks:
-            lines = block.replace(b"\r\n", b"\n").split(b"\n")  # the full parse strips line ends alike
-            if not lines[-1]:
-                lines.pop()
-            start = 0
-            if col is None:
-                for start, raw in enumerate(lines, start=1):
-                    line_no += 1
-                    text = _decode(raw).lstrip("\ufeff").rstrip("\r\n")
-                    if len(text) > MAX_LINE_CHARS:
-                        raise StatementError(line_no, "line too long")
-                    if not text.strip() or text.lstrip().startswith("#"):
-                        continue
-                    columns = [c.strip().lower() for c in text.split("|")]
-                    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-                    if missing:
-                        raise StatementError(line_no, "header lacks " + ",".join(missing))
-                    self.header, col = text, _Columns(columns)
-                    self._col = col
-                    width, pad = col.width, col.pad
-                    i_type, i_oid, i_status, i_amount, i_ccy, i_fee, i_time, i_refid, i_reason = (
-                        col.type, col.oid, col.pstatus, col.amount, col.moneytype, col.fee, col.time, col.refid,
-                        col.refreason)
-                    # Cells a matched row has in ASCII; any other before the last may hold GBK text.
-                    ascii_cells = {i_type, i_oid, i_status, i_amount, i_ccy, i_time}
-                    free = tuple(i for i in range(width - 1) if i not in ascii_cells)
-                    break
-                else:
-                    continue
-                lines = lines[start:]
-            try:
-                block.decode("utf-8")
-                utf8 = True              # every line is UTF-8: a "|" byte is always a "|"
-            except UnicodeDecodeError:
-                utf8 = False
-            long_lines = max(map(len, lines), default=0) > MAX_LINE_CHARS
-            for raw in lines:  # the rows: the hot loop
-                line_no += 1
-                v = raw.split(b"|")
-                if len(v) != width or (long_lines and len(raw) > MAX_LINE_CHARS):
-                    yield None, "", "", "", "", "", None, line_no, raw  # or a blank line, a comment: `full` says
-                    continue
-                if not utf8 and not raw.isascii():
-                    for i in free:
-                        cell = v[i]
-                        if not cell.isascii():
-                            ok = whole.get(cell)
-                            if ok is None:
-                                ok = _whole_gb18030(cell)
-                                if len(whole) < 4096:
-                                    whole[cell] = ok
-                            if not ok:
-                                break
+        try:
+            for block in blocks:
+                lines = (block.replace(b"\r\n", b"\n") if b"\r" in block else block).split(b"\n")
+                if not lines[-1]:
+                    lines.pop()
+                start = 0
+                if col is None:
+                    for start, raw in enumerate(lines, start=1):
+                        line_no += 1
+                        text = _decode(raw).lstrip("\ufeff").rstrip("\r\n")
+                        if len(text) > MAX_LINE_CHARS:
+                            raise StatementError(line_no, "line too long")
+                        if not text.strip() or text.lstrip().startswith("#"):
+                            continue
+                        columns = [c.strip().lower() for c in text.split("|")]
+                        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+                        if missing:
+                            raise StatementError(line_no, "header lacks " + ",".join(missing))
+                        self.header, col = text, _Columns(columns)
+                        self._col = col
+                        width, pad = col.width, col.pad
+                        i_type, i_oid, i_status, i_amount, i_ccy, i_fee, i_time, i_refid, i_reason = (
+                            col.type, col.oid, col.pstatus, col.amount, col.moneytype, col.fee, col.time,
+                            col.refid, col.refreason)
+                        # Cells a matched row has in ASCII; any other before the last may hold GBK text.
+                        ascii_cells = {i_type, i_oid, i_status, i_amount, i_ccy, i_time}
+                        free = tuple(i for i in range(width - 1) if i not in ascii_cells)
+                        break
                     else:
-                        cell = None
-                    if cell is not None and not ok:
-                        yield None, "", "", "", "", "", None, line_no, raw
                         continue
-                if pad:
-                    v.append(b"")
-                at, oid, kind = v[i_time], v[i_oid], _KIND.get(v[i_type])
-                if at != last_time:
-                    last_time = at if _CLOCK(at) is not None and _day_and_before(at[:8].decode()) is not None \
-                        else None
-                if kind == "payment":
-                    head, _, serial = oid.rpartition(b"-")
-                    good = heads.get(head)
-                    if good is None:
-                        good = _OID_HEAD(head) is not None
-                        if len(heads) < 256:
-                            heads[head] = good
-                    status = _PAY_WORDS.get(v[i_status])
-                    our_no = serial.decode("ascii", "replace")
-                elif kind is not None:
-                    m = _OID_BYTES.match(oid)
-                    word = v[i_reason].strip().split(b" ", 1)[0] if i_reason >= 0 else b""
-                    refid = v[i_refid]
-                    good = m is not None and refid.strip(_ASCII_SPACE) != b"" and refid.isascii() and word.isascii()
-                    status = _REFUND_WORDS.get(v[i_status])
-                    our_no = (word or m.group(3)).decode() if good else ""
-                if kind is None or not good or status is None or last_time is None:
-                    yield None, "", "", "", "", "", None, line_no, raw
-                    continue
-                yield (kind, our_no, status, _CURRENCIES.get(v[i_ccy], ""), v[i_amount].decode("ascii", "replace"),
-                       (v[i_fee] or b"0.00").decode("ascii", "replace"), None, line_no, raw)
-        if col is None:
-            raise StatementError(0, "no header line")
-        self.ended_cleanly = blocks.ended_cleanly
+                    lines = lines[start:]
+                try:
+                    block.decode("utf-8")
+                    utf8 = True              # every line is UTF-8: a "|" byte is always a "|"
+                except UnicodeDecodeError:
+                    utf8 = False
+                long_lines = max(map(len, lines), default=0) > MAX_LINE_CHARS
+                for raw in lines:  # the rows: the hot loop
+                    line_no += 1
+                    v = raw.split(b"|")
+                    if len(v) != width or (long_lines and len(raw) > MAX_LINE_CHARS):
+                        slow(line_no, raw)  # or a blank line, a comment: `full` says
+                        continue
+                    if not utf8 and not raw.isascii() and not _cells_whole(v, free, whole):
+                        slow(line_no, raw)
+                        continue
+                    if pad:
+                        v.append(b"")
+                    at, oid, typ = v[i_time], v[i_oid], v[i_type]
+                    if at != last_time:
+                        last_time = at if _CLOCK(at) is not None and _day_and_before(at[:8].decode()) is not None \
+                            else None
+                    if typ == b"PAY":
+                        head, _, serial = oid.rpartition(b"-")
+                        good = heads.get(head)
+                        if good is None:
+                            good = _OID_HEAD(head) is not None
+                            if len(heads) < 256:
+                                heads[head] = good
+                        status = _PAY_WORDS.get(v[i_status])
+                        key = serial.decode("ascii", "replace")
+                        sign = 1
+                    elif typ == b"REF":
+                        m = _OID_BYTES.match(oid)
+                        refid = v[i_refid]
+                        word = v[i_reason].strip().split(b" ", 1)[0] if i_reason >= 0 else b""
+                        good = m is not None and refid.strip(_ASCII_SPACE) != b"" and refid.isascii() \
+                            and word.isascii()
+                        status = _REFUND_WORDS.get(v[i_status])
+                        key = mark + (word or m.group(3)).decode() if good else ""
+                        sign = -1
+                    else:
+                        good = False
+                    if not good or status is None or last_time is None:
+                        slow(line_no, raw)
+                        continue
+                    exp = get(key)
+                    currency = _CURRENCIES.get(v[i_ccy])
+                    if exp is not None and v[i_amount].decode("ascii", "replace") == exp.amount_text \
+                            and currency == exp.currency and statuses.get(status) == exp.status \
+                            and (exp.fee_text is None or (v[i_fee] or b"0.00").decode("ascii", "replace") == exp.fee_text):
+                        if keep is not None:  # first: reading the rest of the record may fail the file at this line
+                            keep(exp, line_no, raw)
+                        expected[key] = seen
+                        matched += 1
+                        sums[currency] += sign * exp.amount
+                        if exp.shown_rate is not None:
+                            fx.add(exp.our_no, exp.channel_rate, exp.shown_rate)
+                        continue
+                    slow(line_no, raw)
+            if col is None:
+                raise StatementError(0, "no header line")
+            self.ended_cleanly = blocks.ended_cleanly
+        finally:
+            tm.matched += matched
 
-    def full(self, row: tuple) -> dict | None:
-        """The row as `parse` reads it (None: a line it skips, a blank or a comment)."""
-        line_no, raw = row[7], row[8]
+    def full(self, line_no: int, raw: bytes) -> dict | None:
+        """The line as `parse` reads it after the header (None: a line it skips, a blank or a comment)."""
         try:
             record = next(parse([self.header, raw]), None)
         except StatementError as exc:
@@ -359,18 +370,34 @@ class FastRows:
             record["raw_line_no"] = line_no
         return record
 
-    def line(self, row: tuple) -> tuple:
-        """A fast-matched row's record facts beyond those Kauri's record fixed:
-        (channel_no, fee, time, settlement, rate), read as the full parse reads them."""
-        line_no, col = row[7], self._col
-        v = _decode(row[8]).lstrip("\ufeff").rstrip("\r\n").split("|")
+    def line(self, exp, line_no: int, raw: bytes) -> tuple:
+        """A row matched from its text: the record's facts beyond those Kauri's record fixed, read as
+        `parse` reads them (a bad fee fails the file here, at this line): (channel_no, fee, time,
+        settlement, rate)."""
+        col = self._col
+        v = _decode(raw).lstrip("\ufeff").rstrip("\r\n").split("|")
         if col.pad:
             v.append("")
-        channel_no = (v[col.oid] if row[0] == "payment" else v[col.refid]).strip()
+        channel_no = (v[col.oid] if exp.kind == "payment" else v[col.refid]).strip()
         at = v[col.time].strip()
-        channel_time = _times(at)[1]
-        fee = _money(v[col.fee].strip() or "0", row[3], line_no, "fee")
-        return channel_no, fee, channel_time or _channel_time(at), None, None
+        fee = _money(v[col.fee].strip() or "0", exp.currency, line_no, "fee")
+        return channel_no, fee, _times(at)[1] or _channel_time(at), None, None
+
+
+def _cells_whole(v: list[bytes], free: tuple, whole: dict[bytes, bool]) -> bool:
+    """Each text cell before the line's last decodes as GB18030 by itself: no GBK character of it takes
+    the "|" after it as its second byte, so the cells split as bytes are the cells of the text."""
+    for i in free:
+        cell = v[i]
+        if not cell.isascii():
+            ok = whole.get(cell)
+            if ok is None:
+                ok = _whole_gb18030(cell)
+                if len(whole) < 4096:
+                    whole[cell] = ok
+            if not ok:
+                return False
+    return True
 
 
 _ASCII_SPACE = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"  # what str.strip() strips of ASCII

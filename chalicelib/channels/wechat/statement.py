@@ -217,15 +217,14 @@ _CLOCK = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} (?:[01][0-9]|2[0-3]):[0-5][0-9]
 
 
 class FastRows:
-    """The bill's detail rows as plain text fields, for reconciliation's fast path: no dicts, no amount or
-    time conversion. The file is read in blocks of about a megabyte, each decoded and split into lines
-    at once. Each row: (kind payment|refund|None, our_no, status word, currency, amount text, fee text,
-    None (a bill has no rate), line_no, the line). A kind is given only to a row of at least the
-    header's width whose time the full parse reads; every other row (kind None) and every row whose
-    text does not settle it (a mismatch, an odd amount) goes to `full`: `parse` of the header plus
-    that line, with every check. Cells are split on ",`" as `parse` splits them; the first keeps the
-    row's backtick, so a compared column there (no documented layout has one) never matches from text.
-    The fee, the trade numbers and the time of a matched row are read by `line`, as `parse` reads them."""
+    """The bill read for reconciliation's fast path (`match`): no dicts, no amount or time conversion for
+    a row that matches from its text. The file is read in blocks of about a megabyte, each decoded and
+    split into lines at once; a detail row is split on ",`" as `parse` splits it, once. A row matches
+    from its text only when its time is one `parse` reads; every other row, and every row whose text
+    does not settle it (a mismatch, an odd amount, too few columns), goes to `full`: `parse` of the
+    header plus that line, with every check. The first cell keeps the row's backtick, so a compared
+    column there (no documented layout has one) never matches from text. The fee, the trade number
+    and the time of a matched row are read by `line` when the row is kept for storing."""
 
     def __init__(self, source: Iterable[bytes]):
         self.source = source
@@ -276,7 +275,13 @@ class FastRows:
     def _raw(self, line_no: int, line: str) -> str | bytes:
         return self._undecoded.pop(line_no) if line == "\n" else line
 
-    def __iter__(self) -> Iterator[tuple]:
+    def match(self, tm, slow) -> None:
+        """Every line of the bill, in order: a detail row matched from its text (`tm`, a TextMatch: its
+        test is inlined here) or `slow(line_no, line)` (the full parse and the matcher)."""
+        expected, seen, mark, statuses, sums, fx, keep = (
+            tm.expected, tm.seen, tm.refund_mark, tm.statuses, tm.sums, tm.fx, tm.keep)
+        get = expected.get
+        matched = 0
         texts = self._texts()
         line_no = 0
         header = None
@@ -310,39 +315,54 @@ class FastRows:
         i_time, self._i_fee = self._i_time, i_fee
         last_time = ""
         good_days: dict[str, bool] = {}
-        lines = lines[start:]
-        while True:
-            long_lines = max(map(len, lines), default=0) > MAX_LINE_CHARS
-            for n, line in enumerate(lines):  # the detail rows: the hot loop
-                line_no += 1
-                if line[:1] != "`":
-                    if line == "\n":
-                        yield None, "", "", "", "", "", None, line_no, self._raw(line_no, line)
-                    elif line.strip():  # the summary header: the details are done
-                        self._tail(line_no, lines[n:], texts)
-                        return
-                    continue
-                v = line.split(",`")
-                if len(v) < width or (long_lines and len(line) > MAX_LINE_CHARS):
-                    yield None, "", "", "", "", "", None, line_no, line  # `parse` says why
-                    continue
-                if pad:
-                    v.append("")
-                at = v[i_time]
-                if at != last_time:  # checked as `parse` checks it, once per second of the day
-                    last_time = at if self._time_ok(at[1:] if i_time == 0 else at, good_days) else None
-                if last_time is None:
-                    yield None, "", "", "", "", "", None, line_no, line
-                    continue
-                refund_no = v[i_refund_no]
-                if refund_no == "" or refund_no == "0":  # (a REFUND row without its number: no match, parsed in full)
-                    yield "payment", v[i_trade_no], v[i_status], v[i_ccy], v[i_total], v[i_fee], None, line_no, line
-                else:
-                    yield ("refund", refund_no, v[i_refund_status] or v[i_status], v[i_ccy], v[i_refund_amount],
-                           v[i_fee], None, line_no, line)
-            lines = next(texts, None)
-            if lines is None:
-                return
+        lines, carry = lines[start:], self._last_two(lines[:start], [])  # carry: the last two lines so far
+        try:
+            while lines is not None:
+                long_lines = max(map(len, lines), default=0) > MAX_LINE_CHARS
+                for n, line in enumerate(lines):  # the detail rows: the hot loop
+                    line_no += 1
+                    if line[:1] != "`":
+                        if line == "\n":
+                            slow(line_no, self._raw(line_no, line))
+                        elif line.strip():  # the summary header: the details are done
+                            self._tail(line_no, lines[n:], texts, self._last_two(lines[:n], carry))
+                            return
+                        continue
+                    v = line.split(",`")
+                    if len(v) < width or (long_lines and len(line) > MAX_LINE_CHARS):
+                        slow(line_no, line)  # `parse` says why
+                        continue
+                    if pad:
+                        v.append("")
+                    at = v[i_time]
+                    if at != last_time:  # checked as `parse` checks it, once per second of the day
+                        last_time = at if self._time_ok(at[1:] if i_time == 0 else at, good_days) else None
+                    refund_no = v[i_refund_no]
+                    if refund_no == "" or refund_no == "0":  # (a REFUND row without its number: no match)
+                        key, amount, status = v[i_trade_no], v[i_total], v[i_status]
+                        sign = 1
+                    else:
+                        key, amount, status = mark + refund_no, v[i_refund_amount], v[i_refund_status] or v[i_status]
+                        sign = -1
+                    exp = get(key)
+                    currency = v[i_ccy]
+                    if exp is not None and amount == exp.amount_text and currency == exp.currency \
+                            and statuses.get(status) == exp.status \
+                            and (exp.fee_text is None or v[i_fee] == exp.fee_text) and last_time is not None:
+                        if keep is not None:  # first: reading the rest of the record may fail the file at this line
+                            keep(exp, line_no, line)
+                        expected[key] = seen
+                        matched += 1
+                        sums[currency] += sign * exp.amount
+                        if exp.shown_rate is not None:
+                            fx.add(exp.our_no, exp.channel_rate, exp.shown_rate)
+                        continue
+                    slow(line_no, line)
+                carry = self._last_two(lines, carry)
+                lines = next(texts, None)
+            self.last = carry  # no summary rows: the truncation check says so
+        finally:
+            tm.matched += matched
 
     @staticmethod
     def _time_ok(text: str, good_days: dict[str, bool]) -> bool:
@@ -360,9 +380,10 @@ class FastRows:
         except ValueError:
             return False
 
-    def _tail(self, line_no: int, lines: list[str], texts: Iterator[list[str]]) -> None:
+    def _tail(self, line_no: int, lines: list[str], texts: Iterator[list[str]], before: list[bytes]) -> None:
         """From the summary header on, `parse` reads nothing but still refuses a line too long or not
-        UTF-8; the last two lines that are not blank stay for the truncation check."""
+        UTF-8; the file's last two lines that are not blank stay for the truncation check."""
+        last: list[bytes] = []
         while lines is not None:
             for line in lines:
                 if line == "\n":
@@ -370,16 +391,26 @@ class FastRows:
                 if line.strip():
                     if len(line) > MAX_LINE_CHARS:
                         raise StatementError("line too long", line_no)
-                    self.last = self.last[-1:] + [line.encode("utf-8")]
+                    last = last[-1:] + [line.encode("utf-8")]
                 line_no += 1
             lines = next(texts, None)
+        self.last = (before + last)[-2:]
+
+    def _last_two(self, lines: list[str], before: list[bytes]) -> list[bytes]:
+        """The last two lines that are not blank (what LineTail keeps) of the lines before, then `lines`."""
+        last: list[bytes] = []
+        for line in reversed(lines):
+            if len(last) == 2:
+                break
+            if line.strip():
+                last.insert(0, line.encode("utf-8") if line != "\n" else b"\n")
+        return (before + last)[-2:]
 
     def _cell(self, v: list[str], i: int) -> str:
         return (v[0][1:] if i == 0 else v[i]).strip()
 
-    def full(self, row: tuple) -> dict:
-        """The row, parsed and checked by `parse` (errors name the row's own line number)."""
-        line_no, raw = row[7], row[8]
+    def full(self, line_no: int, raw: str | bytes) -> dict:
+        """The line after the header, parsed and checked by `parse` (errors name its own line number)."""
         try:
             record = next(parse([self.header, raw.rstrip("\r\n") if isinstance(raw, str) else raw]))
         except StatementError as exc:
@@ -387,13 +418,14 @@ class FastRows:
         record["raw_line_no"] = line_no
         return record
 
-    def line(self, row: tuple) -> tuple:
-        """A fast-matched row's record facts beyond those Kauri's record fixed:
-        (channel_no, fee, time, settlement, rate); a bill has no settlement or rate columns."""
-        line_no, v = row[7], row[8].split(",`")
+    def line(self, exp, line_no: int, line: str) -> tuple:
+        """A row matched from its text: the record's facts beyond those Kauri's record fixed, read as
+        `parse` reads them (a bad fee fails the file here, at this line): (channel_no, fee, time,
+        settlement, rate); a bill has no settlement or rate columns."""
+        v = line.split(",`")
         v.append("")
-        channel_no = self._cell(v, self._i_refund_id if row[0] == "refund" else self._i_txn)
-        return (channel_no, self.minor(self._cell(v, self._i_fee), row[3], line_no),
+        channel_no = self._cell(v, self._i_refund_id if exp.kind == "refund" else self._i_txn)
+        return (channel_no, self.minor(self._cell(v, self._i_fee), exp.currency, line_no),
                 self.channel_time(self._cell(v, self._i_time), line_no), None, None)
 
 
