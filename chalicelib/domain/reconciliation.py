@@ -324,12 +324,13 @@ class TextMatch:
 
     A row matches from its text when Kauri holds its key (`key_of`) and the row's amount text, currency
     and status (`statuses[token]`) are exactly Kauri's record's `amount_text`, `currency` and `status`,
-    and, where Kauri's record has a contract fee, the fee text is its `fee_text` (`accepts` says it;
-    each reader inlines that test). Then the reader marks the key consumed (`expected[key] = seen`),
-    counts it in `matched` and `sums`, adds the FX comparison (`fx.add`, where Kauri showed a rate) and
-    hands the row to `keep`. Any other row goes to the full parse and `Matcher.feed`. The reader gives a
-    row this chance only when every field the full parse checks, other than those it converts for
-    storing, is good, so a row matched here is one the full parse would have matched."""
+    and, where Kauri's record has a contract fee, the fee text is its `fee_text` (each reader inlines
+    that test). Then the reader hands the row to `keep` (which reads the rest of the record, so a bad
+    fee fails the file at this line), marks the key consumed (`expected[key] = seen`), counts it in
+    `matched` and `sums` and adds the FX comparison (`fx.add`, where Kauri showed a rate). Any other
+    row goes to the full parse and `Matcher.feed`. The reader gives a row this chance only when every
+    field the full parse checks, other than those `keep` reads, is good, so a row matched here is one
+    the full parse would have matched (pinned by tests/unit/test_statement_fast_path.py)."""
 
     seen = _SEEN
     refund_mark = _REFUND_MARK
@@ -339,9 +340,6 @@ class TextMatch:
         self.matched = 0
         self.sums: dict[str, int] = defaultdict(int)
 
-    def accepts(self, exp: Expected | None, amount: str, currency: str, status: str, fee: str) -> bool:
-        return exp is not None and amount == exp.amount_text and currency == exp.currency \
-            and self.statuses.get(status) == exp.status and (exp.fee_text is None or fee == exp.fee_text)
 
 
 def _major_text(minor: int) -> str:

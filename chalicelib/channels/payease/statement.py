@@ -307,9 +307,16 @@ class FastRows:
                     if len(v) != width or (long_lines and len(raw) > MAX_LINE_CHARS):
                         slow(line_no, raw)  # or a blank line, a comment: `full` says
                         continue
-                    if not utf8 and not raw.isascii() and not _cells_whole(v, free, whole):
-                        slow(line_no, raw)
-                        continue
+                    if not utf8 and not raw.isascii():  # (each text cell before the last decodes by itself)
+                        for i in free:
+                            cell = v[i]
+                            if not cell.isascii() and not (whole.get(cell) or _whole(cell, whole)):
+                                break
+                        else:
+                            i = -1
+                        if i != -1:
+                            slow(line_no, raw)
+                            continue
                     if pad:
                         v.append(b"")
                     at, oid, typ = v[i_time], v[i_oid], v[i_type]
@@ -384,31 +391,20 @@ class FastRows:
         return channel_no, fee, _times(at)[1] or _channel_time(at), None, None
 
 
-def _cells_whole(v: list[bytes], free: tuple, whole: dict[bytes, bool]) -> bool:
-    """Each text cell before the line's last decodes as GB18030 by itself: no GBK character of it takes
-    the "|" after it as its second byte, so the cells split as bytes are the cells of the text."""
-    for i in free:
-        cell = v[i]
-        if not cell.isascii():
-            ok = whole.get(cell)
-            if ok is None:
-                ok = _whole_gb18030(cell)
-                if len(whole) < 4096:
-                    whole[cell] = ok
-            if not ok:
-                return False
-    return True
+def _whole(cell: bytes, known: dict[bytes, bool]) -> bool:
+    """The cell decodes as GB18030 by itself: no GBK character of it takes the "|" after it as its second
+    byte, so the cells split as bytes are the cells of the text. Remembered (bank names repeat)."""
+    try:
+        cell.decode("gb18030")
+        ok = True
+    except UnicodeDecodeError:
+        ok = False
+    if len(known) < 4096:
+        known[cell] = ok
+    return ok
 
 
 _ASCII_SPACE = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"  # what str.strip() strips of ASCII
-
-
-def _whole_gb18030(cell: bytes) -> bool:
-    try:
-        cell.decode("gb18030")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 read_statement = parse  # the name reconciliation reads every channel's statements by
