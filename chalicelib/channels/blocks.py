@@ -64,3 +64,43 @@ class Blocks:
             data = b"".join(pending)
             self.ended_cleanly = data.endswith(b"\n")
             yield data
+
+
+class TextLines:
+    """A UTF-8 statement's lines as text, a list per block: each block decoded and split at once (CRLF
+    line ends read as LF: the parsers strip them alike). A line that is not UTF-8 reads as "\\n" (no
+    line holds one) and its bytes, line end included, wait in `undecoded` for `raw`: the parser's own
+    reading of that line decides (decodes it otherwise, or raises what it raises)."""
+
+    def __init__(self, source: Iterable[bytes]):
+        self.blocks = Blocks(source)
+        self.undecoded: dict[int, bytes] = {}
+
+    @property
+    def ended_cleanly(self) -> bool:
+        return self.blocks.ended_cleanly
+
+    def __iter__(self) -> Iterator[list[str]]:
+        first_line_no = 1
+        for block in self.blocks:
+            try:
+                text = block.decode("utf-8")
+            except UnicodeDecodeError:
+                parts = block.split(b"\n")
+                lines = []
+                for n, part in enumerate(parts, start=first_line_no):
+                    try:
+                        lines.append(part.decode("utf-8").rstrip("\r"))
+                    except UnicodeDecodeError:
+                        lines.append("\n")
+                        self.undecoded[n] = part + b"\n" if n - first_line_no < len(parts) - 1 else part
+            else:
+                lines = (text.replace("\r\n", "\n") if "\r" in text else text).split("\n")
+            if lines[-1] == "":
+                lines.pop()
+            first_line_no += len(lines)
+            yield lines
+
+    def raw(self, line_no: int, line: str) -> str | bytes:
+        """The line as read: its text, or the bytes of a line that is not UTF-8."""
+        return self.undecoded.pop(line_no) if line == "\n" else line

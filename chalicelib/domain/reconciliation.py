@@ -325,9 +325,8 @@ class TextMatch:
     A row matches from its text when Kauri holds its key (`key_of`) and the row's amount text, currency
     and status (`statuses[token]`) are exactly Kauri's record's `amount_text`, `currency` and `status`,
     and, where Kauri's record has a contract fee, the fee text is its `fee_text` (each reader inlines
-    that test). Then the reader hands the row to `keep` (which reads the rest of the record, so a bad
-    fee fails the file at this line), marks the key consumed (`expected[key] = seen`), counts it in
-    `matched` and `sums` and adds the FX comparison (`fx.add`, where Kauri showed a rate). Any other
+    that test). Then the reader calls `took` (keep, FX), marks the key consumed (`expected[key] =
+    seen`) and counts it in `matched` and `sums`. Any other
     row goes to the full parse and `Matcher.feed`. The reader gives a row this chance only when every
     field the full parse checks, other than those `keep` reads, is good, so a row matched here is one
     the full parse would have matched (pinned by tests/unit/test_statement_fast_path.py)."""
@@ -339,6 +338,21 @@ class TextMatch:
         self.expected, self.statuses, self.fx, self.keep = expected, statuses, fx, keep
         self.matched = 0
         self.sums: dict[str, int] = defaultdict(int)
+
+    def hot(self) -> tuple:
+        """What a reader's loop holds in local variables: (expected, expected.get, seen, refund_mark,
+        statuses, sums, keep, took)."""
+        return (self.expected, self.expected.get, self.seen, self.refund_mark, self.statuses, self.sums,
+                self.keep, self.took)
+
+    def took(self, exp: Expected, our_no: str, rate: str | None, line_no: int, line) -> None:
+        """A row matched from its text, beyond counting it: kept (first: reading the rest of its record
+        may fail the file at this line), and its rate compared where Kauri showed one. A reader calls it
+        only when there is a `keep` or a shown rate."""
+        if self.keep is not None:
+            self.keep(exp, line_no, line)
+        if exp.shown_rate is not None:
+            self.fx.add(our_no, rate or exp.channel_rate, exp.shown_rate)
 
 
 

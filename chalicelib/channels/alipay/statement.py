@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Iterable, Iterator
 
 from chalicelib.channels.alipay import BEIJING, parse_beijing
-from chalicelib.channels.blocks import Blocks
+from chalicelib.channels.blocks import TextLines
 from chalicelib.money import MoneyError, minor_from_major
 
 MAX_LINE_CHARS = 4096
@@ -309,42 +309,18 @@ class FastRows:
         self.source = source
         self.header: str | None = None
         self.last: list[bytes] = []
-        self.ended_cleanly = True
         self._columns: _Columns | None = None
-        self._undecoded: dict[int, bytes] = {}
+        self._text: TextLines | None = None
 
-    def _texts(self) -> Iterator[list[str]]:
-        """The file's lines as text, a block at a time. A line that is not UTF-8 reads as "\\n" (no line
-        holds one) and its bytes wait in _undecoded for the full parse, which decodes it as GBK."""
-        blocks = Blocks(self.source)
-        first_line_no = 1
-        for block in blocks:
-            try:
-                text = block.decode("utf-8")
-                lines = (text.replace("\r\n", "\n") if "\r" in text else text).split("\n")  # as the full parse strips
-            except UnicodeDecodeError:
-                lines = []
-                for n, raw in enumerate(block.split(b"\n"), start=first_line_no):
-                    try:
-                        lines.append(raw.decode("utf-8").rstrip("\r"))
-                    except UnicodeDecodeError:
-                        lines.append("\n")
-                        self._undecoded[n] = raw
-            if lines[-1] == "":
-                lines.pop()
-            first_line_no += len(lines)
-            yield lines
-        self.ended_cleanly = blocks.ended_cleanly
-
-    def _raw(self, line_no: int, line: str) -> str | bytes:
-        return self._undecoded.pop(line_no) if line == "\n" else line
+    @property
+    def ended_cleanly(self) -> bool:
+        """The file's last line ended with a newline (what the truncation check asks)."""
+        return self._text is None or self._text.ended_cleanly
 
     def match(self, tm, slow) -> None:
         """Every line of the file, in order: a row matched from its text (`tm`, a TextMatch: its test
         is inlined here) or `slow(line_no, line)` (the full parse and the matcher)."""
-        expected, seen, mark, statuses, sums, fx, keep = (
-            tm.expected, tm.seen, tm.refund_mark, tm.statuses, tm.sums, tm.fx, tm.keep)
-        get = expected.get
+        expected, get, seen, mark, statuses, sums, keep, took = tm.hot()
         matched = 0
         line_no = 0
         col = None
@@ -353,11 +329,12 @@ class FastRows:
         times_ok = False
         good_days: dict[str, bool] = {}
         try:
-            for lines in self._texts():
+            self._text = TextLines(self.source)
+            for lines in self._text:
                 if col is None:  # up to the header row
                     for start, line in enumerate(lines, start=1):
                         line_no += 1
-                        raw = self._raw(line_no, line)
+                        raw = self._text.raw(line_no, line)
                         text = (raw if isinstance(raw, str) else raw.decode("gbk", errors="replace"))
                         text = text.rstrip("\r\n").lstrip("\ufeff")
                         if len(text) > MAX_LINE_CHARS:
@@ -385,7 +362,7 @@ class FastRows:
                     v = line.split("|")
                     if len(v) != width or (long_lines and len(line) > MAX_LINE_CHARS):
                         if line == "\n" or line.strip():
-                            slow(line_no, self._raw(line_no, line))
+                            slow(line_no, self._text.raw(line_no, line))
                         continue
                     if pad:
                         v.append("")
@@ -410,13 +387,11 @@ class FastRows:
                         if exp is not None and v[i_amount] == exp.amount_text and currency == exp.currency \
                                 and statuses.get(v[i_status]) == exp.status \
                                 and (exp.fee_text is None or v[i_fee] == exp.fee_text):
-                            if keep is not None:  # first: reading the rest of the record may fail the file at this line
-                                keep(exp, line_no, line)
+                            if keep is not None or exp.shown_rate is not None:
+                                took(exp, no, rate, line_no, line)
                             expected[key] = seen
                             matched += 1
                             sums[currency] += exp.amount if typ == "P" else -exp.amount
-                            if exp.shown_rate is not None:
-                                fx.add(no, rate or exp.channel_rate, exp.shown_rate)
                             continue
                     slow(line_no, line)
         finally:

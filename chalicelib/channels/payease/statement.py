@@ -254,9 +254,7 @@ class FastRows:
     def match(self, tm, slow) -> None:
         """Every line of the day list, in order: a row matched from its text (`tm`, a TextMatch: its
         test is inlined here) or `slow(line_no, raw)` (the full parse and the matcher)."""
-        expected, seen, mark, statuses, sums, fx, keep = (
-            tm.expected, tm.seen, tm.refund_mark, tm.statuses, tm.sums, tm.fx, tm.keep)
-        get = expected.get
+        expected, get, seen, mark, statuses, sums, keep, took = tm.hot()
         matched = 0
         blocks = Blocks(self.source)
         line_no = 0
@@ -352,13 +350,11 @@ class FastRows:
                     if exp is not None and v[i_amount].decode("ascii", "replace") == exp.amount_text \
                             and currency == exp.currency and statuses.get(status) == exp.status \
                             and (exp.fee_text is None or (v[i_fee] or b"0.00").decode("ascii", "replace") == exp.fee_text):
-                        if keep is not None:  # first: reading the rest of the record may fail the file at this line
-                            keep(exp, line_no, raw)
+                        if keep is not None or exp.shown_rate is not None:
+                            took(exp, exp.our_no, None, line_no, raw)
                         expected[key] = seen
                         matched += 1
                         sums[currency] += sign * exp.amount
-                        if exp.shown_rate is not None:
-                            fx.add(exp.our_no, exp.channel_rate, exp.shown_rate)
                         continue
                     slow(line_no, raw)
             if col is None:

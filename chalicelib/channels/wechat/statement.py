@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Iterable, Iterator
 
 from chalicelib import clock
-from chalicelib.channels.blocks import Blocks
+from chalicelib.channels.blocks import TextLines
 from chalicelib.channels.wechat import wire
 from chalicelib.money import MoneyError, minor_from_major
 
@@ -231,8 +231,7 @@ class FastRows:
         self.header: str | None = None
         self._last_time: tuple[str, str] = ("", "")
         self.last: list[bytes] = []      # the last two lines that are not blank (the summary, when whole)
-        self.ended_cleanly = True        # the last line ended with a newline
-        self._undecoded: dict[int, bytes] = {}
+        self._text: TextLines | None = None
 
     @staticmethod
     def minor(text: str, currency: str, line_no: int) -> int:
@@ -247,49 +246,25 @@ class FastRows:
                 raise StatementError("bad transaction time", line_no) from None
         return self._last_time[1]
 
-    def _texts(self) -> Iterator[list[str]]:
-        """The file's lines as text, a block at a time. A line that is not UTF-8 reads as "\\n" (no line
-        holds one); its bytes wait in _undecoded, and reading it raises what `parse` raises."""
-        blocks = Blocks(self.source)
-        first_line_no = 1
-        for block in blocks:
-            try:
-                text = block.decode("utf-8")
-            except UnicodeDecodeError:
-                parts = block.split(b"\n")
-                lines = []
-                for n, part in enumerate(parts, start=first_line_no):
-                    try:
-                        lines.append(part.decode("utf-8").rstrip("\r"))
-                    except UnicodeDecodeError:
-                        lines.append("\n")
-                        self._undecoded[n] = part + b"\n" if n - first_line_no < len(parts) - 1 else part
-            else:
-                lines = (text.replace("\r\n", "\n") if "\r" in text else text).split("\n")
-            if lines[-1] == "":
-                lines.pop()
-            first_line_no += len(lines)
-            yield lines
-        self.ended_cleanly = blocks.ended_cleanly
-
-    def _raw(self, line_no: int, line: str) -> str | bytes:
-        return self._undecoded.pop(line_no) if line == "\n" else line
+    @property
+    def ended_cleanly(self) -> bool:
+        """The file's last line ended with a newline (what the truncation check asks)."""
+        return self._text is None or self._text.ended_cleanly
 
     def match(self, tm, slow) -> None:
         """Every line of the bill, in order: a detail row matched from its text (`tm`, a TextMatch: its
         test is inlined here) or `slow(line_no, line)` (the full parse and the matcher)."""
-        expected, seen, mark, statuses, sums, fx, keep = (
-            tm.expected, tm.seen, tm.refund_mark, tm.statuses, tm.sums, tm.fx, tm.keep)
-        get = expected.get
+        expected, get, seen, mark, statuses, sums, keep, took = tm.hot()
         matched = 0
-        texts = self._texts()
+        self._text = TextLines(self.source)
+        texts = iter(self._text)
         line_no = 0
         header = None
         for lines in texts:
             for start, line in enumerate(lines, start=1):  # up to the header
                 line_no += 1
                 if line == "\n":
-                    self._raw(line_no, line).decode("utf-8")  # raises what `parse` raises on it
+                    self._text.raw(line_no, line).decode("utf-8")  # raises what `parse` raises on it
                 if line_no == 1:
                     line = line.lstrip("\ufeff")
                 if not line.strip():
@@ -323,7 +298,7 @@ class FastRows:
                     line_no += 1
                     if line[:1] != "`":
                         if line == "\n":
-                            slow(line_no, self._raw(line_no, line))
+                            slow(line_no, self._text.raw(line_no, line))
                         elif line.strip():  # the summary header: the details are done
                             self._tail(line_no, lines[n:], texts, self._last_two(lines[:n], carry))
                             return
@@ -349,13 +324,11 @@ class FastRows:
                     if exp is not None and amount == exp.amount_text and currency == exp.currency \
                             and statuses.get(status) == exp.status \
                             and (exp.fee_text is None or v[i_fee] == exp.fee_text) and last_time is not None:
-                        if keep is not None:  # first: reading the rest of the record may fail the file at this line
-                            keep(exp, line_no, line)
+                        if keep is not None or exp.shown_rate is not None:
+                            took(exp, exp.our_no, None, line_no, line)
                         expected[key] = seen
                         matched += 1
                         sums[currency] += sign * exp.amount
-                        if exp.shown_rate is not None:
-                            fx.add(exp.our_no, exp.channel_rate, exp.shown_rate)
                         continue
                     slow(line_no, line)
                 carry = self._last_two(lines, carry)
@@ -387,7 +360,7 @@ class FastRows:
         while lines is not None:
             for line in lines:
                 if line == "\n":
-                    self._raw(line_no, line).decode("utf-8")
+                    self._text.raw(line_no, line).decode("utf-8")
                 if line.strip():
                     if len(line) > MAX_LINE_CHARS:
                         raise StatementError("line too long", line_no)
