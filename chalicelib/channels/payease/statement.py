@@ -349,7 +349,8 @@ class FastRows:
                     currency = _CURRENCIES.get(v[i_ccy])
                     if exp is not None and v[i_amount].decode("ascii", "replace") == exp.amount_text \
                             and currency == exp.currency and statuses.get(status) == exp.status \
-                            and (exp.fee_text is None or (v[i_fee] or b"0.00").decode("ascii", "replace") == exp.fee_text):
+                            and (exp.fee_text is None
+                                 or (v[i_fee] or b"0.00").decode("ascii", "replace") == exp.fee_text):
                         if keep is not None or exp.shown_rate is not None:
                             took(exp, exp.our_no, None, line_no, raw)
                         expected[key] = seen
