@@ -15,6 +15,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+from functools import partial
+from itertools import filterfalse
+from operator import is_
 from typing import Iterable, Iterator, NamedTuple
 
 from chalicelib.money import EXPONENTS
@@ -300,8 +303,9 @@ class Matcher:
     def finish(self, suspense_bill_dates: int = SUSPENSE_BILL_DATES) -> Outcome:
         """Kauri records no line matched: still in suspense, or only at Kauri once their time is up."""
         day = date.fromisoformat(self.bill_date)
-        for exp in self.expected.values():
-            if exp is _SEEN or exp.status != SUCCEEDED:
+        # The records no line consumed (skipping the million that were, in C), then those that took money.
+        for exp in filterfalse(partial(is_, _SEEN), self.expected.values()):
+            if exp.status != SUCCEEDED:
                 continue  # Kauri never took money: nothing the channel must show
             first = date.fromisoformat(exp.bill_date)
             if day - first >= timedelta(days=suspense_bill_dates - 1):
