@@ -11,9 +11,13 @@ discrepancy).
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+from functools import partial
+from itertools import filterfalse
+from operator import is_
 from typing import Iterable, Iterator, NamedTuple
 
 from chalicelib.money import EXPONENTS
@@ -94,7 +98,8 @@ class Expected:
     fee_text: str | None = field(default=None, compare=False)
 
     def __post_init__(self):
-        if EXPONENTS.get(self.currency) == 2:
+        # Only a 2-decimal currency and amounts a bill prints unsigned: any other line is parsed in full.
+        if EXPONENTS.get(self.currency) == 2 and self.amount >= 0 and (self.expected_fee or 0) >= 0:
             object.__setattr__(self, "amount_text", _major_text(self.amount))
             if self.expected_fee is not None:
                 object.__setattr__(self, "fee_text", _major_text(self.expected_fee))
@@ -189,23 +194,40 @@ class FxVariance:
     max_bps: int = 0
     examples: list = field(default_factory=list)
 
+    # (channel rate, shown rate) -> basis points or None: a day has a handful of rates and a million lines.
+    _bps: dict = field(default_factory=dict, repr=False, compare=False)
+    REMEMBER = 4096
+
     def add(self, our_no: str, channel_rate: str | None, shown_rate: str | None) -> None:
         if not channel_rate or not shown_rate:
             return
-        try:
-            got, shown = Decimal(channel_rate), Decimal(shown_rate)
-        except InvalidOperation:
+        pair = (channel_rate, shown_rate)
+        bps = self._bps.get(pair, -1)
+        if bps == -1:
+            bps = self._bps_of(channel_rate, shown_rate)
+            if len(self._bps) < self.REMEMBER:
+                self._bps[pair] = bps
+        if bps is None:
             return
-        if shown <= 0:
-            return
-        bps = int((abs(got - shown) * 10000 / shown).to_integral_value(rounding="ROUND_HALF_UP"))
         self.compared += 1
-        self.max_bps = max(self.max_bps, bps)
+        if bps > self.max_bps:
+            self.max_bps = bps
         if bps > self.threshold_bps:
             self.beyond += 1
             if len(self.examples) < 20:
                 self.examples.append({"our_no": our_no, "channel_rate": channel_rate, "shown_rate": shown_rate,
                                       "bps": bps})
+
+    @staticmethod
+    def _bps_of(channel_rate: str, shown_rate: str) -> int | None:
+        """|channel - shown| / shown in basis points, rounded ROUND_HALF_UP; None: not two rates to compare."""
+        try:
+            got, shown = Decimal(channel_rate), Decimal(shown_rate)
+        except InvalidOperation:
+            return None
+        if shown <= 0:
+            return None
+        return int((abs(got - shown) * 10000 / shown).to_integral_value(rounding="ROUND_HALF_UP"))
 
     def as_dict(self) -> dict:
         return {"threshold_bps": self.threshold_bps, "compared": self.compared, "beyond_threshold": self.beyond,
@@ -262,43 +284,28 @@ class Matcher:
         out.matched_amount[line.currency] = out.matched_amount.get(line.currency, 0) + _signed(line.kind, line.amount)
         return "matched"
 
-    def feed_rows(self, rows: Iterable[tuple], slow, keep=None) -> None:
-        """The fast path over a channel's text rows (kind payment|refund, our_no, status word, currency,
-        amount text, fee text, line_no, cells, line, rate text or None): a row whose text agrees exactly
-        with Kauri's record is matched from its text (`keep(row, expected)` sees it); every other row
-        goes to `slow(row)`, which parses it fully and feeds the Line (a difference, a duplicate, an
-        unknown key or odd text all land there). One tight loop: at a million rows a day, each lookup
-        per row shows in the rate."""
-        expected, out = self.expected, self.outcome
-        get, statuses, seen, refund_mark = expected.get, _STATUS, _SEEN, _REFUND_MARK
-        sums = out.matched_amount
-        fx = out.fx
-        matched = 0
-        try:
-            for row in rows:
-                key = row[1] if row[0] == PAYMENT else refund_mark + row[1]
-                exp = get(key)
-                if exp is not None and row[4] == exp.amount_text \
-                        and statuses.get(row[2]) == exp.status and row[3] == exp.currency \
-                        and (exp.fee_text is None or row[5] == exp.fee_text):
-                    expected[key] = seen
-                    matched += 1
-                    sums[row[3]] = sums.get(row[3], 0) + (exp.amount if row[0] == PAYMENT else -exp.amount)
-                    if exp.shown_rate is not None:
-                        fx.add(row[1], row[9] or exp.channel_rate, exp.shown_rate)
-                    if keep is not None:
-                        keep(row, exp)
-                    continue
-                slow(row)
-        finally:
-            out.matched += matched
-            out.lines += matched
+    def text_match(self, status_words: dict | None = None, keep=None) -> "TextMatch":
+        """What a channel's fast reader needs to match rows from their text in its own loop."""
+        statuses = _STATUS if status_words is None else {
+            token: _STATUS.get(word, word) for token, word in status_words.items()}
+        return TextMatch(self.expected, statuses, self.outcome.fx, keep)
+
+    def absorb(self, tm: "TextMatch") -> None:
+        """Count what a fast reader matched from text (also when it stopped half way: a bad line)."""
+        out = self.outcome
+        out.matched += tm.matched
+        out.lines += tm.matched
+        for currency, amount in tm.sums.items():
+            out.matched_amount[currency] = out.matched_amount.get(currency, 0) + amount
+        tm.matched = 0
+        tm.sums.clear()
 
     def finish(self, suspense_bill_dates: int = SUSPENSE_BILL_DATES) -> Outcome:
         """Kauri records no line matched: still in suspense, or only at Kauri once their time is up."""
         day = date.fromisoformat(self.bill_date)
-        for exp in self.expected.values():
-            if exp is _SEEN or exp.status != SUCCEEDED:
+        # The records no line consumed (skipping the million that were, in C), then those that took money.
+        for exp in filterfalse(partial(is_, _SEEN), self.expected.values()):
+            if exp.status != SUCCEEDED:
                 continue  # Kauri never took money: nothing the channel must show
             first = date.fromisoformat(exp.bill_date)
             if day - first >= timedelta(days=suspense_bill_dates - 1):
@@ -312,6 +319,44 @@ class Matcher:
         self.expected = {}
         return self.outcome
 
+
+
+
+class TextMatch:
+    """Matching a statement row from its text, inside a channel's fast reader (one tight loop per
+    layout: at a million rows a day a function call or a tuple per row shows in the rate).
+
+    A row matches from its text when Kauri holds its key (`key_of`) and the row's amount text, currency
+    and status (`statuses[token]`) are exactly Kauri's record's `amount_text`, `currency` and `status`,
+    and, where Kauri's record has a contract fee, the fee text is its `fee_text` (each reader inlines
+    that test). Then the reader calls `took` (keep, FX), marks the key consumed (`expected[key] =
+    seen`) and counts it in `matched` and `sums`. Any other
+    row goes to the full parse and `Matcher.feed`. The reader gives a row this chance only when every
+    field the full parse checks, other than those `keep` reads, is good, so a row matched here is one
+    the full parse would have matched (pinned by tests/unit/test_statement_fast_path.py)."""
+
+    seen = _SEEN
+    refund_mark = _REFUND_MARK
+
+    def __init__(self, expected: dict[str, Expected], statuses: dict, fx: FxVariance, keep=None):
+        self.expected, self.statuses, self.fx, self.keep = expected, statuses, fx, keep
+        self.matched = 0
+        self.sums: dict[str, int] = defaultdict(int)
+
+    def hot(self) -> tuple:
+        """What a reader's loop holds in local variables: (expected, expected.get, seen, refund_mark,
+        statuses, sums, keep, took)."""
+        return (self.expected, self.expected.get, self.seen, self.refund_mark, self.statuses, self.sums,
+                self.keep, self.took)
+
+    def took(self, exp: Expected, our_no: str, rate: str | None, line_no: int, line) -> None:
+        """A row matched from its text, beyond counting it: kept (first: reading the rest of its record
+        may fail the file at this line), and its rate compared where Kauri showed one. A reader calls it
+        only when there is a `keep` or a shown rate."""
+        if self.keep is not None:
+            self.keep(exp, line_no, line)
+        if exp.shown_rate is not None:
+            self.fx.add(our_no, rate or exp.channel_rate, exp.shown_rate)
 
 
 

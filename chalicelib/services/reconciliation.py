@@ -133,12 +133,14 @@ def _check_settled_on(record: dict, settled_on: str) -> None:
 
 
 def feed_file(channel: str, matcher: recon.Matcher, tail, keep=None) -> None:
-    """Every line of a transactions file through the matcher, streaming. Where the channel offers fast
-    rows, a line whose text agrees exactly with Kauri's record is matched from its text; every other
-    line is parsed in full and fed as a Line. `keep(line, outcome)` sees each line (to store it)."""
+    """Every line of a transactions file through the matcher, streaming. Where the channel offers a fast
+    reader, a line whose text agrees exactly with Kauri's record is matched from its text (the reader
+    runs recon.TextMatch's test in its own loop); every other line is parsed in full and fed as a Line.
+    `keep(line, outcome)` sees each line (to store it): a line matched from its text is read in full
+    by the reader's `line` first."""
     from chalicelib.services import statements
 
-    fast = statements.fast_rows(channel, tail.lines)  # reads the raw lines itself: no layer per line
+    fast = statements.fast_rows(channel, tail.lines)  # reads the raw source itself: no layer per line
     if fast is None:
         for line in _lines_of(channel, "transactions", tail):
             outcome = matcher.feed(line)
@@ -146,21 +148,27 @@ def feed_file(channel: str, matcher: recon.Matcher, tail, keep=None) -> None:
                 keep(line, outcome)
         return
 
-    def slow(row: tuple) -> None:
-        line = recon.line_of(fast.full(row))
+    def slow(line_no: int, text) -> None:
+        record = fast.full(line_no, text)
+        if record is None:
+            return  # a line the full parse skips (blank, a comment)
+        line = recon.line_of(record)
         outcome = matcher.feed(line)
         if keep is not None:
             keep(line, outcome)
 
-    def kept(row: tuple, exp: recon.Expected) -> None:
-        channel_no, fee, at, settlement, rate = fast.line(row)
-        keep(recon.Line(exp.kind, exp.our_no, channel_no, exp.status, exp.amount, row[3], fee, at, row[6],
+    def kept(exp: recon.Expected, line_no: int, text) -> None:
+        channel_no, fee, at, settlement, rate = fast.line(exp, line_no, text)
+        keep(recon.Line(exp.kind, exp.our_no, channel_no, exp.status, exp.amount, exp.currency, fee, at, line_no,
                         settlement, rate), "matched")
 
+    tm = matcher.text_match(getattr(fast, "status_words", None), kept if keep is not None else None)
     try:
-        matcher.feed_rows(fast, slow, kept if keep is not None else None)
+        fast.match(tm, slow)
     except ValueError as exc:
+        matcher.absorb(tm)
         raise _broken(channel, exc, matcher.outcome.lines) from None
+    matcher.absorb(tm)
     n = matcher.outcome.lines
     why = statements.truncation(channel, fast, n)
     if why:

@@ -12,6 +12,7 @@ from typing import Iterable, Iterator
 
 from chalicelib import channels, clock, log, settings
 from chalicelib.channels.base import ChannelError
+from chalicelib.channels.blocks import BLOCK_BYTES, Blocks
 from chalicelib.domain import reconciliation as recon
 from chalicelib.store import reconciliation as store
 
@@ -193,7 +194,9 @@ def parse_key(key: str) -> tuple[str, str, str]:
 
 
 class LineTail:
-    """Passes lines through, remembering the last two that are not blank and whether the last one ended."""
+    """The file's lines, from whatever pieces its source gives (lines, S3 chunks, an open file), remembering
+    the last two that are not blank and whether the file ended with a newline. `lines` is the source
+    itself: a channel's fast reader takes it in blocks and splits lines on its own."""
 
     def __init__(self, lines: Iterable[bytes]):
         self.lines = lines
@@ -202,15 +205,23 @@ class LineTail:
 
     def __iter__(self) -> Iterator[bytes]:
         prev = last = b""
-        raw = b"\n"
+        blocks = Blocks(self.lines)
         try:
-            for raw in self.lines:
-                if raw != b"\n" and raw != b"\r\n":
-                    prev, last = last, raw
-                yield raw
+            for block in blocks:
+                parts = block.split(b"\n")
+                end = parts.pop()  # b"" after a final newline, else the file's unterminated last line
+                for part in parts:
+                    raw = part + b"\n"
+                    if part.strip():
+                        prev, last = last, raw
+                    yield raw
+                if end:
+                    if end.strip():
+                        prev, last = last, end
+                    yield end
         finally:
-            self.last = [x for x in (prev, last) if x.strip()]
-            self.ended_cleanly = raw.endswith(b"\n")
+            self.last = [x for x in (prev, last) if x]
+            self.ended_cleanly = blocks.ended_cleanly
 
 
 def _statement_module(channel: str):
@@ -248,8 +259,9 @@ def truncation(channel: str, tail: LineTail, count: int) -> str | None:
 
 
 def stream_object(bucket: str, key: str):
+    """The object's body in chunks of about a megabyte (the readers split lines themselves), and the object."""
     obj = _s3().get_object(Bucket=bucket, Key=key)
-    return obj["Body"].iter_lines(keepends=True), obj
+    return obj["Body"].iter_chunks(BLOCK_BYTES), obj
 
 
 def ingest(bucket: str, key: str) -> dict:

@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Iterable, Iterator
 
 from chalicelib.channels.alipay import BEIJING, parse_beijing
+from chalicelib.channels.blocks import TextLines
 from chalicelib.money import MoneyError, minor_from_major
 
 MAX_LINE_CHARS = 4096
@@ -290,83 +291,182 @@ def parse_rate_file(source: Iterable[str | bytes] | str | bytes) -> dict[str, di
 
 
 class FastRows:
-    """A compare/liquidation file's rows as plain text fields, for reconciliation's fast path. Each row:
-    (kind payment|refund, our_no, status word, currency, amount text, fee text, line_no, cells, line,
-    rate text). A file without a header row (V2013) gives rows with kind None: all parsed in full.
-    What a row's text does not settle goes to `full`: parse_compare_file of the header and that line."""
+    """A compare/liquidation file read for reconciliation's fast path (`match`).
+
+    The file is read in blocks of about a megabyte, each decoded and split into lines at once; each
+    row is split once and matched from its text where it can be. A row gets that chance only when it
+    has the header's width and every field the full parse checks and matching does not convert is
+    good (type, order number, payment and settlement times, rate); its fee and settlement are read
+    by `line` when the row is kept for storing. Every other line (odd text, a line that is not UTF-8,
+    a file without a header row (V2013), an error answer) goes to `full`: parse_compare_file of the
+    header and that line, which gives the record or the error the full parse gives. (An error
+    answer's first cell, '<...' or 'file download failed', is no order number Kauri has, so such a
+    line never matches from its text either.)"""
+
+    status_words = _STATUS  # a row's status is the file's letter; the record's word is this map's
 
     def __init__(self, source: Iterable[bytes]):
         self.source = source
         self.header: str | None = None
         self.last: list[bytes] = []
-        self.ended_cleanly = True
         self._columns: _Columns | None = None
+        self._text: TextLines | None = None
 
-    def __iter__(self) -> Iterator[tuple]:
-        lines = iter(self.source)
+    @property
+    def ended_cleanly(self) -> bool:
+        """The file's last line ended with a newline (what the truncation check asks)."""
+        return self._text is None or self._text.ended_cleanly
+
+    def match(self, tm, slow) -> None:
+        """Every line of the file, in order: a row matched from its text (`tm`, a TextMatch: its test
+        is inlined here) or `slow(line_no, line)` (the full parse and the matcher)."""
+        expected, get, seen, mark, statuses, sums, keep, took = tm.hot()
+        matched = 0
         line_no = 0
-        raw = b""
-        kinds, statuses = {"P": "payment", "R": "refund"}, _STATUS
-        for raw in lines:
-            line_no += 1
-            if len(raw) > MAX_LINE_CHARS:
-                raise StatementFormatError(line_no, "line too long")
-            line = raw.decode("utf-8").lstrip("\ufeff")
-            if not line.strip():
-                continue
-            cells = line.rstrip("\r\n").split("|")
-            if _norm(cells[0]) != "partner_transaction_id":
-                yield None, "", "", "", "", "", line_no, cells, line, None  # V2013 or not a statement at all
-                continue
-            self.header = line.rstrip("\r\n")
-            col = self._columns = _Columns([_norm(c) for c in cells])
-            width, pad = col.width, col.pad
-            i_no, i_type, i_status, i_ccy, i_amount, i_fee, i_rate, i_time = (
-                col.partner_transaction_id, col.type, col.status, col.currency, col.amount, col.fee, col.rate,
-                col.payment_time)
-            last_time = None
-            for raw in lines:  # the rows: the hot loop
-                line_no += 1
-                if len(raw) > MAX_LINE_CHARS:
-                    raise StatementFormatError(line_no, "line too long")
-                line = raw.decode("utf-8")
-                v = line[:-1].split("|")  # a row not ending in "\n" keeps or loses a character: parsed in full
-                if len(v) < width:
-                    if not line.strip():
-                        continue
-                    raise StatementFormatError(line_no, f"{len(v)} columns, header has {width}")
-                if pad:
-                    v.append("")
-                if v[i_time] != last_time:  # checked as the full parse checks it, once per second of the day
-                    if _times(v[i_time]) is None:
-                        raise StatementFormatError(line_no, f"bad time {v[i_time]!r}")
-                    last_time = v[i_time]
-                yield (kinds.get(v[i_type]), v[i_no], statuses.get(v[i_status], ""), v[i_ccy], v[i_amount],
-                       v[i_fee], line_no, v, line, v[i_rate])
-            break
-        self.ended_cleanly = raw.endswith(b"\n") or not raw
-
-    def full(self, row: tuple) -> dict:
-        line_no, raw = row[6], row[8].rstrip("\r\n")
+        col = None
+        good_rates: set[str] = {""}      # rate texts the full parse reads as they stand
+        last_time = last_settled = None  # rows of one second sit together: each time is checked once
+        times_ok = False
+        good_days: dict[str, bool] = {}
         try:
-            record = next(parse_compare_file([self.header, raw] if self.header else [raw]))
+            self._text = TextLines(self.source)
+            for lines in self._text:
+                if col is None:  # up to the header row
+                    for start, line in enumerate(lines, start=1):
+                        line_no += 1
+                        raw = self._text.raw(line_no, line)
+                        text = (raw if isinstance(raw, str) else raw.decode("gbk", errors="replace"))
+                        text = text.rstrip("\r\n").lstrip("\ufeff")
+                        if len(text) > MAX_LINE_CHARS:
+                            raise StatementFormatError(line_no, "line too long")
+                        if not text.strip():
+                            continue
+                        cells = text.split("|")
+                        if _norm(cells[0]) != "partner_transaction_id":
+                            slow(line_no, raw)  # V2013, or not a statement at all
+                            continue
+                        self.header = text
+                        col = self._columns = _Columns([_norm(c) for c in cells])
+                        width, pad = (col.width if col.width > 1 else -1), col.pad
+                        i_no, i_type, i_status, i_ccy, i_amount, i_fee, i_rate, i_time, i_settled = (
+                            col.partner_transaction_id, col.type, col.status, col.currency, col.amount, col.fee,
+                            col.rate, col.payment_time, col.settlement_time)
+                        break
+                    else:
+                        continue
+                    lines = lines[start:]
+                # The rows: the hot loop. Too long a line (for the full parse too, perhaps) goes to it.
+                long_lines = max(map(len, lines), default=0) > MAX_LINE_CHARS
+                for line in lines:
+                    line_no += 1
+                    v = line.split("|")
+                    if len(v) != width or (long_lines and len(line) > MAX_LINE_CHARS):
+                        if line == "\n" or line.strip():
+                            slow(line_no, self._text.raw(line_no, line))
+                        continue
+                    if pad:
+                        v.append("")
+                    at = v[i_time]
+                    settled = v[i_settled]
+                    if at != last_time or settled != last_settled:
+                        last_time, last_settled = at, settled
+                        times_ok = _time_ok(at, good_days) and _settle_time(settled) is not _BAD
+                    rate = v[i_rate]
+                    typ = v[i_type]
+                    no = v[i_no]
+                    if times_ok and no and (rate in good_rates or _good_rate(rate, good_rates)):
+                        if typ == "P":
+                            key = no
+                        elif typ == "R":
+                            key = mark + no
+                        else:
+                            slow(line_no, line)
+                            continue
+                        exp = get(key)
+                        currency = v[i_ccy]
+                        if exp is not None and v[i_amount] == exp.amount_text and currency == exp.currency \
+                                and statuses.get(v[i_status]) == exp.status \
+                                and (exp.fee_text is None or v[i_fee] == exp.fee_text):
+                            if keep is not None or exp.shown_rate is not None:
+                                took(exp, no, rate, line_no, line)
+                            expected[key] = seen
+                            matched += 1
+                            sums[currency] += exp.amount if typ == "P" else -exp.amount
+                            continue
+                    slow(line_no, line)
+        finally:
+            tm.matched += matched
+
+    def full(self, line_no: int, raw: str | bytes) -> dict | None:
+        """The line as parse_compare_file reads it after the header (None: a line it skips)."""
+        try:
+            record = next(parse_compare_file([self.header, raw] if self.header else [raw]), None)
         except StatementFormatError as exc:
             raise StatementFormatError(line_no, exc.reason) from None
-        except StopIteration:
-            raise StatementFormatError(line_no, "not a row") from None
-        record["raw_line_no"] = line_no
+        if record is not None:
+            record["raw_line_no"] = line_no
         return record
 
-    def line(self, row: tuple) -> tuple:
-        """A fast-matched row's record facts beyond those Kauri's record fixed:
+    def line(self, exp, line_no: int, line: str) -> tuple:
+        """A row matched from its text: the record's facts beyond those Kauri's record fixed, read as the
+        full parse reads them (so a bad fee or settlement fails the file here, at this line):
         (channel_no, fee, time, settlement, rate)."""
-        line_no, v, col = row[6], row[7], self._columns
-        times = _times(v[col.payment_time])
-        if times is None:
-            raise StatementFormatError(line_no, f"bad time {v[col.payment_time]!r}")
-        settlement = v[col.settlement]
-        return (v[col.transaction_id].strip(), abs(_money(line_no, v[col.fee], row[3])), times[1],
-                _money(line_no, settlement, row[3]) if settlement.strip() else None, v[col.rate].strip() or None)
+        v, col = line.lstrip("\ufeff").split("|"), self._columns
+        if col.pad:
+            v.append("")
+        settlement, rate = v[col.settlement], v[col.rate].strip()
+        return (v[col.transaction_id].strip(), abs(_money(line_no, v[col.fee], exp.currency)),
+                _times(v[col.payment_time])[1],
+                _money(line_no, settlement, exp.currency) if settlement.strip() else None, rate or None)
+
+
+_BAD = object()
+def _rate_text(text: str):
+    rate = text.strip()
+    if not rate:
+        return None
+    try:
+        Decimal(rate)
+    except InvalidOperation:
+        return _BAD
+    return rate
+
+
+# A dashed Beijing time of a valid clock on a date _times reads by slicing: _times(text) is not None.
+_CLOCK = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]").fullmatch
+
+
+def _time_ok(text: str, good_days: dict[str, bool]) -> bool:
+    """_times(text) is not None: by pattern and a remembered date where it can, else by _times itself."""
+    if _CLOCK(text) is not None:
+        day = text[:10]
+        good = good_days.get(day)
+        if good is None:
+            good = _day_and_before(text[:4], text[5:7], text[8:10]) is not None
+            if len(good_days) < 64:
+                good_days[day] = good
+        if good:
+            return True
+    try:
+        return _times(text) is not None
+    except (ValueError, OverflowError):
+        return False  # the full parse raises it, at its turn among the row's checks
+
+
+def _good_rate(text: str, known: set[str]) -> bool:
+    """A rate the full parse reads as it stands (remembered: a day has a few)."""
+    if _rate_text(text) != text:
+        return False
+    if len(known) < 256:
+        known.add(text)
+    return True
+
+
+def _settle_time(text: str):
+    try:
+        return None if not text.strip() or _times(text) is not None else _BAD
+    except (ValueError, OverflowError):
+        return _BAD
 
 
 read_statement = parse_compare_file  # the name reconciliation reads every channel's statements by

@@ -24,6 +24,7 @@ from functools import lru_cache
 from typing import Iterable, Iterator
 
 from chalicelib import clock
+from chalicelib.channels.blocks import Blocks
 from chalicelib.channels.payease.client import CHINA_TZ
 from chalicelib.channels.payease.notify import AMOUNT_RE, MONEYTYPE_CURRENCY, OID_RE, decode_text
 from chalicelib.money import MoneyError, minor_from_major
@@ -221,14 +222,27 @@ def parse_file(path: str, bill_date: str | None = None) -> Iterator[dict]:
 
 
 _OID_BYTES = re.compile(OID_RE.pattern.encode())
-_PAY_WORD = {b"PAY": "payment", b"REF": "refund"}
+_OID_HEAD = re.compile(rb"[0-9]{8}-[0-9A-Za-z]{1,20}").fullmatch  # an oid before "-<serial>", as OID_RE reads it
+_KIND = {b"PAY": "payment", b"REF": "refund"}
+_PAY_WORDS = {k.encode(): v for k, v in PAY_STATUS.items()}
+_REFUND_WORDS = {k.encode(): v for k, v in REFUND_STATUS.items()}
+_CURRENCIES = {k.encode(): v for k, v in MONEYTYPE_CURRENCY.items()}
+_CLOCK = re.compile(rb"[0-9]{8}(?:[01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]").fullmatch  # _times reads it by slicing
 
 
 class FastRows:
-    """The day list's rows as plain fields, for reconciliation's fast path. The fields it compares are
-    ASCII, so a row is split as bytes and only they are decoded (the bank name and reason, GBK, are
-    left to `full`). Each row: (kind payment|refund, our_no, status word, currency, amount text, fee
-    text, line_no, cells, raw, None). A row the fast path cannot read (kind None) is parsed in full."""
+    """The day list read for reconciliation's fast path (`match`).
+
+    Read in blocks of about a megabyte, split into lines and cells as bytes; only the fields compared
+    are decoded (they are ASCII; the bank name and the reason may be GBK). A row matches from its text
+    only when the full parse reads it alike: the header's width, a good type, oid, status, time and
+    (refunds) refid, and cells split as bytes where the text splits: a line that is not UTF-8 has each
+    cell before its last that holds non-ASCII bytes decode as GB18030 by itself (else a GBK character
+    could end in the byte "|"), or it is parsed in full. A payment's order number is its oid's serial:
+    Kauri only ever sends PayEase a serial SERIAL_RE accepts (payease.client), so a serial found among
+    Kauri's records is one OID_RE reads too. Every other line goes to `full`: `parse` of the header
+    and that line. The fee, oid or refid and time of a matched row are read by `line` when the row is
+    kept for storing."""
 
     def __init__(self, source: Iterable[bytes]):
         self.source = source
@@ -237,83 +251,157 @@ class FastRows:
         self.ended_cleanly = True
         self._col: _Columns | None = None
 
-    def __iter__(self) -> Iterator[tuple]:
-        lines = iter(self.source)
+    def match(self, tm, slow) -> None:
+        """Every line of the day list, in order: a row matched from its text (`tm`, a TextMatch: its
+        test is inlined here) or `slow(line_no, raw)` (the full parse and the matcher)."""
+        expected, get, seen, mark, statuses, sums, keep, took = tm.hot()
+        matched = 0
+        blocks = Blocks(self.source)
         line_no = 0
-        raw = b""
-        for raw in lines:
-            line_no += 1
-            if len(raw) > MAX_LINE_CHARS:
-                raise StatementError(line_no, "line too long")
-            text = _decode(raw).lstrip("\ufeff").rstrip("\r\n")
-            if not text.strip() or text.lstrip().startswith("#"):
-                continue
-            columns = [c.strip().lower() for c in text.split("|")]
-            missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-            if missing:
-                raise StatementError(line_no, "header lacks " + ",".join(missing))
-            self.header, col = text, _Columns(columns)
-            self._col = col
-            break
-        else:
-            raise StatementError(0, "no header line")
-        width, pad = col.width, col.pad
-        i_type, i_oid, i_status, i_amount, i_ccy, i_fee, i_time, i_reason = (
-            col.type, col.oid, col.pstatus, col.amount, col.moneytype, col.fee, col.time, col.refreason)
-        oid_match, words, currencies = _OID_BYTES.match, _PAY_WORD, MONEYTYPE_CURRENCY
+        col = None
+        heads: dict[bytes, bool] = {}    # an oid's "yyyymmdd-mid" -> OID_RE reads it
+        whole: dict[bytes, bool] = {}    # a text cell -> it decodes as GB18030 by itself (bank names repeat)
         last_time = None
-        for raw in lines:  # the rows: the hot loop
-            line_no += 1
-            if len(raw) > MAX_LINE_CHARS:
-                raise StatementError(line_no, "line too long")
-            v = raw.rstrip(b"\r\n").split(b"|")
-            if len(v) != width:
-                if not raw.strip() or raw.lstrip().startswith(b"#"):
-                    continue
-                raise StatementError(line_no, f"{len(v)} cells, header has {width}")
-            if pad:
-                v.append(b"")
-            if v[i_time] != last_time:  # checked as `parse` checks it, once per second of the day
-                try:
-                    _times(v[i_time].decode("ascii").strip())
-                except ValueError:
-                    raise StatementError(line_no, f"bad time {v[i_time]!r}") from None
-                last_time = v[i_time]
-            kind, m = words.get(v[i_type]), oid_match(v[i_oid])
-            if m is None or kind is None:
-                yield None, "", "", "", "", "", line_no, v, raw, None
-                continue
-            if kind == "payment":
-                our_no, status = m.group(3).decode(), PAY_STATUS.get(v[i_status].decode("ascii", "replace"), "")
-            else:
-                word = v[i_reason].split(b" ", 1)[0] if i_reason >= 0 else b""
-                if not word.isascii():
-                    yield None, "", "", "", "", "", line_no, v, raw, None
-                    continue
-                our_no = word.decode() or m.group(3).decode()
-                status = REFUND_STATUS.get(v[i_status].decode("ascii", "replace"), "")
-            yield (kind, our_no, status, currencies.get(v[i_ccy].decode("ascii", "replace"), ""),
-                   v[i_amount].decode("ascii", "replace"), (v[i_fee] or b"0.00").decode("ascii", "replace"),
-                   line_no, v, raw, None)
-        self.ended_cleanly = raw.endswith(b"\n") or not raw
-
-    def full(self, row: tuple) -> dict:
-        line_no, raw = row[6], row[8]
         try:
-            record = next(parse([self.header, raw]))
+            for block in blocks:
+                lines = (block.replace(b"\r\n", b"\n") if b"\r" in block else block).split(b"\n")
+                if not lines[-1]:
+                    lines.pop()
+                start = 0
+                if col is None:
+                    for start, raw in enumerate(lines, start=1):
+                        line_no += 1
+                        text = _decode(raw).lstrip("\ufeff").rstrip("\r\n")
+                        if len(text) > MAX_LINE_CHARS:
+                            raise StatementError(line_no, "line too long")
+                        if not text.strip() or text.lstrip().startswith("#"):
+                            continue
+                        columns = [c.strip().lower() for c in text.split("|")]
+                        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+                        if missing:
+                            raise StatementError(line_no, "header lacks " + ",".join(missing))
+                        self.header, col = text, _Columns(columns)
+                        self._col = col
+                        width, pad = col.width, col.pad
+                        i_type, i_oid, i_status, i_amount, i_ccy, i_fee, i_time, i_refid, i_reason = (
+                            col.type, col.oid, col.pstatus, col.amount, col.moneytype, col.fee, col.time,
+                            col.refid, col.refreason)
+                        # Cells a matched row has in ASCII; any other before the last may hold GBK text.
+                        ascii_cells = {i_type, i_oid, i_status, i_amount, i_ccy, i_time}
+                        free = tuple(i for i in range(width - 1) if i not in ascii_cells)
+                        break
+                    else:
+                        continue
+                    lines = lines[start:]
+                try:
+                    block.decode("utf-8")
+                    utf8 = True              # every line is UTF-8: a "|" byte is always a "|"
+                except UnicodeDecodeError:
+                    utf8 = False
+                long_lines = max(map(len, lines), default=0) > MAX_LINE_CHARS
+                for raw in lines:  # the rows: the hot loop
+                    line_no += 1
+                    v = raw.split(b"|")
+                    if len(v) != width or (long_lines and len(raw) > MAX_LINE_CHARS):
+                        slow(line_no, raw)  # or a blank line, a comment: `full` says
+                        continue
+                    if not utf8 and not raw.isascii():  # (each text cell before the last decodes by itself)
+                        for i in free:
+                            cell = v[i]
+                            if not cell.isascii() and not (whole.get(cell) or _whole(cell, whole)):
+                                break
+                        else:
+                            i = -1
+                        if i != -1:
+                            slow(line_no, raw)
+                            continue
+                    if pad:
+                        v.append(b"")
+                    at, oid, typ = v[i_time], v[i_oid], v[i_type]
+                    if at != last_time:
+                        last_time = at if _CLOCK(at) is not None and _day_and_before(at[:8].decode()) is not None \
+                            else None
+                    if typ == b"PAY":
+                        head, _, serial = oid.rpartition(b"-")
+                        good = heads.get(head)
+                        if good is None:
+                            good = _OID_HEAD(head) is not None
+                            if len(heads) < 256:
+                                heads[head] = good
+                        status = _PAY_WORDS.get(v[i_status])
+                        key = serial.decode("ascii", "replace")
+                        sign = 1
+                    elif typ == b"REF":
+                        m = _OID_BYTES.match(oid)
+                        refid = v[i_refid]
+                        word = v[i_reason].strip().split(b" ", 1)[0] if i_reason >= 0 else b""
+                        good = m is not None and refid.strip(_ASCII_SPACE) != b"" and refid.isascii() \
+                            and word.isascii()
+                        status = _REFUND_WORDS.get(v[i_status])
+                        key = mark + (word or m.group(3)).decode() if good else ""
+                        sign = -1
+                    else:
+                        good = False
+                    if not good or status is None or last_time is None:
+                        slow(line_no, raw)
+                        continue
+                    exp = get(key)
+                    currency = _CURRENCIES.get(v[i_ccy])
+                    if exp is not None and v[i_amount].decode("ascii", "replace") == exp.amount_text \
+                            and currency == exp.currency and statuses.get(status) == exp.status \
+                            and (exp.fee_text is None
+                                 or (v[i_fee] or b"0.00").decode("ascii", "replace") == exp.fee_text):
+                        if keep is not None or exp.shown_rate is not None:
+                            took(exp, exp.our_no, None, line_no, raw)
+                        expected[key] = seen
+                        matched += 1
+                        sums[currency] += sign * exp.amount
+                        continue
+                    slow(line_no, raw)
+            if col is None:
+                raise StatementError(0, "no header line")
+            self.ended_cleanly = blocks.ended_cleanly
+        finally:
+            tm.matched += matched
+
+    def full(self, line_no: int, raw: bytes) -> dict | None:
+        """The line as `parse` reads it after the header (None: a line it skips, a blank or a comment)."""
+        try:
+            record = next(parse([self.header, raw]), None)
         except StatementError as exc:
             raise StatementError(line_no, exc.reason) from None
-        record["raw_line_no"] = line_no
+        if record is not None:
+            record["raw_line_no"] = line_no
         return record
 
-    def line(self, row: tuple) -> tuple:
-        """A fast-matched row's record facts beyond those Kauri's record fixed:
-        (channel_no, fee, time, settlement, rate)."""
-        return self._facts(self.full(row))
+    def line(self, exp, line_no: int, raw: bytes) -> tuple:
+        """A row matched from its text: the record's facts beyond those Kauri's record fixed, read as
+        `parse` reads them (a bad fee fails the file here, at this line): (channel_no, fee, time,
+        settlement, rate)."""
+        col = self._col
+        v = _decode(raw).lstrip("\ufeff").rstrip("\r\n").split("|")
+        if col.pad:
+            v.append("")
+        channel_no = (v[col.oid] if exp.kind == "payment" else v[col.refid]).strip()
+        at = v[col.time].strip()
+        fee = _money(v[col.fee].strip() or "0", exp.currency, line_no, "fee")
+        return channel_no, fee, _times(at)[1] or _channel_time(at), None, None
 
-    @staticmethod
-    def _facts(record: dict) -> tuple:
-        return record["channel_no"], record["fee_minor"], record["channel_time"], None, None
+
+def _whole(cell: bytes, known: dict[bytes, bool]) -> bool:
+    """The cell decodes as GB18030 by itself: no GBK character of it takes the "|" after it as its second
+    byte, so the cells split as bytes are the cells of the text. Remembered (bank names repeat)."""
+    try:
+        cell.decode("gb18030")
+        ok = True
+    except UnicodeDecodeError:
+        ok = False
+    if len(known) < 4096:
+        known[cell] = ok
+    return ok
+
+
+_ASCII_SPACE = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"  # what str.strip() strips of ASCII
 
 
 read_statement = parse  # the name reconciliation reads every channel's statements by

@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Iterable, Iterator
 
 from chalicelib import clock
+from chalicelib.channels.blocks import TextLines
 from chalicelib.channels.wechat import wire
 from chalicelib.money import MoneyError, minor_from_major
 
@@ -211,22 +212,26 @@ def parse(source: str | bytes | Iterable[str] | Iterable[bytes], bill_date: str 
         raise StatementError("no bill header found")
 
 
-_NO_REFUND = frozenset(("", "0"))  # what a payment row carries in the refund-number column
+# A dashed China time of a valid clock: _times reads it by slicing when its date is one _day_before reads.
+_CLOCK = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]").fullmatch
 
 
 class FastRows:
-    """The bill's detail rows as plain text fields, for reconciliation's fast path: no dicts, no amount or
-    time conversion. Each row: (kind payment|refund, our_no, status word, currency, amount text, fee text,
-    line_no, the row's cells, the line, rate text (None: the bill has no rate)). The source is the file's
-    lines as bytes. What a row's text does not settle (a mismatch, an odd
-    amount) goes to `full`: `parse` of the header plus that raw line, with every check."""
+    """The bill read for reconciliation's fast path (`match`): no dicts, no amount or time conversion for
+    a row that matches from its text. The file is read in blocks of about a megabyte, each decoded and
+    split into lines at once; a detail row is split on ",`" as `parse` splits it, once. A row matches
+    from its text only when its time is one `parse` reads; every other row, and every row whose text
+    does not settle it (a mismatch, an odd amount, too few columns), goes to `full`: `parse` of the
+    header plus that line, with every check. The first cell keeps the row's backtick, so a compared
+    column there (no documented layout has one) never matches from text. The fee, the trade number
+    and the time of a matched row are read by `line` when the row is kept for storing."""
 
     def __init__(self, source: Iterable[bytes]):
         self.source = source
         self.header: str | None = None
         self._last_time: tuple[str, str] = ("", "")
         self.last: list[bytes] = []      # the last two lines that are not blank (the summary, when whole)
-        self.ended_cleanly = True        # the last line ended with a newline
+        self._text: TextLines | None = None
 
     @staticmethod
     def minor(text: str, currency: str, line_no: int) -> int:
@@ -241,18 +246,36 @@ class FastRows:
                 raise StatementError("bad transaction time", line_no) from None
         return self._last_time[1]
 
-    def __iter__(self) -> Iterator[tuple]:
-        lines = iter(self.source)
+    @property
+    def ended_cleanly(self) -> bool:
+        """The file's last line ended with a newline (what the truncation check asks)."""
+        return self._text is None or self._text.ended_cleanly
+
+    def match(self, tm, slow) -> None:
+        """Every line of the bill, in order: a detail row matched from its text (`tm`, a TextMatch: its
+        test is inlined here) or `slow(line_no, line)` (the full parse and the matcher)."""
+        expected, get, seen, mark, statuses, sums, keep, took = tm.hot()
+        matched = 0
+        self._text = TextLines(self.source)
+        texts = iter(self._text)
         line_no = 0
-        raw = b""
-        for raw in lines:  # up to the header
-            line_no += 1
-            if len(raw) > MAX_LINE_CHARS:
-                raise StatementError("line too long", line_no)
-            if raw[:1] == b"`":
-                raise StatementError("data before the header", line_no)
-            header = raw.decode("utf-8").lstrip("\ufeff").rstrip("\r\n")
-            if header.strip():
+        header = None
+        for lines in texts:
+            for start, line in enumerate(lines, start=1):  # up to the header
+                line_no += 1
+                if line == "\n":
+                    self._text.raw(line_no, line).decode("utf-8")  # raises what `parse` raises on it
+                if line_no == 1:
+                    line = line.lstrip("\ufeff")
+                if not line.strip():
+                    continue
+                if len(line) > MAX_LINE_CHARS:
+                    raise StatementError("line too long", line_no)
+                if line[:1] == "`":
+                    raise StatementError("data before the header", line_no)
+                header = line
+                break
+            if header is not None:
                 break
         else:
             raise StatementError("no bill header found")
@@ -264,56 +287,119 @@ class FastRows:
          i_refund_amount, i_refund_status, i_fee) = (cols.get(key, -1) for key in (
              "time", "transaction_id", "out_trade_no", "trade_status", "currency", "total", "refund_id",
              "out_refund_no", "refund_amount", "refund_status", "fee"))
-        i_time = self._i_time
-        last_time = None
-        for raw in lines:  # the detail rows: the hot loop
-            line_no += 1
-            if raw[:1] != b"`":
-                if raw.strip():
-                    self.last = [raw]
-                    break  # the summary header: the details are done
-                continue
-            if len(raw) > MAX_LINE_CHARS:
-                raise StatementError("line too long", line_no)
-            line = raw.decode()
-            # The first cell keeps the row's backtick and the last its newline: neither column is one the
-            # fast path compares in the documented layouts, and where one is, it simply does not match
-            # from text and the row is parsed in full.
-            v = line.split(",`")
-            if len(v) < width:
-                raise StatementError("row has fewer columns than the header", line_no)
-            if pad:
-                v.append("")
-            if v[i_time] != last_time:  # checked as `parse` checks it, once per second of the day
-                self.channel_time(v[i_time].strip("` \r\n"), line_no)
-                last_time = v[i_time]
-            if v[i_refund_no] not in _NO_REFUND:  # (a REFUND row without its number: no match, parsed in full)
-                yield ("refund", v[i_refund_no], v[i_refund_status] or v[i_status], v[i_ccy], v[i_refund_amount],
-                       v[i_fee], line_no, v, line, None)
-            else:
-                yield "payment", v[i_trade_no], v[i_status], v[i_ccy], v[i_total], v[i_fee], line_no, v, line, None
-        for raw in lines:  # read on to the end: the caller checks the summary row the file closes with
-            if raw.strip():
-                self.last = self.last[-1:] + [raw]
-        self.ended_cleanly = raw.endswith(b"\n")
-
-    def full(self, row: tuple) -> dict:
-        """The row, parsed and checked by `parse` (errors name the row's own line number)."""
-        line_no, raw = row[6], row[8]
+        i_time, self._i_fee = self._i_time, i_fee
+        last_time = ""
+        good_days: dict[str, bool] = {}
+        lines, carry = lines[start:], self._last_two(lines[:start], [])  # carry: the last two lines so far
         try:
-            record = next(parse([self.header, raw.rstrip("\r\n")]))
+            while lines is not None:
+                long_lines = max(map(len, lines), default=0) > MAX_LINE_CHARS
+                for n, line in enumerate(lines):  # the detail rows: the hot loop
+                    line_no += 1
+                    if line[:1] != "`":
+                        if line == "\n":
+                            slow(line_no, self._text.raw(line_no, line))
+                        elif line.strip():  # the summary header: the details are done
+                            self._tail(line_no, lines[n:], texts, self._last_two(lines[:n], carry))
+                            return
+                        continue
+                    v = line.split(",`")
+                    if len(v) < width or (long_lines and len(line) > MAX_LINE_CHARS):
+                        slow(line_no, line)  # `parse` says why
+                        continue
+                    if pad:
+                        v.append("")
+                    at = v[i_time]
+                    if at != last_time:  # checked as `parse` checks it, once per second of the day
+                        last_time = at if self._time_ok(at[1:] if i_time == 0 else at, good_days) else None
+                    refund_no = v[i_refund_no]
+                    if refund_no == "" or refund_no == "0":  # (a REFUND row without its number: no match)
+                        key, amount, status = v[i_trade_no], v[i_total], v[i_status]
+                        sign = 1
+                    else:
+                        key, amount, status = mark + refund_no, v[i_refund_amount], v[i_refund_status] or v[i_status]
+                        sign = -1
+                    exp = get(key)
+                    currency = v[i_ccy]
+                    if exp is not None and amount == exp.amount_text and currency == exp.currency \
+                            and statuses.get(status) == exp.status \
+                            and (exp.fee_text is None or v[i_fee] == exp.fee_text) and last_time is not None:
+                        if keep is not None or exp.shown_rate is not None:
+                            took(exp, exp.our_no, None, line_no, line)
+                        expected[key] = seen
+                        matched += 1
+                        sums[currency] += sign * exp.amount
+                        continue
+                    slow(line_no, line)
+                carry = self._last_two(lines, carry)
+                lines = next(texts, None)
+            self.last = carry  # no summary rows: the truncation check says so
+        finally:
+            tm.matched += matched
+
+    @staticmethod
+    def _time_ok(text: str, good_days: dict[str, bool]) -> bool:
+        """`parse` reads this transaction time (to a time the record can carry)."""
+        text = text.strip()
+        if _CLOCK(text) is not None:
+            day = text[:10]
+            good = good_days.get(day)
+            if good is None:
+                good = good_days[day] = _day_before(day) is not None
+            if good:
+                return True
+        try:
+            return _times(text)[1] is not None
+        except ValueError:
+            return False
+
+    def _tail(self, line_no: int, lines: list[str], texts: Iterator[list[str]], before: list[bytes]) -> None:
+        """From the summary header on, `parse` reads nothing but still refuses a line too long or not
+        UTF-8; the file's last two lines that are not blank stay for the truncation check."""
+        last: list[bytes] = []
+        while lines is not None:
+            for line in lines:
+                if line == "\n":
+                    self._text.raw(line_no, line).decode("utf-8")
+                if line.strip():
+                    if len(line) > MAX_LINE_CHARS:
+                        raise StatementError("line too long", line_no)
+                    last = last[-1:] + [line.encode("utf-8")]
+                line_no += 1
+            lines = next(texts, None)
+        self.last = (before + last)[-2:]
+
+    def _last_two(self, lines: list[str], before: list[bytes]) -> list[bytes]:
+        """The last two lines that are not blank (what LineTail keeps) of the lines before, then `lines`."""
+        last: list[bytes] = []
+        for line in reversed(lines):
+            if len(last) == 2:
+                break
+            if line.strip():
+                last.insert(0, line.encode("utf-8") if line != "\n" else b"\n")
+        return (before + last)[-2:]
+
+    def _cell(self, v: list[str], i: int) -> str:
+        return (v[0][1:] if i == 0 else v[i]).strip()
+
+    def full(self, line_no: int, raw: str | bytes) -> dict:
+        """The line after the header, parsed and checked by `parse` (errors name its own line number)."""
+        try:
+            record = next(parse([self.header, raw.rstrip("\r\n") if isinstance(raw, str) else raw]))
         except StatementError as exc:
             raise StatementError(str(exc).split(": ", 1)[-1], line_no) from None
         record["raw_line_no"] = line_no
         return record
 
-    def line(self, row: tuple) -> tuple:
-        """A fast-matched row's record facts beyond those Kauri's record fixed:
-        (channel_no, fee, time, settlement, rate); a bill has no settlement or rate columns."""
-        line_no, v = row[6], row[7]
-        channel_no = v[self._i_refund_id] if row[0] == "refund" else v[self._i_txn]
-        return (channel_no.strip("` \r\n"), self.minor(row[5], row[3], line_no),
-                self.channel_time(v[self._i_time].strip("` \r\n"), line_no), None, None)
+    def line(self, exp, line_no: int, line: str) -> tuple:
+        """A row matched from its text: the record's facts beyond those Kauri's record fixed, read as
+        `parse` reads them (a bad fee fails the file here, at this line): (channel_no, fee, time,
+        settlement, rate); a bill has no settlement or rate columns."""
+        v = line.split(",`")
+        v.append("")
+        channel_no = self._cell(v, self._i_refund_id if exp.kind == "refund" else self._i_txn)
+        return (channel_no, self.minor(self._cell(v, self._i_fee), exp.currency, line_no),
+                self.channel_time(self._cell(v, self._i_time), line_no), None, None)
 
 
 read_statement = parse  # the name reconciliation reads every channel's statements by
