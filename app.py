@@ -18,6 +18,7 @@ app = Chalice(app_name="kauri", configure_logs=False)  # chalicelib.log writes o
 # our 415, and the WeChat sandbox reads such a body as the XML it is. Left in chalice's binary types, it makes
 # those routes mix binary and text content types, which `chalice deploy` refuses.
 app.api.binary_types.remove("application/octet-stream")
+app.api.binary_types.append("application/gzip")   # the WeChat sandbox's tar_type=GZIP bill (no route takes it in)
 _settings = settings.get()
 
 CALLBACK_TYPES = ["text/xml", "application/xml", "application/x-www-form-urlencoded", "application/json",

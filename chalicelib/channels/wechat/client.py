@@ -392,7 +392,8 @@ class WeChatChannel:
                   "tar_type": "GZIP" if gzip else None}
         signed, _ = self._signed(params)
         resp = self._post("/pay/downloadbill", signed, max_bytes=MAX_BILL_BYTES, stream=True,
-                          accept="text/plain, text/xml, application/octet-stream" if gzip else "text/plain, text/xml")
+                          accept="text/plain, text/xml, application/gzip, application/octet-stream" if gzip
+                          else "text/plain, text/xml")
         chunks = _network_errors(http.iter_bounded(resp, MAX_BILL_BYTES if not gzip else MAX_GZIP_BYTES))
         head, body = http.peek(chunks, BILL_PEEK_BYTES)
         wanted = BILL_PEEK_BYTES

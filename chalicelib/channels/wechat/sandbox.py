@@ -596,8 +596,10 @@ def _downloadbill(req: dict[str, str]) -> Response:
     if req.get("tar_type") == "GZIP":  # the same bill, compressed (spec §9: tar_type=GZIP)
         import gzip
 
+        # application/gzip: one of the app's binary types (API Gateway passes the bytes through base64);
+        # application/octet-stream is not (routes accepting it as a request body would mix binary and text).
         return Response(body=gzip.compress(text.encode("utf-8"), mtime=0), status_code=200,
-                        headers={"Content-Type": "application/octet-stream"})
+                        headers={"Content-Type": "application/gzip"})
     return Response(body=text, status_code=200, headers={"Content-Type": "text/plain; charset=utf-8"})
 
 
