@@ -185,9 +185,27 @@ def staff_outputs(outputs: dict[str, str], stage: str, leave_out: tuple[str, ...
                      f"infra/template.yaml current (python -m infra.gen_template) and did the stack update?")
 
 
+def grant_in_build(stage: str, build: Path, sid: str, actions: list[str], arn: str, env: dict[str, str],
+                   keep_env: tuple[str, ...] = ()) -> None:
+    """In the build directory only: statement `sid` (actions on exactly `arn`) in the stage's policy, in place
+    of any earlier one, and `env` in the stage's environment (a name in `keep_env` the stage's config already
+    sets is left as it is). Running it again changes nothing."""
+    config_path = build / ".chalice" / "config.json"
+    config = json.loads(config_path.read_text())
+    stage_config = config["stages"][stage]
+    policy_path = build / ".chalice" / stage_config.get("iam_policy_file", "policy.json")
+    policy = json.loads(policy_path.read_text())
+    policy["Statement"] = [s for s in policy["Statement"] if s.get("Sid") != sid] + [
+        {"Sid": sid, "Effect": "Allow", "Action": list(actions), "Resource": [arn]}]
+    policy_path.write_text(json.dumps(policy, indent=2) + "\n")
+    stage_env = stage_config.setdefault("environment_variables", {})
+    stage_env.update({k: v for k, v in env.items() if not (k in keep_env and stage_env.get(k))})
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+
+
 def wire_staff_directory(stage: str, build: Path, outputs: dict[str, str]) -> None:
-    """In the build directory only: the stage's policy gets the portal's Cognito actions on exactly this
-    stage's pool, and the stage's environment the pool and client ids. Running it again changes nothing."""
+    """The stage's policy gets the portal's Cognito actions on exactly this stage's pool, and the stage's
+    environment the pool and client ids (in the build only)."""
     from infra.gen_template import STAFF_DIRECTORY_ACTIONS
 
     arn = outputs["StaffUserPoolArn"]
@@ -195,48 +213,28 @@ def wire_staff_directory(stage: str, build: Path, outputs: dict[str, str]) -> No
     if not re.fullmatch(r"[\w-]+_\w+", pool_id) or not re.fullmatch(
             rf"arn:aws[a-z-]*:cognito-idp:[a-z0-9-]+:\d{{12}}:userpool/{re.escape(pool_id)}", arn):
         raise SystemExit(f"stack output StaffUserPoolArn {arn!r} is not the ARN of user pool {pool_id}")
-    config_path = build / ".chalice" / "config.json"
-    config = json.loads(config_path.read_text())
-    stage_config = config["stages"][stage]
-    policy_path = build / ".chalice" / stage_config.get("iam_policy_file", "policy.json")
-    policy = json.loads(policy_path.read_text())
-    statements = [s for s in policy["Statement"] if s.get("Sid") != STAFF_SID]
-    statements.append({"Sid": STAFF_SID, "Effect": "Allow", "Action": list(STAFF_DIRECTORY_ACTIONS),
-                       "Resource": [arn]})
-    policy["Statement"] = statements
-    policy_path.write_text(json.dumps(policy, indent=2) + "\n")
-    env = stage_config.setdefault("environment_variables", {})
-    env.update({name: outputs[key] for key, name in STAFF_OUTPUTS.items() if name})
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    grant_in_build(stage, build, STAFF_SID, list(STAFF_DIRECTORY_ACTIONS), arn,
+                   {name: outputs[key] for key, name in STAFF_OUTPUTS.items() if name})
 
 
 MAIL_SID = "MailSend"
 
 
 def wire_mail(stage: str, build: Path, outputs: dict[str, str]) -> bool:
-    """In the build directory only: when the stack was given a mail identity, the stage's policy may send
-    mail from exactly that identity (gen_template.MAIL_ACTIONS) and KAURI_MAIL_FROM names it, unless the
-    stage's config already sets a sender. Without one, mail stays off (the portal shows invitation links)."""
+    """When the stack was given a mail identity, the stage's policy may send mail from exactly that identity
+    (gen_template.MAIL_ACTIONS) and KAURI_MAIL_FROM names it, unless the stage's config already sets a sender
+    (in the build only). Without one, mail stays off (the portal shows invitation links)."""
     from infra.gen_template import MAIL_ACTIONS
 
     identity, arn = outputs.get("MailIdentity"), outputs.get("MailIdentityArn")
     if not (identity and arn):
         return False
-    if not re.fullmatch(r"[A-Za-z0-9.-]+(@[A-Za-z0-9.-]+)?", identity) or not re.fullmatch(
+    if not re.fullmatch(r"([A-Za-z0-9._+-]+@)?[A-Za-z0-9.-]+", identity) or not re.fullmatch(
             rf"arn:aws[a-z-]*:ses:[a-z0-9-]+:\d{{12}}:identity/{re.escape(identity)}", arn):
         raise SystemExit(f"stack output MailIdentityArn {arn!r} is not the ARN of SES identity {identity!r}")
-    config_path = build / ".chalice" / "config.json"
-    config = json.loads(config_path.read_text())
-    stage_config = config["stages"][stage]
-    policy_path = build / ".chalice" / stage_config.get("iam_policy_file", "policy.json")
-    policy = json.loads(policy_path.read_text())
-    policy["Statement"] = [s for s in policy["Statement"] if s.get("Sid") != MAIL_SID] + [
-        {"Sid": MAIL_SID, "Effect": "Allow", "Action": list(MAIL_ACTIONS), "Resource": [arn]}]
-    policy_path.write_text(json.dumps(policy, indent=2) + "\n")
-    env = stage_config.setdefault("environment_variables", {})
-    if not env.get("KAURI_MAIL_FROM"):
-        env["KAURI_MAIL_FROM"] = identity if "@" in identity else f"Kauri <no-reply@{identity}>"
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    sender = identity if "@" in identity else f"Kauri <no-reply@{identity}>"
+    grant_in_build(stage, build, MAIL_SID, list(MAIL_ACTIONS), arn, {"KAURI_MAIL_FROM": sender},
+                   keep_env=("KAURI_MAIL_FROM",))
     return True
 
 
