@@ -270,6 +270,11 @@ class Unit:
         self._ops.append(lambda tx: tx.update(item, actions=actions, condition=condition))
         return self
 
+    def delete(self, item, condition) -> "Unit":
+        """A conditional delete of any other item that must go with this transaction."""
+        self._ops.append(lambda tx: tx.delete(item, condition=condition))
+        return self
+
     def audit(self, merchant_id: str, actor: str, action: str, details: dict | None = None) -> "Unit":
         """One audit-trail entry for the change this transaction makes."""
         from chalicelib.store import audit
