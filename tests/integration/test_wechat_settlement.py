@@ -122,7 +122,10 @@ def _pool():
     return store.pending_differences("wechat")
 
 
-def test_settlement_short_by_one_fen_is_a_finding_only_when_a_run_30_minutes_later_still_sees_it(traded, client):
+def test_settlement_short_by_one_fen_is_a_finding_only_when_a_run_30_minutes_later_still_sees_it(
+        traded, client, monkeypatch):
+    from chalicelib.services import settlement
+    from chalicelib.store import reconciliation as store
     _short(client, SETTLED_ON, 1)
     clock.freeze(DAY_AFTER)
     invoke(client, "download_statements", {"channel": "wechat", "bill_date": SETTLED_ON})
@@ -132,7 +135,10 @@ def test_settlement_short_by_one_fen_is_a_finding_only_when_a_run_30_minutes_lat
     assert len(settlement_postings()) == 1 and balance(RECEIVABLE) == 1   # booked at once: WeChat's amount
     [waiting] = _pool()
     assert waiting.expected["shortfall"] == 1
-    clock.advance(RECHECK - timedelta(seconds=1))                # too early: still waiting
+    clock.advance(timedelta(minutes=10))                         # the booking run again: it still waits, once,
+    assert settlement.settle_wechat(date(2026, 11, 20))["pending"] == 1   # first seen when it was first seen
+    assert [(w.key, w.expected["seen_at"]) for w in _pool()] == [(waiting.key, clock.iso(DAY_AFTER))]
+    clock.advance(RECHECK - timedelta(minutes=10, seconds=1))    # too early: still waiting
     early = invoke(client, "download_statements", {"channel": "wechat", "bill_date": SETTLED_ON})
     assert early["settlement_recheck"] == {"waiting": 1, "found": 0, "cleared": 0}
     assert invoke(client, "reconciliation_report", {"channel": "wechat", "bill_date": SETTLED_ON})[
@@ -147,8 +153,11 @@ def test_settlement_short_by_one_fen_is_a_finding_only_when_a_run_30_minutes_lat
     assert short["detail"]["first_seen"] == clock.iso(DAY_AFTER)
     assert short["our_no"] == report["settlement"]["batches"][0]["batch"]
     assert balance(RECEIVABLE) == 1 and _pool() == []            # the missing fen is still owed; record closed
+    # A second re-check that had read the pool before the first closed it confirms nothing twice.
+    with monkeypatch.context() as stale:
+        stale.setattr(store, "pending_differences", lambda channel: [waiting])
+        assert settlement.recheck_wechat() == {"waiting": 0, "found": 0, "cleared": 0}
     # Re-runs of the booking and of the job: same finding, no new one, no posting, nothing left waiting.
-    from chalicelib.services import settlement
     settlement.settle_wechat(date(2026, 11, 20))
     clock.advance(RECHECK)
     assert invoke(client, "download_statements", {"channel": "wechat", "bill_date": SETTLED_ON})[
