@@ -242,7 +242,7 @@ def recheck_wechat() -> dict:
         if finding is not None:
             finding = replace(finding, detail={**finding.detail, "first_seen": pending["seen_at"],
                                                "first_shortfall": pending["shortfall"]})
-        unit = Unit().delete(item, store.pending_difference_exists())
+        unit = Unit().close_pending_difference(item.channel, item.key)
         if finding is not None:
             unit.put_new(store.finding_item(finding))
         try:
@@ -253,7 +253,7 @@ def recheck_wechat() -> dict:
             if finding is None or store.get_finding(finding.id) is None:
                 raise           # refused for another reason: fail loudly, the next run tries again
             # Found already (a re-run of the booking held it again after it was confirmed): close it only.
-            Unit().delete(item, store.pending_difference_exists()).commit()
+            Unit().close_pending_difference(item.channel, item.key).commit()
             continue
         out["found" if finding is not None else "cleared"] += 1
         log.info("settlement_difference_rechecked", channel=channel, batch=batch.batch_id,

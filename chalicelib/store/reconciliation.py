@@ -242,10 +242,6 @@ def pending_differences(channel: str) -> list[SuspenseModel]:
     return list(SuspenseModel.query(settlement_pool(channel), consistent_read=True))
 
 
-def pending_difference_exists():
-    return SuspenseModel.key.exists()
-
-
 def pending_difference_still(item: SuspenseModel) -> bool:
     try:
         SuspenseModel.get(item.channel, item.key, consistent_read=True)
