@@ -130,6 +130,9 @@ class Settings:
     # and how far the channel's FX rate may stray from the one shown before the day's report flags it.
     recon_fee_bps: dict = field(default_factory=lambda: {"wechat": 200, "alipay": 180})
     fx_variance_threshold_bps: int = 50
+    # A WeChat settlement difference waits this long after it is first seen (far beyond the recon_by_day
+    # indexes' lag) and becomes a finding only if a later run still sees it.
+    settlement_recheck_minutes: int = 30
     statements_queue: str = ""                # SQS queue the bucket notifies of new statements/ objects
     # Money jobs (release_funds, auto_withdraw); prod sets the payout source account.
     release_alert_days: int = 14              # a payment still unreleased this long after paid: ops record
@@ -285,6 +288,7 @@ def _load(env: dict[str, str], stage: str) -> Settings:
         release_requires_recon=_bool(env.get("KAURI_RELEASE_REQUIRES_RECON"), default=False),
         release_alert_days=int(env.get("KAURI_RELEASE_ALERT_DAYS", "14")),
         fx_variance_threshold_bps=int(env.get("KAURI_FX_VARIANCE_THRESHOLD_BPS", "50")),
+        settlement_recheck_minutes=int(env.get("KAURI_SETTLEMENT_RECHECK_MINUTES", "30")),
         statements_queue=env.get("KAURI_STATEMENTS_QUEUE") or (table_prefix + "statements"),
         withdrawal_local_hour=int(env.get("KAURI_WITHDRAWAL_LOCAL_HOUR", "17")),
         payout_source_account=env.get("KAURI_PAYOUT_SOURCE_ACCOUNT", "0102420100194000" if stage != "prod" else ""),

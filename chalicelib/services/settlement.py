@@ -10,6 +10,15 @@ finding. The short part stays in the receivable until a person writes it off. Th
 the settlement date it was booked for: a batch number the channel uses again on another settlement date
 is another payout, never taken as booked already, and is a finding (`#reused`) for a person.
 
+WeChat's difference waits (`recheck`): Kauri's side of a WeChat batch is listed by the recon_by_day
+indexes, which are eventually consistent, so a payment booked moments ago (late, by the chase) may not
+be listed yet. The booking is the same (WeChat's amounts, once), but a difference goes into the suspense
+pool (`settlement#wechat`, with the batch's figures) in the booking's transaction, and becomes the
+batch's finding only if a run at least `settlement_recheck_minutes` after it was first seen still finds
+it (`recheck_wechat`, run by every download_statements): the finding is written and the pool's record
+removed in one transaction; a difference gone by then leaves no finding and its record is removed.
+Alipay's owed amount is summed from its own file's lines, no index: its finding is written at once.
+
 Currency (as the Alipay path): a batch is booked in its own currency (WeChat's settlementfee_type,
 Alipay's Currency column), against the receivable in that currency, with no conversion and no rate:
 the institution is paid in the currency its shoppers were charged (NZD, AUD). A batch in a currency
@@ -17,10 +26,11 @@ Kauri does not settle in is never booked: it is a `currency_differs` finding for
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 from typing import Iterable
 
-from chalicelib import log
+from chalicelib import clock, log, settings
 from chalicelib.domain import ledger
 from chalicelib.domain import reconciliation as recon
 from chalicelib.domain.withdrawal import settlement_bank_account
@@ -67,14 +77,27 @@ def _finding(channel: str, bill_date: str, kind: str, batch_id: str, detail: dic
                              currency)
 
 
-def book(channel: str, bill_date: str, batches: Iterable[tuple[recon.SettlementBatch, dict]], source: str) -> dict:
+def _pending(channel: str, bill_date: str, batch: recon.SettlementBatch, extra: dict, source: str):
+    """The pool's record of a difference first seen now: what re-checking it needs, no channel call."""
+    from chalicelib.store import reconciliation as store
+
+    return store.pending_difference_item(channel, bill_date, f"{batch.batch_id}:{batch.currency}", {
+        "batch": batch.batch_id, "currency": batch.currency, "fees": batch.fees, "paid": batch.paid,
+        "period": extra["period"], "shortfall": batch.shortfall, "seen_at": clock.iso(clock.now()),
+        "source": source})
+
+
+def book(channel: str, bill_date: str, batches: Iterable[tuple[recon.SettlementBatch, dict]], source: str,
+         recheck: bool = False) -> dict:
     """Book each (batch, what to keep in the summary about it) once; findings under `bill_date` (the
-    settlement date). Safe to run again at any point: a booked batch is found booked, never booked twice."""
+    settlement date). Safe to run again at any point: a booked batch is found booked, never booked twice.
+    `recheck` (WeChat: Kauri's side came from an index): a difference waits in the pool instead of being
+    a finding at once; `extra` then names the batch's trade `period`."""
     from chalicelib.store import ledger as ledger_store
     from chalicelib.store import reconciliation as store
     from chalicelib.store.unit import Conflict, Unit
 
-    out: dict = {"batches": [], "discrepancies": 0, "new_discrepancies": 0, "matched_amount": {}}
+    out: dict = {"batches": [], "discrepancies": 0, "new_discrepancies": 0, "pending": 0, "matched_amount": {}}
     for batch, extra in batches:
         row = {"batch": batch.batch_id, "currency": batch.currency, "lines": batch.lines, "gross": batch.gross,
                "fees": batch.fees, "paid": batch.paid, "expected_paid": batch.expected_paid,
@@ -89,8 +112,11 @@ def book(channel: str, bill_date: str, batches: Iterable[tuple[recon.SettlementB
             continue
         posting = posting_of(channel, batch, _memo(bill_date, source))
         finding = recon.settlement_finding(channel, bill_date, batch)
+        pending = _pending(channel, bill_date, batch, extra, source) if recheck and finding is not None else None
         unit = Unit().post(posting)
-        if finding is not None:
+        if pending is not None:
+            unit.put_new(pending)                       # the difference waits, recorded with the booking
+        elif finding is not None:
             unit.put_new(store.finding_item(finding))   # the shortfall is recorded with the booking, atomically
         try:
             unit.commit()
@@ -113,7 +139,12 @@ def book(channel: str, bill_date: str, batches: Iterable[tuple[recon.SettlementB
                 log.error("settlement_batch_reused", channel=channel, batch=batch.batch_id)
                 out["batches"].append({**row, "posted": False, "booked": False, "booked_for": booked_for})
                 continue
-            new = store.save_finding(finding) if finding is not None else 0
+            if pending is not None:     # unless its finding was confirmed already, it waits (once)
+                new = 0
+                if store.get_finding(finding.id) is None:
+                    store.hold_difference(pending)
+            else:
+                new = store.save_finding(finding) if finding is not None else 0
             if _legs(booked) != _legs(posting):
                 # The channel now reports this batch differently from what was booked: never rebook, say so.
                 changed = _finding(channel, bill_date, recon.SETTLEMENT_SHORT, batch.batch_id,
@@ -123,11 +154,13 @@ def book(channel: str, bill_date: str, batches: Iterable[tuple[recon.SettlementB
                 out["discrepancies"] += 1
                 out["new_discrepancies"] += store.save_finding(changed)
                 log.error("settlement_batch_changed", channel=channel, batch=batch.batch_id)
-        if finding is not None:
+        if pending is not None:
+            out["pending"] += 1
+        elif finding is not None:
             out["discrepancies"] += 1
             out["new_discrepancies"] += new
         out["matched_amount"][batch.currency] = out["matched_amount"].get(batch.currency, 0) + batch.paid + batch.fees
-        out["batches"].append({**row, "posted": posted, "booked": True})
+        out["batches"].append({**row, "posted": posted, "booked": True, "pending": pending is not None})
     return out
 
 
@@ -168,7 +201,7 @@ def settle_wechat(settled_on: date) -> dict:
     day = settled_on.isoformat()
     batches = wechat_batches(settled_on)
     source = f"wechat:/pay/settlementquery:{day}"
-    result = book("wechat", day, batches, source)
+    result = book("wechat", day, batches, source, recheck=True)
     status = "done" if batches else "no_settlement"
     summary = {"channel": "wechat", "bill_date": day, "kind": "settlement", "source": source, "status": status,
                **result}
@@ -176,3 +209,53 @@ def settle_wechat(settled_on: date) -> dict:
     log.info("settlement_booked", channel="wechat", bill_date=day, batches=len(batches),
              found=result["discrepancies"])
     return summary
+
+
+def _owed(channel: str, pending: dict) -> recon.SettlementBatch:
+    """The batch as WeChat reported it (kept in the pool), against Kauri's books read again now."""
+    from chalicelib.store import reconciliation as store
+
+    days = _days(date.fromisoformat(pending["period"][0]), date.fromisoformat(pending["period"][1]))
+    kauri_net, count = store.receivable_of_days(channel, pending["currency"], days, consistent=True)
+    return recon.SettlementBatch(pending["batch"], pending["currency"], kauri_net, int(pending["fees"]),
+                                 int(pending["paid"]), count)
+
+
+def recheck_wechat() -> dict:
+    """Every WeChat settlement difference seen at least `settlement_recheck_minutes` ago, checked again
+    against Kauri's books: still there, it is the batch's finding (written, and the pool's record removed,
+    in one transaction: once, whoever else runs this); gone, the record is removed and nothing is found."""
+    from chalicelib.store import reconciliation as store
+    from chalicelib.store.unit import Conflict, Unit
+
+    channel = "wechat"
+    wait = timedelta(minutes=settings.get().settlement_recheck_minutes)
+    now = clock.now()
+    out = {"waiting": 0, "found": 0, "cleared": 0}
+    for item in store.pending_differences(channel):
+        pending = item.expected
+        if now < clock.parse_iso(pending["seen_at"]) + wait:
+            out["waiting"] += 1
+            continue
+        batch = _owed(channel, pending)
+        finding = recon.settlement_finding(channel, item.since, batch)
+        if finding is not None:
+            finding = replace(finding, detail={**finding.detail, "first_seen": pending["seen_at"],
+                                               "first_shortfall": pending["shortfall"]})
+        unit = Unit().close_pending_difference(item.channel, item.key)
+        if finding is not None:
+            unit.put_new(store.finding_item(finding))
+        try:
+            unit.commit()
+        except Conflict:
+            if not store.pending_difference_still(item):
+                continue        # another run closed this record first (with its finding, if there was one)
+            if finding is None or store.get_finding(finding.id) is None:
+                raise           # refused for another reason: fail loudly, the next run tries again
+            # Found already (a re-run of the booking held it again after it was confirmed): close it only.
+            Unit().close_pending_difference(item.channel, item.key).commit()
+            continue
+        out["found" if finding is not None else "cleared"] += 1
+        log.info("settlement_difference_rechecked", channel=channel, batch=batch.batch_id,
+                 bill_date=item.since, found=finding is not None, shortfall=batch.shortfall)
+    return out

@@ -227,6 +227,34 @@ def release_from_suspense(channel: str, keys: Iterable[tuple[str, str]]) -> None
             batch.delete(SuspenseModel(channel, f"{kind}#{our_no}"))
 
 
+# A settlement difference waiting to be seen again (services.settlement): in the suspense pool under
+# its own partition, settlement#{channel}, keyed {settlement date}#{batch}:{currency}.
+
+def settlement_pool(channel: str) -> str:
+    return f"settlement#{channel}"
+
+
+def pending_difference_item(channel: str, bill_date: str, batch_key: str, pending: dict) -> SuspenseModel:
+    return SuspenseModel(settlement_pool(channel), f"{bill_date}#{batch_key}", expected=pending, since=bill_date)
+
+
+def pending_differences(channel: str) -> list[SuspenseModel]:
+    return list(SuspenseModel.query(settlement_pool(channel), consistent_read=True))
+
+
+def pending_difference_still(item: SuspenseModel) -> bool:
+    try:
+        SuspenseModel.get(item.channel, item.key, consistent_read=True)
+        return True
+    except DoesNotExist:
+        return False
+
+
+def hold_difference(item: SuspenseModel) -> bool:
+    """Put it in the pool once; one already there keeps the moment it was first seen."""
+    return applied(lambda: item.save(condition=SuspenseModel.key.does_not_exist()))
+
+
 # ---- records and findings ---------------------------------------------------------------------
 
 def record_key(channel: str, kind: str, our_no: str) -> str:

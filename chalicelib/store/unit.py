@@ -265,6 +265,13 @@ class Unit:
                                               condition=AlertBindingModel.binding_id.exists()))
         return self
 
+    def close_pending_difference(self, pool: str, key: str) -> "Unit":
+        """Remove a settlement difference's waiting record (it must still be waiting)."""
+        from chalicelib.store.reconciliation import SuspenseModel
+
+        self._ops.append(lambda tx: tx.delete(SuspenseModel(pool, key), condition=SuspenseModel.key.exists()))
+        return self
+
     def update(self, item, actions: list, condition) -> "Unit":
         """A conditional update of any other item that must change with this transaction."""
         self._ops.append(lambda tx: tx.update(item, actions=actions, condition=condition))

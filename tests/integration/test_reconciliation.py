@@ -383,6 +383,10 @@ def test_money_the_channel_took_that_kauri_never_booked_is_refunded_once_and_its
     trigger(client)
     day20 = invoke(client, "reconciliation_report", {"channel": "wechat", "bill_date": "2026-11-20"})
     assert day20["summary"]["matched"] == 1
+    assert day20["discrepancies"] == []          # the settlement's difference waits for its re-check
+    clock.advance(timedelta(minutes=30))
+    invoke(client, "download_statements", {"channel": "wechat", "bill_date": "2026-11-20"})
+    day20 = invoke(client, "reconciliation_report", {"channel": "wechat", "bill_date": "2026-11-20"})
     # The 20th's only finding is its settlement: WeChat paid out the 19th's 33.00 that Kauri never booked.
     [over] = day20["discrepancies"]
     assert (over["kind"], over["record_type"], over["detail"]["shortfall"]) == (recon.SETTLEMENT_SHORT, "settlement",

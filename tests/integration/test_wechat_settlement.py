@@ -114,23 +114,100 @@ def test_a_run_that_dies_after_booking_is_run_again_and_books_nothing_twice(trad
     assert len(settlement_postings()) == 1 and balance(RECEIVABLE) == 0
 
 
-def test_settlement_short_by_one_fen_is_its_own_finding_and_the_fen_stays_owed(traded, client):
+RECHECK = timedelta(minutes=30)                                       # settlement_recheck_minutes
+
+
+def _pool():
+    from chalicelib.store import reconciliation as store
+    return store.pending_differences("wechat")
+
+
+def test_settlement_short_by_one_fen_is_a_finding_only_when_a_run_30_minutes_later_still_sees_it(
+        traded, client, monkeypatch):
+    from chalicelib.services import settlement
+    from chalicelib.store import reconciliation as store
     _short(client, SETTLED_ON, 1)
     clock.freeze(DAY_AFTER)
     invoke(client, "download_statements", {"channel": "wechat", "bill_date": SETTLED_ON})
     report = invoke(client, "reconciliation_report", {"channel": "wechat", "bill_date": SETTLED_ON})
+    assert report["discrepancies"] == []                         # first sight: it waits
+    assert report["settlement"]["batches"][0]["pending"] and report["settlement"]["batches"][0]["shortfall"] == 1
+    assert len(settlement_postings()) == 1 and balance(RECEIVABLE) == 1   # booked at once: WeChat's amount
+    [waiting] = _pool()
+    assert waiting.expected["shortfall"] == 1
+    clock.advance(timedelta(minutes=10))                         # the booking run again: it still waits, once,
+    assert settlement.settle_wechat(date(2026, 11, 20))["pending"] == 1   # first seen when it was first seen
+    assert [(w.key, w.expected["seen_at"]) for w in _pool()] == [(waiting.key, clock.iso(DAY_AFTER))]
+    clock.advance(RECHECK - timedelta(minutes=10, seconds=1))    # too early: still waiting
+    early = invoke(client, "download_statements", {"channel": "wechat", "bill_date": SETTLED_ON})
+    assert early["settlement_recheck"] == {"waiting": 1, "found": 0, "cleared": 0}
+    assert invoke(client, "reconciliation_report", {"channel": "wechat", "bill_date": SETTLED_ON})[
+        "discrepancies"] == []
+    clock.advance(timedelta(seconds=1))
+    later = invoke(client, "download_statements", {"channel": "wechat", "bill_date": SETTLED_ON})
+    assert later["settlement_recheck"] == {"waiting": 0, "found": 1, "cleared": 0}
+    report = invoke(client, "reconciliation_report", {"channel": "wechat", "bill_date": SETTLED_ON})
     [short] = report["discrepancies"]
     assert short["kind"] == recon.SETTLEMENT_SHORT and short["record_type"] == "settlement"
     assert short["detail"]["shortfall"] == 1 and short["receivable_adjustment"] == -1
+    assert short["detail"]["first_seen"] == clock.iso(DAY_AFTER)
     assert short["our_no"] == report["settlement"]["batches"][0]["batch"]
-    assert balance(RECEIVABLE) == 1                             # the missing fen is still owed
-    from chalicelib.services import settlement
-    settlement.settle_wechat(date(2026, 11, 20))                # re-run: same finding, no new one, no posting
+    assert balance(RECEIVABLE) == 1 and _pool() == []            # the missing fen is still owed; record closed
+    # A second re-check that had read the pool before the first closed it confirms nothing twice.
+    with monkeypatch.context() as stale:
+        stale.setattr(store, "pending_differences", lambda channel: [waiting])
+        assert settlement.recheck_wechat() == {"waiting": 0, "found": 0, "cleared": 0}
+    # Re-runs of the booking and of the job: same finding, no new one, no posting, nothing left waiting.
+    settlement.settle_wechat(date(2026, 11, 20))
+    clock.advance(RECHECK)
+    assert invoke(client, "download_statements", {"channel": "wechat", "bill_date": SETTLED_ON})[
+        "settlement_recheck"] == {"waiting": 0, "found": 0, "cleared": 0}
     again = invoke(client, "reconciliation_report", {"channel": "wechat", "bill_date": SETTLED_ON})
     assert [d["id"] for d in again["discrepancies"]] == [short["id"]] and len(settlement_postings()) == 1
+    assert _pool() == []
     invoke(client, "resolve_discrepancy", {"discrepancy_id": short["id"], "action": "write_off",
                                            "reason": "one fen of FX rounding at WeChat"})
     assert balance(RECEIVABLE) == 0
+
+
+def test_a_payment_the_day_index_has_not_caught_up_with_makes_no_settlement_finding(traded, client, monkeypatch):
+    """The hostile reviewer's case: the recon_by_day GSI does not list the 40.00 payment yet when the
+    batch is first checked (the consistent re-read re-reads only what the index lists). The batch is
+    booked as WeChat paid it; the apparent 40.00 difference waits, and the index has caught up by the
+    re-check: no finding ever, the waiting record closed."""
+    from chalicelib.store.models import PaymentModel
+    [late] = [m.payment_id for m in PaymentModel.scan() if int(m.amount) == 4000]
+    index = type(PaymentModel.recon_by_day)
+    real_query = index.query
+
+    def lagging(self, *args, **kwargs):
+        return (m for m in real_query(self, *args, **kwargs) if m.payment_id != late)
+    monkeypatch.setattr(index, "query", lagging)
+    clock.freeze(DAY_AFTER)
+    invoke(client, "download_statements", {"channel": "wechat", "bill_date": SETTLED_ON})
+    report = invoke(client, "reconciliation_report", {"channel": "wechat", "bill_date": SETTLED_ON})
+    assert report["discrepancies"] == [], report["discrepancies"]
+    assert report["settlement"]["batches"][0]["shortfall"] == -4000    # what the lagging index made it look like
+    [waiting] = _pool()
+    assert waiting.expected["shortfall"] == -4000
+    fee = 200 + 80 - 30
+    assert balance(RECEIVABLE) == 0 and balance("B:settlement_bank:NZD") == 12500 - fee
+    monkeypatch.setattr(index, "query", real_query)              # the index catches up
+    clock.advance(RECHECK)
+    got = invoke(client, "download_statements", {"channel": "wechat", "bill_date": SETTLED_ON})
+    assert got["settlement_recheck"] == {"waiting": 0, "found": 0, "cleared": 1}
+    assert invoke(client, "reconciliation_report", {"channel": "wechat", "bill_date": SETTLED_ON})[
+        "discrepancies"] == []
+    assert _pool() == [] and len(settlement_postings()) == 1
+    # Re-runs change nothing: the job again, and the booking again (now agreeing with the books).
+    from chalicelib.services import settlement
+    rerun = settlement.settle_wechat(date(2026, 11, 20))
+    assert rerun["pending"] == 0 and rerun["batches"][0]["posted"] is False
+    assert invoke(client, "download_statements", {"channel": "wechat", "bill_date": SETTLED_ON})[
+        "settlement_recheck"] == {"waiting": 0, "found": 0, "cleared": 0}
+    assert _pool() == [] and len(settlement_postings()) == 1 and balance(RECEIVABLE) == 0
+    from chalicelib.store import reconciliation as store
+    assert store.findings_of_day("wechat", SETTLED_ON) == []
 
 
 def test_a_batch_wechat_settled_for_more_than_kauri_booked_is_found_too(traded, client):
@@ -140,6 +217,8 @@ def test_a_batch_wechat_settled_for_more_than_kauri_booked_is_found_too(traded, 
     [lost] = [m for m in PaymentModel.scan() if int(m.amount) == 10000]
     lost.update(actions=[PaymentModel.recon_day.set("wechat#2026-11-18")])   # not a trade of the 19th now
     clock.freeze(DAY_AFTER)
+    invoke(client, "download_statements", {"channel": "wechat", "bill_date": SETTLED_ON})
+    clock.advance(RECHECK)                                      # seen again half an hour later: a finding
     invoke(client, "download_statements", {"channel": "wechat", "bill_date": SETTLED_ON})
     [finding] = invoke(client, "reconciliation_report", {"channel": "wechat", "bill_date": SETTLED_ON})["discrepancies"]
     assert finding["kind"] == recon.SETTLEMENT_SHORT and finding["detail"]["shortfall"] == -10000
