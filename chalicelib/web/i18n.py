@@ -113,6 +113,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "portal_accept": {"en": "Join", "zh-CN": "加入"},
     "portal_nav_home": {"en": "Home", "zh-CN": "首页"},
     "portal_nav_staff": {"en": "Staff", "zh-CN": "员工"},
+    "portal_yes": {"en": "yes", "zh-CN": "是"},
+    "portal_no": {"en": "no", "zh-CN": "否"},
     "portal_nav_alerts": {"en": "WeChat alerts", "zh-CN": "微信提醒"},
     "portal_role": {"en": "Role", "zh-CN": "角色"},
     "portal_role_owner": {"en": "owner", "zh-CN": "所有者"},

@@ -82,6 +82,7 @@ def test_an_invitation_is_mailed_once_in_english_and_chinese_with_a_link_that_wo
     assert owner.post("/portal/staff/invite", {"email": "Till@TuiHoney.nz", "role": "cashier"}).status_code == 200
     assert 'id="mail-state" data-state="delivered"' in owner.text()
     assert "The invitation was mailed to till@tuihoney.nz" in owner.text()
+    assert "mailed: yes" in owner.text() and "mailed: True" not in owner.text()   # the audit trail, in words
 
     (message,) = sent_to("till@tuihoney.nz")
     assert message.source == "Kauri <no-reply@kauri.test>"
