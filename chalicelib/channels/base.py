@@ -193,3 +193,30 @@ class Channel(Protocol):
         A time: the channel creates the trade only when the shopper opens its page, so "not found" is no
         proof; the payment stays open until this hard deadline."""
         ...
+
+
+def streamed(chunks, too_large: ChannelError, log_event: str, **log_fields: Any):
+    """A body streaming from the channel (chalicelib.http.iter_bounded) with its failures as ChannelError:
+    a network error while reading is NETWORK (retryable: nothing was stored), a body past its bound is
+    `too_large`."""
+    import requests
+
+    from chalicelib import http, log
+
+    try:
+        yield from chunks
+    except requests.RequestException as exc:
+        log.warning(log_event, error=type(exc).__name__, **log_fields)
+        raise ChannelError("NETWORK", type(exc).__name__, retryable=True) from None
+    except http.BodyTooLarge:
+        raise too_large from None
+
+
+def join_bounded(chunks, max_bytes: int, too_large: ChannelError) -> bytes:
+    """The rest of a streamed answer that should be a short one (an error answer), at most `max_bytes`."""
+    out = b""
+    for chunk in chunks:
+        out += chunk
+        if len(out) > max_bytes:
+            raise too_large
+    return out

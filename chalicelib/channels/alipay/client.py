@@ -30,6 +30,8 @@ from chalicelib.channels.base import (
     OrderRef,
     RefundRequest,
     RefundStatus,
+    join_bounded,
+    streamed,
 )
 from chalicelib.money import Money, MoneyError
 
@@ -543,31 +545,16 @@ class AlipayChannel:
         return self._file_chunks(params)
 
     def _file_chunks(self, params: dict[str, str]) -> Iterator[bytes]:
-        import requests
-
         resp = self._open("GET", self._signed(params))
-
-        def chunks() -> Iterator[bytes]:
-            try:
-                yield from http.iter_bounded(resp, MAX_FILE_RESPONSE_BYTES)
-            except requests.RequestException as exc:
-                log.warning("alipay_network_error", service=params.get("service"), error=type(exc).__name__)
-                raise ChannelError("NETWORK", type(exc).__name__, retryable=True) from None
-            except http.BodyTooLarge:
-                raise ChannelError("RESPONSE_TOO_LARGE", retryable=False) from None
-
-        head, body = http.peek(chunks(), FILE_PEEK_BYTES)
+        chunks = streamed(http.iter_bounded(resp, MAX_FILE_RESPONSE_BYTES), ChannelError("RESPONSE_TOO_LARGE"),
+                          "alipay_network_error", service=params.get("service"))
+        head, body = http.peek(chunks, FILE_PEEK_BYTES)
         lead = _text(head).lstrip()[:200]
         if lead.lower().startswith("no balance account data"):  # empty period, with or without the prefix
             resp.close()
             return iter(())
         if lead.startswith("<") or lead.lower().startswith("file download failed"):
-            text = b""
-            for chunk in body:
-                text += chunk
-                if len(text) > MAX_API_RESPONSE_BYTES:
-                    raise ChannelError("RESPONSE_TOO_LARGE", retryable=False)
-            text = _text(text)
+            text = _text(join_bounded(body, MAX_API_RESPONSE_BYTES, ChannelError("RESPONSE_TOO_LARGE")))
             if lead.startswith("<"):
                 self._parse_xml(text)
                 raise ChannelError("INVALID_RESPONSE", "statement answered XML")

@@ -14,7 +14,7 @@ from urllib.parse import quote
 from chalicelib import clock, http, log, settings
 from chalicelib.channels.base import (
     Ack, ChannelError, ChannelPayment, ChannelRefund, ChannelStatus, CreateRequest, CreateResult,
-    Notification, OrderRef, RefundRequest, RefundStatus,
+    Notification, OrderRef, RefundRequest, RefundStatus, join_bounded, streamed,
 )
 from chalicelib.channels.wechat import notify, signing, wire
 from chalicelib.money import Money, MoneyError, exponent, rate_from_e8
@@ -102,28 +102,6 @@ class Settlement:
 
 BILL_PEEK_BYTES = 64                       # enough to tell a bill from WeChat's `<xml>` error answer
 MAX_GZIP_BYTES = MAX_BILL_BYTES           # compressed bytes read at most (the text is bounded on its own)
-
-
-def _network_errors(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """requests' and the bound's exceptions while a body streams, as ChannelError."""
-    import requests
-
-    try:
-        yield from chunks
-    except requests.RequestException as exc:
-        log.warning("wechat_download_network_error", error=type(exc).__name__)
-        raise ChannelError("NETWORK", type(exc).__name__, retryable=True) from None
-    except http.BodyTooLarge as exc:
-        raise ChannelError("BAD_RESPONSE", str(exc)) from None
-
-
-def _bounded_join(chunks: Iterator[bytes], max_bytes: int) -> bytes:
-    out = b""
-    for chunk in chunks:
-        out += chunk
-        if len(out) > max_bytes:
-            raise ChannelError("BAD_RESPONSE", "an XML answer larger than an error answer", retryable=True)
-    return out
 
 
 def _bill_error(content: bytes) -> ChannelError:
@@ -394,14 +372,17 @@ class WeChatChannel:
         resp = self._post("/pay/downloadbill", signed, max_bytes=MAX_BILL_BYTES, stream=True,
                           accept="text/plain, text/xml, application/gzip, application/octet-stream" if gzip
                           else "text/plain, text/xml")
-        chunks = _network_errors(http.iter_bounded(resp, MAX_BILL_BYTES if not gzip else MAX_GZIP_BYTES))
+        bound = MAX_BILL_BYTES if not gzip else MAX_GZIP_BYTES
+        chunks = streamed(http.iter_bounded(resp, bound), ChannelError("BAD_RESPONSE", f"body larger than {bound} bytes"),
+                          "wechat_download_network_error")
         head, body = http.peek(chunks, BILL_PEEK_BYTES)
         wanted = BILL_PEEK_BYTES
         while len(head.lstrip()) < 5 and len(head) >= wanted and wanted < wire.MAX_BODY_BYTES:
             wanted = len(head) + BILL_PEEK_BYTES          # only blank space so far, and more to come: look further
             head, body = http.peek(body, wanted)
         if head.lstrip()[:5] == b"<xml>":
-            raise _bill_error(_bounded_join(body, wire.MAX_BODY_BYTES))
+            raise _bill_error(join_bounded(body, wire.MAX_BODY_BYTES, ChannelError(
+                "BAD_RESPONSE", "an XML answer larger than an error answer", retryable=True)))
         if gzip and head[:2] == b"\x1f\x8b":
             body = _inflated(body, MAX_BILL_BYTES)
         return _utf8_checked(body)
