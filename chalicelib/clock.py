@@ -54,3 +54,11 @@ def iso(dt: datetime) -> str:
 
 def parse_iso(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
+BEIJING = timezone(timedelta(hours=8))   # China Standard Time: no daylight saving
+
+
+def bill_day(at: datetime) -> str:
+    """The channels' bill date of a moment: its Beijing (UTC+8) calendar day, as YYYY-MM-DD."""
+    return at.astimezone(BEIJING).date().isoformat()

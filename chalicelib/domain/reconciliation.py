@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import partial
 from itertools import filterfalse
@@ -422,11 +422,3 @@ def settlement_finding(channel: str, bill_date: str, batch: SettlementBatch) -> 
                        {"expected": batch.expected_paid, "paid": batch.paid, "shortfall": batch.shortfall,
                         "currency": batch.currency, "lines": batch.lines},
                        -batch.shortfall, batch.currency)
-
-
-BEIJING = timezone(timedelta(hours=8))
-
-
-def bill_day(at: datetime) -> str:
-    """The channel's bill date of a moment: its Beijing (UTC+8, no DST) calendar day."""
-    return at.astimezone(BEIJING).date().isoformat()

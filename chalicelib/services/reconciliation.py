@@ -126,7 +126,7 @@ def _check_settled_on(record: dict, settled_on: str) -> None:
     at, no = record.get("settlement_time"), record.get("raw_line_no") or 0
     if not at:
         raise statements.StatementRefused(f"line {no} has no settlement time: not a settlement file")
-    day = recon.bill_day(datetime.fromisoformat(at.replace("Z", "+00:00")))
+    day = clock.bill_day(datetime.fromisoformat(at.replace("Z", "+00:00")))
     if day != settled_on:
         raise statements.StatementRefused(f"line {no} was settled on {day}, not on {settled_on} (the date the "
                                           "file sits under): put it under its own settlement date")

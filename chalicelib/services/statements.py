@@ -13,7 +13,6 @@ from typing import Iterable, Iterator
 from chalicelib import channels, clock, log, settings
 from chalicelib.channels.base import ChannelError
 from chalicelib.channels.blocks import BLOCK_BYTES, Blocks
-from chalicelib.domain import reconciliation as recon
 from chalicelib.store import reconciliation as store
 
 PREFIX = "statements/"
@@ -162,7 +161,7 @@ def download_job(event: dict) -> dict:
             first = date.fromisoformat(str(data.get("from") or data.get("to")))
             last = date.fromisoformat(str(data.get("to") or data.get("from")))
         else:
-            first = last = date.fromisoformat(recon.bill_day(clock.now())) - timedelta(days=1)
+            first = last = date.fromisoformat(clock.bill_day(clock.now())) - timedelta(days=1)
     except ValueError:
         return {"job": "download_statements", "error": "bill_date, from and to are YYYY-MM-DD"}
     if last < first or (last - first).days >= MAX_DAYS_PER_RUN:

@@ -5,8 +5,8 @@ from decimal import Decimal
 
 from pynamodb.exceptions import DoesNotExist
 
+from chalicelib.clock import bill_day
 from chalicelib.domain.payment import Payment, PaymentStatus
-from chalicelib.domain.reconciliation import bill_day
 from chalicelib.domain.refund import Refund, RefundStatus
 from chalicelib.money import Money
 from chalicelib.store.base import applied
